@@ -1,0 +1,267 @@
+"""The probability maths every family shares, written once and tested against `torch.distributions`.
+
+- `DiagonalGaussian`: the posterior q(z|x) of the VAE family (reparameterised sampling with a
+  generator, closed-form KL to N(0, I) or to another diagonal Gaussian, log-density).
+- Observation likelihoods p(x|z) for the decoder: `BernoulliLikelihood` (binary data, on logits),
+  `GaussianLikelihood` (continuous data, fixed or learned scale) and `DiscretizedGaussianLikelihood`
+  (8-bit images: the probability mass of each of the 256 bins, so bits/dim are honest).
+- `log_mean_exp` for importance-weighted bounds, and nats <-> bits/dim conversions.
+
+Conventions: every `log_prob`/`kl` returns one value per example, summed over all non-batch
+dimensions, in nats.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def _sum_except_batch(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(x.shape[0], -1).sum(dim=1)
+
+
+def _noise(draw, shape, generator, device, dtype) -> torch.Tensor:
+    if generator is not None and device is not None and torch.device(device).type != generator.device.type:
+        # A CPU generator drives sampling on any device: draw on the generator's device, then move.
+        return draw(shape, generator=generator, dtype=dtype).to(device)
+    return draw(shape, generator=generator, device=device, dtype=dtype)
+
+
+def standard_normal(shape, *, generator=None, device=None, dtype=None) -> torch.Tensor:
+    """N(0, I) noise drawn with `generator` (the one place the families draw Gaussian noise)."""
+    return _noise(torch.randn, shape, generator, device, dtype)
+
+
+def uniform(shape, *, generator=None, device=None, dtype=None) -> torch.Tensor:
+    """U[0, 1) noise drawn with `generator`."""
+    return _noise(torch.rand, shape, generator, device, dtype)
+
+
+class DiagonalGaussian:
+    """N(mean, diag(exp(logvar))) over the trailing dimensions of `mean`, batched over dim 0.
+
+    Args:
+        mean: (B, ...) tensor of means.
+        logvar: tensor of log-variances, same shape as `mean`.
+    """
+
+    def __init__(self, mean: torch.Tensor, logvar: torch.Tensor):
+        if mean.shape != logvar.shape:
+            raise ValueError(f"`logvar` must have the shape of `mean` {tuple(mean.shape)}, got {tuple(logvar.shape)}")
+        self.mean = mean
+        self.logvar = logvar
+
+    @property
+    def std(self) -> torch.Tensor:
+        return torch.exp(0.5 * self.logvar)
+
+    @property
+    def var(self) -> torch.Tensor:
+        return torch.exp(self.logvar)
+
+    def rsample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Reparameterised sample mean + std * eps (gradients flow to mean and logvar)."""
+        eps = standard_normal(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        return self.mean + self.std * eps
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A sample without gradients (`rsample` under `no_grad`)."""
+        with torch.no_grad():
+            return self.rsample(generator)
+
+    def mode(self) -> torch.Tensor:
+        return self.mean
+
+    def kl(self, other: DiagonalGaussian | None = None) -> torch.Tensor:
+        """KL(self || other) per example in nats; `other=None` means N(0, I).
+
+        Closed form per dimension: 0.5 * (var/var_o + (mean - mean_o)^2/var_o - 1 + logvar_o - logvar).
+        """
+        if other is None:
+            kl = 0.5 * (self.var + self.mean.pow(2) - 1.0 - self.logvar)
+        else:
+            kl = 0.5 * (
+                torch.exp(self.logvar - other.logvar)
+                + (self.mean - other.mean).pow(2) / other.var
+                - 1.0
+                + other.logvar
+                - self.logvar
+            )
+        return _sum_except_batch(kl)
+
+    def kl_per_dim(self) -> torch.Tensor:
+        """KL to N(0, I) per latent dimension, shape of `mean` (for free bits and active-unit reports)."""
+        return 0.5 * (self.var + self.mean.pow(2) - 1.0 - self.logvar)
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log N(z; mean, var) in nats, summed over the event dims (all but the first of `mean`).
+
+        `z` may carry extra leading sample dims, e.g. (S, B, D) against a (B, D) posterior -> (S, B).
+        """
+        elementwise = -0.5 * (LOG_2PI + self.logvar + (z - self.mean).pow(2) / self.var)
+        return elementwise.sum(dim=tuple(range(-(self.mean.ndim - 1), 0)))
+
+
+def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
+    """log N(z; 0, I) per example in nats."""
+    return _sum_except_batch(-0.5 * (LOG_2PI + z.pow(2)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Observation likelihoods p(x | z). The decoder emits `params` of shape (B, C * num_params, H, W);
+# each likelihood knows how many parameters per channel it needs and how to score and sample.
+# ---------------------------------------------------------------------------------------------
+
+
+class ObservationLikelihood:
+    """Base class: `log_prob(params, x)` per example, `mean(params)`, `sample(params, generator)`."""
+
+    name: str = ""
+    num_params: int = 1  # decoder output channels per image channel
+
+    def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def sample(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class BernoulliLikelihood(ObservationLikelihood):
+    """Bernoulli(sigmoid(logits)) per pixel; for binary (or binarised) images in {0, 1}."""
+
+    name = "bernoulli"
+
+    def log_prob(self, params, x):
+        # -BCE with logits is the numerically stable log Bernoulli(x; sigmoid(logits)).
+        return -_sum_except_batch(F.binary_cross_entropy_with_logits(params, x, reduction="none"))
+
+    def mean(self, params):
+        return torch.sigmoid(params)
+
+    def sample(self, params, generator=None):
+        u = uniform(params.shape, generator=generator, device=params.device, dtype=params.dtype)
+        return (u < torch.sigmoid(params)).to(params.dtype)
+
+
+def _split_mean_log_scale(params: torch.Tensor, fixed_log_scale: float | None):
+    if fixed_log_scale is None:
+        mean, log_scale = params.chunk(2, dim=1)
+        # Bound the learned scale from below: an unbounded Gaussian on near-discrete data drives
+        # sigma -> 0 and the density to infinity.
+        log_scale = log_scale.clamp(min=-7.0)
+    else:
+        mean, log_scale = params, torch.full_like(params, fixed_log_scale)
+    return mean, log_scale
+
+
+class GaussianLikelihood(ObservationLikelihood):
+    """N(x; mean, scale^2) per pixel, a density on continuous x.
+
+    Args:
+        scale: a fixed standard deviation, or None to learn a per-pixel log-scale (the decoder then
+            emits 2 channels per image channel: mean and log-scale).
+    """
+
+    name = "gaussian"
+
+    def __init__(self, scale: float | None = None):
+        self.fixed_log_scale = None if scale is None else math.log(scale)
+        self.num_params = 2 if scale is None else 1
+
+    def log_prob(self, params, x):
+        mean, log_scale = _split_mean_log_scale(params, self.fixed_log_scale)
+        return _sum_except_batch(-0.5 * LOG_2PI - log_scale - 0.5 * ((x - mean) * torch.exp(-log_scale)).pow(2))
+
+    def mean(self, params):
+        return _split_mean_log_scale(params, self.fixed_log_scale)[0]
+
+    def sample(self, params, generator=None):
+        mean, log_scale = _split_mean_log_scale(params, self.fixed_log_scale)
+        eps = standard_normal(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return mean + torch.exp(log_scale) * eps
+
+
+def discretized_gaussian_log_prob(
+    x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor, num_bins: int = 256
+) -> torch.Tensor:
+    """Elementwise log-probability of the bin holding x under N(mean, scale^2), x on the grid k/(num_bins-1).
+
+    The edge bins take the whole tails, so the masses of the `num_bins` bins sum to one
+    (the 8-bit image likelihood of Ho et al. / improved-diffusion, on [0, 1] instead of [-1, 1]).
+    """
+    half_bin = 0.5 / (num_bins - 1)
+    inv_scale = torch.exp(-log_scale)
+    normal = torch.distributions.Normal(torch.zeros_like(mean), torch.ones_like(mean))
+    cdf_plus = normal.cdf((x - mean + half_bin) * inv_scale)
+    cdf_minus = normal.cdf((x - mean - half_bin) * inv_scale)
+    log_cdf_plus = torch.log(cdf_plus.clamp(min=1e-12))
+    log_one_minus_cdf_minus = torch.log((1.0 - cdf_minus).clamp(min=1e-12))
+    log_mass = torch.log((cdf_plus - cdf_minus).clamp(min=1e-12))
+    return torch.where(
+        x < half_bin, log_cdf_plus, torch.where(x > 1.0 - half_bin, log_one_minus_cdf_minus, log_mass)
+    )
+
+
+class DiscretizedGaussianLikelihood(GaussianLikelihood):
+    """A Gaussian integrated over the 256 bins of 8-bit pixels: a probability, not a density.
+
+    Use it for bits/dim on 8-bit images: a continuous density on [0, 1] data is not a likelihood of
+    the discrete image and can report negative bits.
+    """
+
+    name = "discretized_gaussian"
+
+    def __init__(self, scale: float | None = None, num_bins: int = 256):
+        super().__init__(scale)
+        self.num_bins = num_bins
+
+    def log_prob(self, params, x):
+        mean, log_scale = _split_mean_log_scale(params, self.fixed_log_scale)
+        return _sum_except_batch(discretized_gaussian_log_prob(x, mean, log_scale, self.num_bins))
+
+    def sample(self, params, generator=None):
+        x = super().sample(params, generator)
+        # Snap to the pixel grid the likelihood is defined on.
+        return torch.round(x.clamp(0.0, 1.0) * (self.num_bins - 1)) / (self.num_bins - 1)
+
+
+LIKELIHOODS = ("bernoulli", "gaussian", "discretized_gaussian")
+
+
+def get_likelihood(name: str, scale: float | None = None) -> ObservationLikelihood:
+    """The observation likelihood called `name` (one of `LIKELIHOODS`); `scale` None = learned."""
+    if name == "bernoulli":
+        return BernoulliLikelihood()
+    if name == "gaussian":
+        return GaussianLikelihood(scale)
+    if name == "discretized_gaussian":
+        return DiscretizedGaussianLikelihood(scale)
+    raise ValueError(f"`likelihood` must be one of {LIKELIHOODS}, got {name!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Estimators and units
+# ---------------------------------------------------------------------------------------------
+
+
+def log_mean_exp(x: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """log(mean(exp(x), dim)) computed stably (the importance-weighted bound of Burda et al.)."""
+    return torch.logsumexp(x, dim=dim) - math.log(x.shape[dim])
+
+
+def nats_to_bits_per_dim(nats: torch.Tensor | float, num_dims: int):
+    """Negative log-likelihood in nats per example -> bits per dimension."""
+    return nats / (num_dims * math.log(2.0))
+
+
+def bits_per_dim_to_nats(bits_per_dim: torch.Tensor | float, num_dims: int):
+    """Bits per dimension -> nats per example (inverse of `nats_to_bits_per_dim`)."""
+    return bits_per_dim * num_dims * math.log(2.0)
