@@ -259,7 +259,11 @@ class VAEModel(VAEPreTrainedModel):
         log_weights = []  # chunks of (s, B)
         for start in range(0, num_samples, per_chunk):
             s = min(per_chunk, num_samples - start)
-            eps = standard_normal((s, *posterior.mean.shape), generator=generator, device=self.device, dtype=self.dtype)
+            # One (B, D) draw per sample, so the estimate does not depend on `chunk_size`.
+            eps = torch.stack([
+                standard_normal(posterior.mean.shape, generator=generator, device=self.device, dtype=self.dtype)
+                for _ in range(s)
+            ])
             z = posterior.mean + posterior.std * eps  # (s, B, D)
             params = self.decoder(z.flatten(0, 1))
             log_px_z = self.likelihood.log_prob(params, pixel_values.repeat(s, 1, 1, 1)).view(s, batch)

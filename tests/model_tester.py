@@ -1,0 +1,160 @@
+"""The contracts every hf_vae model keeps, as a mixin: a family's test class sets a tiny config and
+how to build a batch, and inherits these tests (see DESIGN.md, "Contracts every model keeps")."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModel
+
+import hf_vae  # noqa: F401  (registers the families)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class ModelTesterMixin:
+    model_class = None
+    config_class = None
+    config_kwargs: dict = {}
+    # (field, bad value) pairs the config must reject with a ValueError naming the field
+    bad_config_values: list = []
+
+    # -- hooks a family may override ------------------------------------------------------------
+
+    def get_config(self, **overrides):
+        return self.config_class(**{**self.config_kwargs, **overrides})
+
+    def get_model(self, seed: int = 0, **overrides):
+        torch.manual_seed(seed)
+        return self.model_class(self.get_config(**overrides))
+
+    def get_inputs(self, batch_size: int = 4, seed: int = 0) -> dict:
+        config = self.get_config()
+        g = torch.Generator().manual_seed(seed)
+        shape = (batch_size, config.num_channels, config.image_size, config.image_size)
+        return {"pixel_values": torch.rand(shape, generator=g).round()}
+
+    def sample_outputs(self, model, generator):
+        """A random public method of the family (for the determinism test)."""
+        return model.sample(2, generator=generator)
+
+    # -- the contracts ------------------------------------------------------------------------------
+
+    def test_forward_returns_loss_and_named_terms(self):
+        model = self.get_model().eval()
+        out = model(**self.get_inputs(), generator=torch.Generator().manual_seed(0))
+        assert out.loss.ndim == 0 and torch.isfinite(out.loss)
+        as_tuple = model(**self.get_inputs(), generator=torch.Generator().manual_seed(0), return_dict=False)
+        assert torch.equal(as_tuple[0], out.loss)
+
+    def test_save_load_identity(self, tmp_path):
+        model = self.get_model().eval()
+        model.save_pretrained(tmp_path)
+        assert (tmp_path / "model.safetensors").exists()
+        assert not list(tmp_path.glob("*.bin")), "only safetensors may be written"
+        reloaded = AutoModel.from_pretrained(tmp_path).eval()
+        assert type(reloaded) is type(model)
+        assert AutoConfig.from_pretrained(tmp_path).to_dict() == reloaded.config.to_dict()
+        inputs = self.get_inputs()
+        a = model(**inputs, generator=torch.Generator().manual_seed(1))
+        b = reloaded(**inputs, generator=torch.Generator().manual_seed(1))
+        for key, value in a.items():
+            assert torch.equal(value, b[key]), f"output {key!r} changed after save/load"
+        for (name, p), (_, q) in zip(model.state_dict().items(), reloaded.state_dict().items()):
+            assert torch.equal(p, q), f"{name} changed after save/load"
+
+    def test_determinism_with_generator(self):
+        model = self.get_model().eval()
+        inputs = self.get_inputs()
+        a = model(**inputs, generator=torch.Generator().manual_seed(5)).loss
+        b = model(**inputs, generator=torch.Generator().manual_seed(5)).loss
+        c = model(**inputs, generator=torch.Generator().manual_seed(6)).loss
+        assert torch.equal(a, b) and not torch.equal(a, c)
+        s1 = self.sample_outputs(model, torch.Generator().manual_seed(7))
+        s2 = self.sample_outputs(model, torch.Generator().manual_seed(7))
+        s3 = self.sample_outputs(model, torch.Generator().manual_seed(8))
+        assert torch.equal(s1, s2) and not torch.equal(s1, s3)
+
+    @pytest.mark.parametrize(
+        "corrupt, expected",
+        [
+            (lambda x: x[0], "shape"),  # wrong rank
+            (lambda x: torch.cat([x, x], dim=1), "shape"),  # wrong channels
+            (lambda x: x[..., :-1, :-1], "shape"),  # wrong size
+            (lambda x: (x * 255).to(torch.uint8), "dtype"),  # integer images
+            (lambda x: x * 2.0 + 0.5, r"\[0, 1\]"),  # out of range, never clamped
+            (lambda x: x.masked_fill(torch.zeros_like(x, dtype=torch.bool).index_fill_(0, torch.tensor([0]), True), float("nan")), "NaN"),
+        ],
+        ids=["rank", "channels", "size", "dtype", "range", "nan"],
+    )
+    def test_bad_pixel_values_raise(self, corrupt, expected):
+        model = self.get_model()
+        inputs = self.get_inputs()
+        inputs["pixel_values"] = corrupt(inputs["pixel_values"])
+        with pytest.raises(ValueError, match="pixel_values") as info:
+            model(**inputs)
+        assert info.match(expected)
+
+    def test_config_rejects_bad_values(self):
+        assert self.bad_config_values, "each family lists values its config must reject"
+        for field, value in self.bad_config_values:
+            with pytest.raises(ValueError, match=f"`{field}`") as info:
+                self.get_config(**{field: value})
+            assert repr(value) in str(info.value) or str(value) in str(info.value)
+
+    def test_optimizer_step_lowers_loss(self):
+        model = self.get_model().train()
+        inputs = self.get_inputs(batch_size=8)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+        def loss():
+            return model(**inputs, generator=torch.Generator().manual_seed(0)).loss
+
+        before = loss()
+        before.backward()
+        optimizer.step()
+        with torch.no_grad():
+            after = loss()
+        assert after.item() < before.item()
+
+    def test_loads_as_remote_code_without_hf_vae(self, tmp_path):
+        model = self.get_model().eval()
+        model.save_pretrained(tmp_path / "model")
+        inputs = self.get_inputs()
+        torch.save(inputs, tmp_path / "inputs.pt")
+        expected = model(**inputs, generator=torch.Generator().manual_seed(3)).loss
+        script = textwrap.dedent(
+            f"""
+            import importlib.abc, sys
+
+            class BlockHfVae(importlib.abc.MetaPathFinder):
+                def find_spec(self, name, path=None, target=None):
+                    if name == "hf_vae" or name.startswith("hf_vae."):
+                        raise ModuleNotFoundError(f"No module named {{name!r}}")
+
+            # Scrub the repo from sys.path and block the editable-install finder too.
+            sys.path = [p for p in sys.path if p not in ("", ".", {str(REPO_ROOT)!r})]
+            sys.meta_path.insert(0, BlockHfVae())
+            try:
+                import hf_vae
+                raise SystemExit("hf_vae is importable: the test would prove nothing")
+            except ModuleNotFoundError:
+                pass
+            import torch
+            from transformers import AutoModel
+            model = AutoModel.from_pretrained({str(tmp_path / 'model')!r}, trust_remote_code=True).eval()
+            assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+            inputs = torch.load({str(tmp_path / 'inputs.pt')!r})
+            print(repr(model(**inputs, generator=torch.Generator().manual_seed(3)).loss.item()))
+            """
+        )
+        env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
+        result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert float(result.stdout.strip().splitlines()[-1]) == expected.item()
