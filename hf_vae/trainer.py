@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import yaml
 from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.state import AcceleratorState
 from accelerate.utils import ProjectConfiguration
 from accelerate.tracking import GeneralTracker, on_main_process
 from accelerate.utils import set_seed
@@ -211,6 +212,8 @@ class TrainState:
     best_step: int = -1
     evals_without_improvement: int = 0
     elapsed_seconds: float = 0.0
+    step_seconds: float = 0.0  # time inside training steps only (no evaluation or checkpointing)
+    images_seen: int = 0  # training images over all processes
 
     def state_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -369,6 +372,9 @@ def train(recipe: Recipe, resume: bool = False) -> Path:
     t = recipe.training
     run_dir = Path(t.output_dir)
     checkpoints_dir = run_dir / "checkpoints"
+    # Accelerate keeps its state in a process-wide singleton; a second `train()` in the same Python
+    # process (notebooks, tests) may ask for another precision, so start from a fresh state.
+    AcceleratorState._reset_state()
     accelerator = Accelerator(
         mixed_precision=t.mixed_precision,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
@@ -420,6 +426,7 @@ def train(recipe: Recipe, resume: bool = False) -> Path:
     while state.step < t.max_steps and not stop:
         train_loader.set_epoch(state.epoch)
         loader = accelerator.skip_first_batches(train_loader, state.batches_in_epoch) if state.batches_in_epoch else train_loader
+        step_start = time.perf_counter()
         for batch in loader:
             micro = state.batches_in_epoch
             generator = torch.Generator().manual_seed(_step_seed(t.seed, state.step, micro, accelerator.process_index))
@@ -439,12 +446,14 @@ def train(recipe: Recipe, resume: bool = False) -> Path:
                 scheduler.step()
                 optimizer.zero_grad()
             state.batches_in_epoch += 1
+            state.images_seen += len(pixel_values) * accelerator.num_processes
             for key, value in _scalar_terms(output).items():
                 running.setdefault(key, []).append(value)
             if not accelerator.sync_gradients:
                 continue
 
             state.step += 1
+            state.step_seconds += time.perf_counter() - step_start
             state.elapsed_seconds = time.time() - start_time
             progress.update(1)
             if state.step % t.log_every == 0 or state.step == t.max_steps:
@@ -465,6 +474,7 @@ def train(recipe: Recipe, resume: bool = False) -> Path:
                 _save_checkpoint(accelerator, checkpoints_dir, state, t.save_total_limit)
             if stop or state.step >= t.max_steps:
                 break
+            step_start = time.perf_counter()
         else:
             state.epoch += 1
             state.batches_in_epoch = 0
@@ -567,6 +577,7 @@ def _finish(recipe, accelerator, model, splits, state, run_dir: Path) -> None:
         "steps": state.step,
         "best_step": state.best_step,
         "train_seconds": round(state.elapsed_seconds, 1),
+        "train_images_per_second": round(state.images_seen / max(state.step_seconds, 1e-9), 1),
         "test": {name: m.to_dict() for name, m in metrics.items()},
     }
     (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))

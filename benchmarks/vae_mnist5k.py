@@ -1,0 +1,183 @@
+"""hf_vae vs pythae on the same VAE, measured in one run.
+
+Both train the identical encoder/decoder (hf_vae's modules, the same initial weights), latent size,
+optimizer (AdamW, same learning rate and weight decay, cosine schedule), batch size, number of
+epochs, training images (the mnist5k train split minus the same 500-image validation split) and
+model selection on that validation split. Both are then scored by the same estimator on the same
+statically binarized mnist5k test split: the importance-weighted NLL with k samples.
+
+Training data: hf_vae draws a fresh binarization of each batch (dynamic binarization). pythae has no
+per-batch transform, so it gets the grey-level images with its BCE loss, whose gradient is the
+expectation of the dynamically binarized one: the closest pythae offers.
+
+Throughput counts training steps only (forward, backward, optimizer, data loading), not evaluation
+or checkpoints, in images per second on this machine's threads.
+
+    pip install -e .[bench]
+    python benchmarks/vae_mnist5k.py                      # writes benchmarks/results/vae_mnist5k.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import hf_vae  # noqa: F401
+from hf_vae.evaluation import evaluate
+from hf_vae.trainer import Recipe, _TensorDataset, build_model, load_data, train
+
+HERE = Path(__file__).resolve().parent
+RECIPE = HERE.parent / "training" / "configs" / "vae_mnist5k.yaml"
+
+
+def run_hf_vae(recipe: Recipe, output_dir: Path) -> dict:
+    run_dir = train(recipe)
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    test = summary["test"]
+    return {
+        "nll": test["nll"]["value"],
+        "estimator": test["nll"]["estimator"],
+        "elbo": test["elbo"]["value"],
+        "bits_per_dim": test["bits_per_dim"]["value"],
+        "active_units": test["active_units"]["value"],
+        "images_per_second": summary["train_images_per_second"],
+        "steps": summary["steps"],
+        "best_step": summary["best_step"],
+    }
+
+
+def run_pythae(recipe: Recipe, splits: dict, output_dir: Path) -> dict:
+    from pythae.data.datasets import BaseDataset
+    from pythae.models import VAE
+    from pythae.models import VAEConfig as PythaeVAEConfig
+    from pythae.models.base.base_utils import ModelOutput
+    from pythae.models.nn import BaseDecoder, BaseEncoder
+    from pythae.trainers import BaseTrainer, BaseTrainerConfig
+
+    t = recipe.training
+    torch.manual_seed(t.seed)
+    reference = build_model(recipe)  # same architecture and initial weights as hf_vae's run
+    config = reference.config
+
+    class Encoder(BaseEncoder):
+        def __init__(self):
+            super().__init__()
+            self.net = reference.encoder
+
+        def forward(self, x):
+            mean, logvar = self.net(x).chunk(2, dim=1)
+            return ModelOutput(embedding=mean, log_covariance=logvar)
+
+    class Decoder(BaseDecoder):
+        def __init__(self):
+            super().__init__()
+            self.net = reference.decoder
+
+        def forward(self, z):
+            return ModelOutput(reconstruction=torch.sigmoid(self.net(z)))
+
+    model = VAE(
+        PythaeVAEConfig(input_dim=(config.num_channels, config.image_size, config.image_size),
+                        latent_dim=config.latent_dim, reconstruction_loss="bce"),
+        encoder=Encoder(), decoder=Decoder(),
+    )
+    num_train = len(splits["train"]["pixel_values"])
+    steps_per_epoch = num_train // t.batch_size
+    epochs = math.ceil(t.max_steps / steps_per_epoch)
+    trainer_config = BaseTrainerConfig(
+        output_dir=str(output_dir), num_epochs=epochs, learning_rate=t.learning_rate,
+        per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=recipe.evaluation.batch_size,
+        optimizer_cls="AdamW", optimizer_params={"weight_decay": t.weight_decay, "betas": (t.adam_beta1, t.adam_beta2)},
+        scheduler_cls="CosineAnnealingLR", scheduler_params={"T_max": epochs},
+        steps_saving=None, seed=t.seed, no_cuda=True,
+    )
+    def dataset(split):
+        images = splits[split]["pixel_values"]
+        return BaseDataset(data=images, labels=torch.zeros(len(images)))
+
+    trainer = BaseTrainer(model=model, train_dataset=dataset("train"), eval_dataset=dataset("validation"),
+                          training_config=trainer_config)
+    step_seconds = 0.0
+    train_step = trainer.train_step
+
+    def timed_train_step(epoch):
+        nonlocal step_seconds
+        start = time.perf_counter()
+        loss = train_step(epoch)
+        step_seconds += time.perf_counter() - start
+        return loss
+
+    trainer.train_step = timed_train_step
+    trainer.train()
+    best = trainer._best_model
+    # Score pythae's best model with the very same estimator: load its modules into an hf_vae model.
+    reference.encoder.load_state_dict(best.encoder.net.state_dict())
+    reference.decoder.load_state_dict(best.decoder.net.state_dict())
+    metrics = evaluate(reference, _TensorDataset(splits["test"]), batch_size=recipe.evaluation.batch_size,
+                       num_importance_samples=recipe.evaluation.num_importance_samples, seed=t.seed)
+    return {
+        "nll": metrics["nll"].value,
+        "estimator": metrics["nll"].estimator,
+        "elbo": metrics["elbo"].value,
+        "bits_per_dim": metrics["bits_per_dim"].value,
+        "active_units": metrics["active_units"].value,
+        "images_per_second": epochs * steps_per_epoch * t.batch_size / step_seconds,
+        "steps": epochs * steps_per_epoch,
+        "best_step": "best epoch (pythae)",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", default=str(RECIPE))
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    parser.add_argument("--output_dir", default=str(HERE / "runs" / "vae_mnist5k"))
+    parser.add_argument("--results", default=str(HERE / "results" / "vae_mnist5k.md"))
+    parser.add_argument("--skip-pythae", action="store_true")
+    args = parser.parse_args()
+
+    output_dir = Path(args.output_dir)
+    recipe = Recipe.from_yaml(args.recipe, [f"training.output_dir={output_dir / 'hf_vae'}", "training.progress=false", *args.set])
+    # Early stopping would end the runs at different points; both run the full budget and keep the
+    # best validation checkpoint.
+    recipe.training.early_stopping_patience = None
+    splits = load_data(recipe)
+    rows = {"hf_vae": run_hf_vae(recipe, output_dir / "hf_vae")}
+    if not args.skip_pythae:
+        rows["pythae 0.1.2"] = run_pythae(recipe, splits, output_dir / "pythae")
+
+    command = "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0]))] + sys.argv[1:])
+    lines = [
+        "# VAE on mnist5k: hf_vae vs pythae",
+        "",
+        f"Command: `{command}`  ",
+        f"Recipe: `{Path(args.recipe).name}` {' '.join(args.set)}  ",
+        f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}  ",
+        f"Test set: mnist5k test split (500 images), static binarization seed {recipe.data.binarize_seed}.",
+        "",
+        "| library | test NLL (nats) | estimator | test ELBO (nats) | bits/dim | active units | train images/s | steps |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['nll']:.2f} | {r['estimator']} | {r['elbo']:.2f} | {r['bits_per_dim']:.4f} | "
+                     f"{r['active_units']} | {r['images_per_second']:.0f} | {r['steps']} |")
+    if "pythae 0.1.2" in rows:
+        ratio = rows["hf_vae"]["images_per_second"] / rows["pythae 0.1.2"]["images_per_second"]
+        lines += ["", f"Throughput ratio hf_vae / pythae: {ratio:.2f}x; NLL difference hf_vae - pythae: "
+                      f"{rows['hf_vae']['nll'] - rows['pythae 0.1.2']['nll']:+.2f} nats."]
+    text = "\n".join(lines) + "\n"
+    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.results).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""The training loop end to end on the tiny digits recipe: outputs, exact resume after SIGKILL,
+two-process data parallelism, and recipes that must fail before training starts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModel
+
+from hf_vae import data as hd
+from hf_vae.evaluation import evaluate
+from hf_vae.trainer import Recipe, train
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_RECIPE = REPO / "training" / "configs" / "vae_digits_tiny.yaml"
+STEPS = 80
+
+
+def _recipe(output_dir, **overrides) -> Recipe:
+    items = [f"training.output_dir={output_dir}", f"training.max_steps={STEPS}", "training.progress=false"]
+    items += [f"{k}={v}" for k, v in overrides.items()]
+    return Recipe.from_yaml(TINY_RECIPE, items)
+
+
+def _cli(*args, output_dir, extra=()):
+    return [sys.executable, "-m", "hf_vae.cli", "train", str(TINY_RECIPE), "--output_dir", str(output_dir),
+            "--set", f"training.max_steps={STEPS}", "--set", "training.progress=false", *extra, *args]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run") / "vae"
+    train(_recipe(run_dir))
+    return run_dir
+
+
+def test_run_writes_model_metrics_pngs_and_logs(finished_run):
+    for name in ("config.json", "model.safetensors", "modeling_vae.py", "metrics.json", "samples.png",
+                 "reconstructions.png", "training_curves.png", "logs/metrics.jsonl"):
+        assert (finished_run / name).exists(), name
+    assert list((finished_run / "logs").rglob("events.out.tfevents*")), "no TensorBoard event file"
+    assert not list(finished_run.glob("checkpoints/*.tmp"))
+    metrics = json.loads((finished_run / "metrics.json").read_text())
+    assert metrics["steps"] == STEPS
+    assert metrics["test"]["nll"]["estimator"] == "IWAE, k=50" and metrics["test"]["nll"]["unit"] == "nats"
+    logs = [json.loads(line) for line in (finished_run / "logs" / "metrics.jsonl").read_text().splitlines()]
+    train_losses = [row["train/loss"] for row in logs if "train/loss" in row]
+    assert train_losses[-1] < train_losses[0] - 5, train_losses
+    assert any("validation/elbo" in row for row in logs)
+
+
+def test_saved_model_reloads_and_reproduces_its_metrics(finished_run):
+    model = AutoModel.from_pretrained(finished_run)
+    view = hd.load_split("digits", "test", binarize="static", seed=0)
+    metrics = evaluate(model, view, num_importance_samples=50, seed=0, progress=False)
+    recorded = json.loads((finished_run / "metrics.json").read_text())["test"]
+    assert metrics["nll"].value == pytest.approx(recorded["nll"]["value"], abs=1e-4)
+    assert metrics["elbo"].value == pytest.approx(recorded["elbo"]["value"], abs=1e-4)
+    samples = model.sample(4, generator=torch.Generator().manual_seed(0))
+    assert samples.shape == (4, 1, 8, 8)
+
+
+def test_sigkill_mid_run_resumes_exactly(finished_run, tmp_path):
+    run_dir = tmp_path / "killed"
+    # Slow the loop down enough to kill it between two checkpoints (save_every = 20 in the recipe).
+    process = subprocess.Popen(_cli(output_dir=run_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (run_dir / "checkpoints" / "checkpoint-00000040").exists():
+        assert process.poll() is None, "training ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (run_dir / "metrics.json").exists(), "the run finished before SIGKILL: the test proves nothing"
+    resumed = subprocess.run(_cli("--resume", output_dir=run_dir), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from checkpoint-" in resumed.stdout + resumed.stderr
+    # Same weights as the uninterrupted run: step, optimizer, scheduler, RNG, data order and the KL
+    # warm-up position were all restored.
+    a, b = load_file(finished_run / "model.safetensors"), load_file(run_dir / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    steps = [json.loads(line)["step"] for line in (run_dir / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps), "the log repeats steps after resuming"
+
+
+def test_two_processes_match_one_process(finished_run, tmp_path):
+    run_dir = tmp_path / "ddp"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
+               "--cpu", "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "training" / "train.py"),
+               str(TINY_RECIPE), "--output_dir", str(run_dir), "--set", f"training.max_steps={STEPS}",
+               "--set", "training.progress=false"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    one = json.loads((finished_run / "metrics.json").read_text())["test"]["nll"]["value"]
+    two = json.loads((run_dir / "metrics.json").read_text())["test"]["nll"]["value"]
+    assert abs(one - two) < 1.0, (one, two)
+
+
+def test_bf16_mixed_precision_and_accumulation_train(tmp_path):
+    run_dir = tmp_path / "bf16"
+    train(_recipe(run_dir, **{"training.mixed_precision": "bf16", "training.gradient_accumulation_steps": 2,
+                              "training.max_steps": 20, "evaluation.num_importance_samples": 0}))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["steps"] == 20 and "nll" not in metrics["test"]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["training.lerning_rate=0.1"], "training.lerning_rate"),
+        (["optimizer.lr=0.1"], "optimizer"),
+        (["training.batch_size=0"], "training.batch_size"),
+        (["data.train_binarize=sometimes"], "data.train_binarize"),
+        (["hub.push_to_hub=true"], "hub.hub_model_id"),
+    ],
+)
+def test_bad_recipes_fail_naming_the_field(overrides, message):
+    with pytest.raises(ValueError, match=message.replace(".", r"\.")):
+        Recipe.from_yaml(TINY_RECIPE, overrides)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"data.dataset": "no-such-dataset-folder/./x"}, "name_or_path"),
+        ({"model.config.image_size": 16}, r"model\.config\.image_size"),
+        ({"model.config.num_channels": 3}, r"model\.config\.num_channels"),
+        ({"model.config.latent_dim": 0}, "latent_dim"),
+        ({"model.family": "gan"}, r"model\.family"),
+    ],
+)
+def test_mismatches_fail_before_training(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        train(_recipe(tmp_path / "bad", **overrides))
+    assert not (tmp_path / "bad" / "checkpoints").exists()
+
+
+def test_cli_reports_bad_recipe_without_traceback(tmp_path):
+    result = subprocess.run(_cli(output_dir=tmp_path / "x", extra=["--set", "training.nope=1"]),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "training.nope" in result.stderr and "Traceback" not in result.stderr
