@@ -7,18 +7,40 @@ from transformers import AutoConfig, AutoModel
 
 from .distributions import DiagonalGaussian, get_likelihood, log_mean_exp, nats_to_bits_per_dim
 from .models.vae import VAEConfig, VAEModel
+from .models.cvae import CVAEConfig, CVAEModel
+from .models.vqvae import VQVAEConfig, VQVAEModel
+from .quantization import VectorQuantizer
+from .models.pixelcnn_prior import PixelCNNPriorConfig, PixelCNNPriorModel
+from .models.transformer_prior import TransformerPriorConfig, TransformerPriorModel
+from .sampling import sample_tokens
 
 __version__ = "0.1.0"
 
-for _config_class, _model_class in ((VAEConfig, VAEModel),):
+for _config_class, _model_class in (
+    (VAEConfig, VAEModel),
+    (CVAEConfig, CVAEModel),
+    (VQVAEConfig, VQVAEModel),
+    (PixelCNNPriorConfig, PixelCNNPriorModel),
+    (TransformerPriorConfig, TransformerPriorModel),
+):
     AutoConfig.register(_config_class.model_type, _config_class, exist_ok=True)
     AutoModel.register(_config_class, _model_class, exist_ok=True)
 
 __all__ = [
+    "CVAEConfig",
+    "CVAEModel",
     "DiagonalGaussian",
+    "PixelCNNPriorConfig",
+    "PixelCNNPriorModel",
+    "TransformerPriorConfig",
+    "TransformerPriorModel",
     "VAEConfig",
     "VAEModel",
+    "VQVAEConfig",
+    "VQVAEModel",
+    "VectorQuantizer",
     "get_likelihood",
     "log_mean_exp",
     "nats_to_bits_per_dim",
+    "sample_tokens",
 ]

@@ -33,3 +33,50 @@ class VAEOutput(ModelOutput):
     posterior_logvar: torch.Tensor | None = None
     latents: torch.Tensor | None = None
     reconstruction: torch.Tensor | None = None
+
+
+@dataclass
+class TokenPriorOutput(ModelOutput):
+    """Output of the token priors' `forward` (PixelCNN and transformer over token grids).
+
+    Args:
+        loss: scalar objective, the mean negative log-likelihood per token in nats (cross-entropy).
+        logits: unnormalised log-probabilities of each token given the tokens before it in raster order:
+            (B, vocab_size, H, W) for the PixelCNN, (B, sequence_length, vocab_size) for the transformer.
+        log_likelihood: (B,) exact log p(tokens) per example in nats (sum over the scored tokens).
+        past_key_values: the transformer's key/value cache when `use_cache=True`.
+    """
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    log_likelihood: torch.Tensor | None = None
+    past_key_values: object | None = None
+
+
+@dataclass
+class VQVAEOutput(ModelOutput):
+    """Output of the VQ-VAE family's `forward`.
+
+    Args:
+        loss: scalar objective, reconstruction_loss + codebook_loss + commitment_loss (van den Oord et
+            al. 2017, eq. 3); what the trainer minimises.
+        reconstruction_loss: scalar, mean over the batch of -log p(x|z_q) in nats.
+        codebook_loss: scalar, mean over the batch of ||sg[z_e] - e||^2 (summed over the code grid);
+            0 when the codebook is learned by EMA.
+        commitment_loss: scalar, mean over the batch of commitment_cost * ||z_e - sg[e]||^2 (already weighted).
+        perplexity: scalar, exp of the entropy of the batch's code usage (1 = one code, codebook_size = uniform).
+        codes_used_fraction: scalar, fraction of the codebook used by the batch.
+        dead_codes: scalar (long), codes assigned fewer than `dead_code_threshold` vectors in the batch.
+        indices: (B, h, w) long, the code ids.
+        reconstruction: (B, C, H, W) mean of p(x|z_q) in [0, 1].
+    """
+
+    loss: torch.Tensor | None = None
+    reconstruction_loss: torch.Tensor | None = None
+    codebook_loss: torch.Tensor | None = None
+    commitment_loss: torch.Tensor | None = None
+    perplexity: torch.Tensor | None = None
+    codes_used_fraction: torch.Tensor | None = None
+    dead_codes: torch.Tensor | None = None
+    indices: torch.Tensor | None = None
+    reconstruction: torch.Tensor | None = None

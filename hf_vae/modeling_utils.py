@@ -17,8 +17,10 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-# `from .x import`, `from ..x import`, `from ...x import`: the package's own modules.
-_RELATIVE_IMPORT = re.compile(r"^(\s*from\s+)(\.+)(\w+)(\s+import\b)", flags=re.MULTILINE)
+from .configuration_utils import check_choice, check_float, check_int
+
+# `from .x import`, `from ..x import`, `from ...x import`, `from ..family.x import`: the package's own modules.
+_RELATIVE_IMPORT = re.compile(r"^(\s*from\s+)(\.+)(\w+(?:\.\w+)*)(\s+import\b)", flags=re.MULTILINE)
 
 
 def check_pixel_values(pixel_values, num_channels: int, image_size: int, name: str = "pixel_values") -> None:
@@ -64,7 +66,8 @@ def remote_code_sources(module_name: str) -> dict[str, str]:
         text = path.read_text(encoding="utf-8")
         for match in _RELATIVE_IMPORT.finditer(text):
             pending.append(_resolve(module, match.group(2), match.group(3)))
-        sources[path.name] = _RELATIVE_IMPORT.sub(r"\1.\3\4", text)
+        # Flat layout: `from ..vae.modeling_vae import` becomes `from .modeling_vae import`.
+        sources[path.name] = _RELATIVE_IMPORT.sub(lambda m: f"{m[1]}.{m[3].rsplit('.', 1)[-1]}{m[4]}", text)
     return sources
 
 
@@ -103,3 +106,106 @@ class HfVaePreTrainedModel(PreTrainedModel):
                 Path(save_directory, file_name).write_text(text, encoding="utf-8")
         return result
 
+
+# ---------------------------------------------------------------------------------------------
+# Token grids: the inputs of the autoregressive priors (VQ-VAE codes or quantized pixels)
+# ---------------------------------------------------------------------------------------------
+
+TOKEN_SOURCES = ("vqvae_codes", "pixels")
+
+
+def check_token_prior_fields(config) -> None:
+    """Validate the fields every token-prior config shares (same names in each prior family).
+
+    `pixel_levels` None means `vocab_size` for pixel tokens; it is filled in so a saved config is explicit.
+    """
+    check_int("vocab_size", config.vocab_size, minimum=2)
+    check_int("grid_size", config.grid_size, minimum=1)
+    if config.num_classes is not None:
+        check_int("num_classes", config.num_classes, minimum=1)
+    check_float("label_dropout", config.label_dropout, minimum=0.0, maximum=1.0, exclusive_maximum=True)
+    if config.num_classes is None and config.label_dropout != 0:
+        raise ValueError(
+            f"`label_dropout` must be 0 for an unconditional prior (num_classes=None), got {config.label_dropout!r}"
+        )
+    for name in ("vqvae_name_or_path", "vqvae_revision"):
+        value = getattr(config, name)
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"`{name}` must be a string or None, got {value!r}")
+    check_choice("token_source", config.token_source, TOKEN_SOURCES)
+    if config.token_source == "pixels":
+        if config.pixel_levels is None:
+            config.pixel_levels = config.vocab_size
+        check_int("pixel_levels", config.pixel_levels, minimum=2)
+        if config.pixel_levels != config.vocab_size:
+            raise ValueError(
+                f"`pixel_levels` must equal vocab_size={config.vocab_size} for pixel tokens, got {config.pixel_levels!r}"
+            )
+    elif config.pixel_levels is not None:
+        raise ValueError(f"`pixel_levels` must be None unless token_source='pixels', got {config.pixel_levels!r}")
+
+
+def check_input_ids(input_ids, vocab_size: int, grid_size: int, name: str = "input_ids", flat: str | None = None) -> None:
+    """Raise `ValueError` unless `input_ids` is an integer tensor (B, H, W) of the configured grid with ids in [0, vocab_size).
+
+    `flat="full"` also accepts the grid flattened in raster order (B, H * W); `flat="prefix"` accepts any
+    raster-order prefix (B, L <= H * W) (incremental decoding).
+    """
+    if not isinstance(input_ids, torch.Tensor):
+        raise ValueError(f"`{name}` must be a torch.Tensor, got {type(input_ids).__name__}")
+    if input_ids.dtype == torch.bool or input_ids.is_floating_point() or input_ids.is_complex():
+        raise ValueError(f"`{name}` must be an integer tensor of token ids, got dtype {input_ids.dtype}")
+    num_positions = grid_size * grid_size
+    if input_ids.ndim == 2 and flat == "full":
+        flat_ok = input_ids.shape[1] == num_positions
+    else:
+        flat_ok = input_ids.ndim == 2 and flat == "prefix" and input_ids.shape[1] <= num_positions
+    if not flat_ok and (input_ids.ndim != 3 or tuple(input_ids.shape[1:]) != (grid_size, grid_size)):
+        expected = f"(batch, {grid_size}, {grid_size})"
+        if flat is not None:
+            expected += f" or (batch, {'L <= ' if flat == 'prefix' else ''}{num_positions})"
+        raise ValueError(f"`{name}` must have shape {expected}, got {tuple(input_ids.shape)}")
+    if input_ids.shape[0] == 0:
+        raise ValueError(f"`{name}` must hold at least one grid, got batch size 0")
+    if input_ids.numel() > 0:
+        low, high = int(input_ids.min()), int(input_ids.max())
+        if low < 0 or high >= vocab_size:
+            raise ValueError(f"`{name}` must hold token ids in [0, {vocab_size}), got ids in [{low}, {high}]")
+
+
+def check_labels(labels, num_classes: int | None, batch_size: int, name: str = "labels") -> None:
+    """Raise `ValueError` unless `labels` is None, or integer class ids (B,) in [0, num_classes) for a conditional model."""
+    if labels is None:
+        return
+    if num_classes is None:
+        raise ValueError(f"`{name}` must be None: the model is unconditional (num_classes=None), got {type(labels).__name__}")
+    if not isinstance(labels, torch.Tensor) or labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
+        got = labels.dtype if isinstance(labels, torch.Tensor) else type(labels).__name__
+        raise ValueError(f"`{name}` must be an integer tensor of class ids, got {got}")
+    if tuple(labels.shape) != (batch_size,):
+        raise ValueError(f"`{name}` must have shape ({batch_size},), got {tuple(labels.shape)}")
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= num_classes:
+        raise ValueError(f"`{name}` must hold class ids in [0, {num_classes}), got ids in [{low}, {high}]")
+
+
+def pixels_to_tokens(pixel_values: torch.Tensor, levels: int, name: str = "pixel_values") -> torch.Tensor:
+    """Single-channel images (B, 1, H, W) with values on the grid t / (levels - 1) -> tokens t (B, H, W) long.
+
+    Values off the grid raise (quantize first, e.g. binarize for `levels=2`): never silently rounded.
+    """
+    if not isinstance(pixel_values, torch.Tensor) or not pixel_values.is_floating_point():
+        got = pixel_values.dtype if isinstance(pixel_values, torch.Tensor) else type(pixel_values).__name__
+        raise ValueError(f"`{name}` must be a floating-point tensor with values in [0, 1], got {got}")
+    if pixel_values.ndim != 4 or pixel_values.shape[1] != 1:
+        raise ValueError(f"`{name}` must have shape (batch, 1, H, W), got {tuple(pixel_values.shape)}")
+    scaled = pixel_values[:, 0] * (levels - 1)
+    tokens = scaled.round()
+    if not torch.all((scaled - tokens).abs() <= 1e-4) or tokens.min() < 0 or tokens.max() > levels - 1:
+        raise ValueError(f"`{name}` must hold values on the {levels}-level grid t / {levels - 1} in [0, 1]")
+    return tokens.long()
+
+
+def tokens_to_pixels(tokens: torch.Tensor, levels: int) -> torch.Tensor:
+    """Tokens t (B, H, W) -> single-channel images t / (levels - 1), shape (B, 1, H, W) in [0, 1]."""
+    return (tokens.float() / (levels - 1)).unsqueeze(1)

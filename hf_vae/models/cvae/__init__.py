@@ -1,0 +1,4 @@
+from .configuration_cvae import CVAEConfig
+from .modeling_cvae import CVAEModel
+
+__all__ = ["CVAEConfig", "CVAEModel"]

@@ -1,0 +1,270 @@
+"""A Gated PixelCNN prior over token grids as a Hugging Face model (van den Oord et al. 2016,
+"Conditional Image Generation with PixelCNN Decoders").
+
+Read top-down: the shifts that make a convolution causal -> one gated layer of the vertical and
+horizontal stacks -> `PixelCNNPriorModel` (forward = exact NLL per token, then `log_likelihood`,
+`bits_per_token`, `bits_per_dim`, `sample`). Sampling runs through `hf_vae/sampling.py`.
+
+Causality without a blind spot (paper section 2.2): the vertical stack at row i sees only rows < i
+(a shift down before the first layer, kernels that never look below their own row after it); the
+horizontal stack at (i, j) sees row i left of j (a shift right before the first layer, kernels that
+never look right of their own column after it) plus the vertical stack of the same row. So the logits
+at (i, j) depend on exactly the tokens before (i, j) in raster order, within the receptive field.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...distributions import nats_to_bits_per_dim, uniform
+from ...modeling_outputs import TokenPriorOutput
+from ...modeling_utils import (
+    HfVaePreTrainedModel,
+    check_generator,
+    check_input_ids,
+    check_labels,
+    pixels_to_tokens,
+    tokens_to_pixels,
+)
+from ...sampling import check_sampling_args, is_guided, sample_tokens
+from .configuration_pixelcnn_prior import PixelCNNPriorConfig
+
+
+def down_shift(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) moved one row down (zeros on top): row i now holds row i - 1."""
+    return F.pad(x, (0, 0, 1, 0))[:, :, :-1, :]
+
+
+def right_shift(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) moved one column right (zeros on the left): column j now holds column j - 1."""
+    return F.pad(x, (1, 0, 0, 0))[:, :, :, :-1]
+
+
+def gate(x: torch.Tensor) -> torch.Tensor:
+    """Gated activation tanh(a) * sigmoid(b) of the two halves of the channels (paper eq. 2)."""
+    a, b = x.chunk(2, dim=1)
+    return torch.tanh(a) * torch.sigmoid(b)
+
+
+class GatedLayer(nn.Module):
+    """One layer of both stacks (paper Fig. 2): (vertical, horizontal) -> (vertical, horizontal, skip).
+
+    Type A (`first=True`) shifts its inputs so the current token is excluded; type B keeps it (its
+    inputs already exclude it). Class conditioning adds a learned per-class bias to every gate.
+    """
+
+    def __init__(self, channels: int, kernel_size: int, first: bool, num_conditions: int | None):
+        super().__init__()
+        self.first = first
+        self.k = kernel_size // 2
+        # Vertical: an (k+1) x n kernel over rows i-k..i, padded so it never sees a row below its own.
+        self.vertical = nn.Conv2d(channels, 2 * channels, (self.k + 1, kernel_size))
+        # Horizontal: a 1 x (k+1) kernel over columns j-k..j of the same row.
+        self.horizontal = nn.Conv2d(channels, 2 * channels, (1, self.k + 1))
+        # The vertical pre-activations feed the horizontal stack (they only see rows above).
+        self.vertical_to_horizontal = nn.Conv2d(2 * channels, 2 * channels, 1)
+        self.residual = nn.Conv2d(channels, channels, 1)
+        self.skip = nn.Conv2d(channels, channels, 1)
+        # Bias V^T h for the vertical and horizontal gates (paper eq. 4); the last class is the null one.
+        self.class_bias = nn.Embedding(num_conditions, 4 * channels) if num_conditions else None
+
+    def forward(self, vertical, horizontal, class_ids=None):
+        v_in = down_shift(vertical) if self.first else vertical
+        h_in = right_shift(horizontal) if self.first else horizontal
+        v_pre = self.vertical(F.pad(v_in, (self.k, self.k, self.k, 0)))  # (B, 2C, H, W)
+        h_pre = self.horizontal(F.pad(h_in, (self.k, 0, 0, 0))) + self.vertical_to_horizontal(v_pre)
+        if self.class_bias is not None:
+            v_bias, h_bias = self.class_bias(class_ids)[:, :, None, None].chunk(2, dim=1)
+            v_pre, h_pre = v_pre + v_bias, h_pre + h_bias
+        gated = gate(h_pre)
+        # Type A has no residual: its input is the embedding of the current token itself.
+        horizontal_out = self.residual(gated) + (0 if self.first else horizontal)
+        return gate(v_pre), horizontal_out, self.skip(gated)
+
+
+class PixelCNNPriorPreTrainedModel(HfVaePreTrainedModel):
+    config_class = PixelCNNPriorConfig
+    main_input_name = "input_ids"
+
+
+class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
+    """Gated PixelCNN p(x) = prod_i p(x_i | x_<i, class) over a (grid_size x grid_size) token grid.
+
+    `forward(input_ids)` returns the mean NLL per token (`loss`), the logits (B, vocab_size, H, W) and
+    the exact per-example log-likelihood in nats.
+    """
+
+    def __init__(self, config: PixelCNNPriorConfig):
+        super().__init__(config)
+        channels = config.hidden_channels
+        num_conditions = None if config.num_classes is None else config.num_classes + 1
+        self.token_embedding = nn.Embedding(config.vocab_size, channels)
+        self.layers = nn.ModuleList(
+            GatedLayer(channels, config.kernel_size, first=i == 0, num_conditions=num_conditions)
+            for i in range(config.num_layers)
+        )
+        self.head = nn.Sequential(
+            nn.ReLU(),
+            nn.Conv2d(channels, config.output_channels, 1),
+            nn.ReLU(),
+            nn.Conv2d(config.output_channels, config.vocab_size, 1),
+        )
+        self.post_init()
+
+    # -- checks and conditioning ----------------------------------------------------------------------
+
+    def _check_input_ids(self, input_ids, name: str = "input_ids") -> None:
+        check_input_ids(input_ids, self.config.vocab_size, self.config.grid_size, name)
+
+    @property
+    def null_class(self) -> int | None:
+        """The class index that means "no label" (label dropout, classifier-free guidance)."""
+        return self.config.num_classes
+
+    def _class_ids(self, labels, batch_size: int, generator=None, drop_labels: bool = False):
+        """Labels (B,) -> class ids (B,) for the gates (None when unconditional), with label dropout if asked."""
+        check_labels(labels, self.config.num_classes, batch_size)
+        if self.config.num_classes is None:
+            return None
+        if labels is None:
+            if self.config.label_dropout == 0:
+                raise ValueError(
+                    "`labels` are required: this prior is class-conditional and was configured without label "
+                    "dropout (label_dropout=0), so it has no unconditional mode; got None"
+                )
+            return torch.full((batch_size,), self.null_class, dtype=torch.long, device=self.device)
+        labels = labels.to(self.device)
+        if drop_labels and self.config.label_dropout > 0:
+            drop = uniform((batch_size,), generator=generator, device=labels.device) < self.config.label_dropout
+            labels = labels.masked_fill(drop, self.null_class)
+        return labels
+
+    # -- the network ------------------------------------------------------------------------------
+
+    def _logits(self, input_ids: torch.Tensor, class_ids: torch.Tensor | None) -> torch.Tensor:
+        """Token grid (B, H', W) -> logits (B, vocab_size, H', W); any number of rows H' (causal in rows)."""
+        x = self.token_embedding(input_ids).permute(0, 3, 1, 2)  # (B, C, H', W)
+        vertical, horizontal, skips = x, x, 0
+        for layer in self.layers:
+            vertical, horizontal, skip = layer(vertical, horizontal, class_ids)
+            skips = skips + skip
+        return self.head(skips)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        return_dict: bool = True,
+    ) -> TokenPriorOutput | tuple:
+        """Exact negative log-likelihood of token grids.
+
+        Args:
+            input_ids: (B, grid_size, grid_size) integer tokens in [0, vocab_size).
+            labels: (B,) class ids in [0, num_classes) for a conditional prior; None = the null class
+                (needs `label_dropout > 0`). Must be None for an unconditional prior.
+            generator: drives label dropout in training (reproducible losses).
+            return_dict: return a `TokenPriorOutput` (default) or a tuple.
+        """
+        self._check_input_ids(input_ids)
+        check_generator(generator)
+        class_ids = self._class_ids(labels, input_ids.shape[0], generator, drop_labels=self.training)
+        input_ids = input_ids.to(self.device)
+        logits = self._logits(input_ids, class_ids)
+        token_nll = F.cross_entropy(logits, input_ids, reduction="none")  # (B, H, W) in nats
+        output = TokenPriorOutput(loss=token_nll.mean(), logits=logits, log_likelihood=-token_nll.sum(dim=(1, 2)))
+        return output if return_dict else output.to_tuple()
+
+    # -- public methods -------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def log_likelihood(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Exact log p(input_ids | labels) per example in nats, shape (B,) (no label dropout)."""
+        self._check_input_ids(input_ids)
+        class_ids = self._class_ids(labels, input_ids.shape[0])
+        input_ids = input_ids.to(self.device)
+        logits = self._logits(input_ids, class_ids)
+        return -F.cross_entropy(logits, input_ids, reduction="none").sum(dim=(1, 2))
+
+    def bits_per_token(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """-log2 p(input_ids) / (H * W) per example, shape (B,)."""
+        return nats_to_bits_per_dim(-self.log_likelihood(input_ids, labels), self.config.grid_size**2)
+
+    def bits_per_dim(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Bits per pixel of single-channel quantized images (one token per pixel), shape (B,).
+
+        Only pixel tokens have pixels to count; for VQ-VAE codes use `bits_per_token`.
+        """
+        if self.config.token_source != "pixels":
+            raise ValueError(
+                "`token_source` must be 'pixels' for bits per dim (one token per pixel); "
+                f"got {self.config.token_source!r}: use bits_per_token for VQ-VAE codes"
+            )
+        return self.bits_per_token(input_ids, labels)
+
+    def pixels_to_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Quantized single-channel images (B, 1, H, W) on the grid t / (pixel_levels - 1) -> tokens (B, H, W)."""
+        if self.config.token_source != "pixels":
+            raise ValueError(f"`token_source` must be 'pixels' to convert pixels, got {self.config.token_source!r}")
+        return pixels_to_tokens(pixel_values, self.config.pixel_levels)
+
+    def tokens_to_pixels(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Tokens (B, H, W) -> single-channel images t / (pixel_levels - 1), shape (B, 1, H, W)."""
+        if self.config.token_source != "pixels":
+            raise ValueError(f"`token_source` must be 'pixels' to convert tokens, got {self.config.token_source!r}")
+        return tokens_to_pixels(tokens, self.config.pixel_levels)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        num_samples: int,
+        labels: torch.Tensor | int | None = None,
+        guidance_scale: float = 1.0,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+        progress: bool = True,
+    ) -> torch.Tensor:
+        """Draw `num_samples` token grids (N, H, W) in raster order through `hf_vae.sampling.sample_tokens`.
+
+        Each position reruns the network on the rows drawn so far (cost O(H * W) passes: fine for small
+        grids such as VQ-VAE codes or 28 x 28 binarized digits).
+
+        Args:
+            labels: (N,) class ids, or one int for all samples, for a conditional prior; None samples the
+                unconditional model (null class, needs `label_dropout > 0`).
+            guidance_scale: classifier-free guidance scale; != 1 needs `labels` and `label_dropout > 0`.
+            temperature, top_k, top_p: see `hf_vae.sampling.sample_from_logits`.
+            generator: drives every draw (reproducible samples).
+            progress: show a progress bar over the H * W positions.
+        """
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"`num_samples` must be an int >= 1, got {num_samples!r}")
+        check_sampling_args(temperature, top_k, top_p, guidance_scale)
+        check_generator(generator)
+        if isinstance(labels, int) and not isinstance(labels, bool):
+            labels = torch.full((num_samples,), labels, dtype=torch.long)
+        class_ids = self._class_ids(labels, num_samples)
+        if is_guided(guidance_scale):
+            if labels is None or self.config.label_dropout == 0:
+                raise ValueError(
+                    "`guidance_scale` != 1 needs `labels` and a prior trained with label dropout "
+                    f"(label_dropout={self.config.label_dropout}), got {guidance_scale!r}"
+                )
+            class_ids = torch.cat([class_ids, torch.full_like(class_ids, self.null_class)])
+        size = self.config.grid_size
+
+        def logits_fn(tokens, position, state):
+            row, col = divmod(position, size)
+            # Rows below `row` cannot influence it (causal), so only rows 0..row are computed.
+            grid = tokens.view(-1, size, size)[:, : row + 1]
+            return self._logits(grid, class_ids)[:, :, row, col], state
+
+        tokens = sample_tokens(
+            logits_fn, num_samples, size * size, temperature=temperature, top_k=top_k, top_p=top_p,
+            guidance_scale=guidance_scale, generator=generator, device=self.device, progress=progress,
+        )
+        return tokens.view(num_samples, size, size)
