@@ -190,3 +190,33 @@ def evaluate_gaussian_latent(
         metrics["nll"] = Metric(nll, "nats", estimator, "Negative log-likelihood per example")
         metrics["bits_per_dim"] = Metric(nats_to_bits_per_dim(nll, num_dims), "bits/dim", estimator, "Negative log-likelihood" + bits_note)
     return metrics
+
+
+@register_evaluator("pixelcnn_prior", "transformer_prior")
+def evaluate_token_prior(model, loader, *, num_importance_samples: int, seed: int, progress: bool) -> dict[str, Metric]:
+    """Exact negative log-likelihood of token grids: nats per example, bits per token, and bits per
+    dimension for pixel tokens (one token per pixel). `num_importance_samples` is unused: the
+    likelihood of an autoregressive prior is exact."""
+    from .modeling_utils import pixels_to_tokens
+
+    conditional = getattr(model.config, "num_classes", None) is not None
+    total, count, num_tokens = 0.0, 0, model.config.grid_size**2
+    for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
+        if "input_ids" in batch:
+            input_ids = batch["input_ids"]
+        else:
+            input_ids = pixels_to_tokens(batch["pixel_values"], model.config.pixel_levels)
+        labels = batch["labels"].to(model.device) if conditional else None
+        total -= model.log_likelihood(input_ids.to(model.device), labels=labels).sum().item()
+        count += len(input_ids)
+    if count == 0:
+        raise ValueError("`dataset` must hold at least one example, got none")
+    nll = total / count
+    metrics = {
+        "nll": Metric(nll, "nats", "exact", "Negative log-likelihood per example"),
+        "bits_per_token": Metric(nats_to_bits_per_dim(nll, num_tokens), "bits/token", "exact", "Negative log-likelihood per token"),
+        "num_examples": Metric(count, "examples", "", "Evaluated examples"),
+    }
+    if model.config.token_source == "pixels":
+        metrics["bits_per_dim"] = Metric(nats_to_bits_per_dim(nll, num_tokens), "bits/dim", "exact", "Negative log-likelihood per pixel")
+    return metrics

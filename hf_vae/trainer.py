@@ -13,6 +13,7 @@ Run it with `hf-vae train RECIPE.yaml` or `accelerate launch training/train.py R
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -37,6 +38,7 @@ from transformers import AutoConfig, AutoModel, get_scheduler
 from . import data as hf_data
 from .evaluation import Metric, evaluate, to_flat_dict
 from .images import image_grid
+from .modeling_utils import pixels_to_tokens
 
 # ---------------------------------------------------------------------------------------------
 # The recipe: every key known, every value checked before training starts
@@ -316,15 +318,40 @@ def load_data(recipe: Recipe) -> dict[str, dict[str, torch.Tensor]]:
     return splits
 
 
-def check_compatible(model, splits: dict) -> None:
+def check_compatible(model, splits: dict, dynamic_binarization: bool = False) -> None:
     """Fail before training when the model and the dataset disagree (channels, size, labels)."""
     config = model.config
+    if "input_ids" in splits["train"]:
+        grid = tuple(splits["train"]["input_ids"].shape[1:])
+        if grid != (config.grid_size, config.grid_size):
+            raise ValueError(f"recipe field `model.config.grid_size` is {config.grid_size} but the VQ-VAE codes are {grid[0]}x{grid[1]}")
+        _check_labels_fit(config, splits)
+        return
     images = splits["train"]["pixel_values"]
     channels, height, width = images.shape[1:]
+    if is_token_prior(model):
+        if config.token_source != "pixels":
+            raise ValueError(f"recipe field `model.config.token_source` is {config.token_source!r} but no VQ-VAE codes were prepared")
+        if channels != 1 or (height, width) != (config.grid_size, config.grid_size):
+            raise ValueError(f"recipe field `model.config.grid_size` is {config.grid_size} but the dataset images are {channels}x{height}x{width} (need 1 channel, grid_size x grid_size)")
+        if config.pixel_levels == 2 and not (_is_binary(splits["test"]) and (dynamic_binarization or _is_binary(splits["train"]))):
+            raise ValueError("recipe fields `data.train_binarize` and `data.eval_binarize` must binarize the images "
+                             "for a prior over binary pixel tokens (pixel_levels=2)")
+        _check_labels_fit(config, splits)
+        return
     if hasattr(config, "num_channels") and config.num_channels != channels:
         raise ValueError(f"recipe field `model.config.num_channels` is {config.num_channels} but the dataset images have {channels} channels (set data.num_channels to convert)")
     if hasattr(config, "image_size") and (config.image_size, config.image_size) != (height, width):
         raise ValueError(f"recipe field `model.config.image_size` is {config.image_size} but the dataset images are {height}x{width} (set data.image_size to resize)")
+    _check_labels_fit(config, splits)
+
+
+def _is_binary(split: dict) -> bool:
+    images = split["pixel_values"]
+    return bool(((images == 0) | (images == 1)).all())
+
+
+def _check_labels_fit(config, splits: dict) -> None:
     num_classes = getattr(config, "num_classes", None)
     if num_classes is not None:
         if "labels" not in splits["train"]:
@@ -332,6 +359,72 @@ def check_compatible(model, splits: dict) -> None:
         top = int(splits["train"]["labels"].max())
         if top >= num_classes:
             raise ValueError(f"recipe field `model.config.num_classes` is {num_classes} but the dataset has label {top}")
+
+
+def is_token_prior(model) -> bool:
+    """Priors read token grids (`input_ids`), the autoencoders read images (`pixel_values`)."""
+    return model.main_input_name == "input_ids"
+
+
+def model_inputs(model, batch: dict, *, generator: torch.Generator, global_step: int, dynamic_binarization: bool) -> dict:
+    """The keyword arguments of `model.forward` for one batch of the tensors `load_data` made.
+
+    Dynamic binarization draws a fresh Bernoulli image per step with the step's generator; pixel-token
+    priors then read the binary pixels as tokens. Labels go only to conditional models.
+    """
+    inputs: dict[str, Any] = {"generator": generator}
+    if "input_ids" in batch:
+        inputs["input_ids"] = batch["input_ids"]
+    else:
+        pixel_values = batch["pixel_values"]
+        if dynamic_binarization:
+            pixel_values = torch.bernoulli(pixel_values, generator=generator)
+        if is_token_prior(model):
+            inputs["input_ids"] = pixels_to_tokens(pixel_values, model.config.pixel_levels)
+        else:
+            inputs["pixel_values"] = pixel_values
+    if "global_step" in inspect.signature(model.forward).parameters:
+        inputs["global_step"] = global_step
+    if "labels" in batch and getattr(model.config, "num_classes", None) is not None:
+        inputs["labels"] = batch["labels"]
+    return inputs
+
+
+def encode_to_codes(splits: dict, vqvae, batch_size: int = 256) -> dict:
+    """Replace the images of every split by the VQ-VAE's code grids (`input_ids`), once, before training."""
+    vqvae.eval()
+    coded = {}
+    for name, tensors in splits.items():
+        if not tensors:
+            coded[name] = tensors
+            continue
+        images = tensors["pixel_values"]
+        with torch.no_grad():
+            codes = torch.cat([vqvae.encode_to_indices(images[i : i + batch_size].to(vqvae.device)).cpu()
+                               for i in range(0, len(images), batch_size)])
+        coded[name] = {"input_ids": codes, **({"labels": tensors["labels"]} if "labels" in tensors else {})}
+    return coded
+
+
+def prepare_prior_data(model, splits: dict, recipe: Recipe, cache_dir: Path) -> dict:
+    """For a prior over VQ-VAE codes, encode the dataset to codes once and cache them in the run dir."""
+    if not is_token_prior(model) or model.config.token_source != "vqvae_codes":
+        return splits
+    if recipe.data.train_binarize == "dynamic":
+        raise ValueError("recipe field `data.train_binarize` must be 'none' or 'static' for a prior over VQ-VAE codes "
+                         "(codes are computed once), got 'dynamic'")
+    from .generation import load_vqvae
+
+    key = {"vqvae": model.config.vqvae_name_or_path, "revision": model.config.vqvae_revision, "data": dataclasses.asdict(recipe.data)}
+    cache = cache_dir / "codes.pt"
+    if cache.exists():
+        saved = torch.load(cache)
+        if saved["key"] == key:
+            return saved["splits"]
+    coded = encode_to_codes(splits, load_vqvae(model))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"key": key, "splits": coded}, cache)
+    return coded
 
 
 def _step_seed(seed: int, step: int, micro: int, rank: int) -> int:
@@ -391,7 +484,8 @@ def train(recipe: Recipe, resume: bool = False) -> Path:
 
     splits = load_data(recipe)
     model = build_model(recipe)
-    check_compatible(model, splits)
+    splits = prepare_prior_data(model, splits, recipe, run_dir)
+    check_compatible(model, splits, dynamic_binarization=recipe.data.train_binarize == "dynamic")
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2), weight_decay=t.weight_decay)
     scheduler = get_scheduler(t.lr_scheduler, optimizer, num_warmup_steps=t.warmup_steps, num_training_steps=t.max_steps)
@@ -400,7 +494,7 @@ def train(recipe: Recipe, resume: bool = False) -> Path:
         generator=torch.Generator().manual_seed(t.seed),
     )
     if len(train_loader) == 0:
-        raise ValueError(f"recipe field `training.batch_size` ({t.batch_size}) exceeds the {len(splits['train']['pixel_values'])} training examples")
+        raise ValueError(f"recipe field `training.batch_size` ({t.batch_size}) exceeds the {len(train_loader.dataset)} training examples")
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
     state = TrainState()
     accelerator.register_for_checkpointing(state)
@@ -430,12 +524,8 @@ def train(recipe: Recipe, resume: bool = False) -> Path:
         for batch in loader:
             micro = state.batches_in_epoch
             generator = torch.Generator().manual_seed(_step_seed(t.seed, state.step, micro, accelerator.process_index))
-            pixel_values = batch["pixel_values"]
-            if recipe.data.train_binarize == "dynamic":
-                pixel_values = torch.bernoulli(pixel_values, generator=generator)
-            inputs = {"pixel_values": pixel_values, "generator": generator, "global_step": state.step}
-            if "labels" in batch:
-                inputs["labels"] = batch["labels"]
+            inputs = model_inputs(unwrapped, batch, generator=generator, global_step=state.step,
+                                  dynamic_binarization=recipe.data.train_binarize == "dynamic")
             with accelerator.accumulate(model):
                 with accelerator.autocast():
                     output = model(**inputs)
@@ -446,7 +536,7 @@ def train(recipe: Recipe, resume: bool = False) -> Path:
                 scheduler.step()
                 optimizer.zero_grad()
             state.batches_in_epoch += 1
-            state.images_seen += len(pixel_values) * accelerator.num_processes
+            state.images_seen += len(inputs[unwrapped.main_input_name]) * accelerator.num_processes
             for key, value in _scalar_terms(output).items():
                 running.setdefault(key, []).append(value)
             if not accelerator.sync_gradients:
@@ -586,6 +676,11 @@ def _finish(recipe, accelerator, model, splits, state, run_dir: Path) -> None:
     for name, metric in metrics.items():
         if not isinstance(metric.value, list):
             accelerator.print(f"  {name:>20}: {metric}")
+    if recipe.hub.push_to_hub:
+        from .hub import push_run
+
+        commit = push_run(run_dir, recipe.hub.hub_model_id, private=recipe.hub.private)
+        accelerator.print(f"pushed to {commit.commit_url}")
 
 
 def save_pngs(model, test: dict[str, torch.Tensor], run_dir: Path, num_images: int = 64, seed: int = 0) -> None:
@@ -593,6 +688,13 @@ def save_pngs(model, test: dict[str, torch.Tensor], run_dir: Path, num_images: i
     their reconstructions)."""
     generator = torch.Generator().manual_seed(seed)
     num_classes = getattr(model.config, "num_classes", None)
+    if is_token_prior(model):
+        from .generation import generate_images
+
+        labels = torch.arange(num_images) % num_classes if num_classes else None
+        samples = generate_images(model, num_images, labels=labels, generator=generator, progress=False)
+        image_grid(samples, nrow=int(math.sqrt(num_images)) or 1, scale=2).save(run_dir / "samples.png")
+        return
     if hasattr(model, "sample"):
         with torch.no_grad():
             if num_classes:

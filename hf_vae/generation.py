@@ -1,0 +1,63 @@
+"""Images from a token prior in one call: the prior samples a token grid, then the grid becomes pixels
+(quantized-pixel tokens map straight back; VQ-VAE codes go through the VQ-VAE's decoder)."""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoModel
+
+from .modeling_utils import tokens_to_pixels
+
+
+def load_vqvae(prior, **from_pretrained_kwargs):
+    """The VQ-VAE whose codes `prior` models, from the repo id / path and revision in its config."""
+    config = prior.config
+    if config.token_source != "vqvae_codes":
+        raise ValueError(f"`prior` must model VQ-VAE codes to have a VQ-VAE, got token_source={config.token_source!r}")
+    if not config.vqvae_name_or_path:
+        raise ValueError("`prior.config.vqvae_name_or_path` must name the VQ-VAE (repo id or folder), got None")
+    vqvae = AutoModel.from_pretrained(config.vqvae_name_or_path, revision=config.vqvae_revision, **from_pretrained_kwargs)
+    check_prior_matches_vqvae(prior, vqvae)
+    return vqvae.eval()
+
+
+def check_prior_matches_vqvae(prior, vqvae) -> None:
+    """Raise unless the prior's vocabulary and grid are the VQ-VAE's codebook and code grid."""
+    if getattr(vqvae.config, "model_type", None) != "vqvae":
+        raise ValueError(f"`vqvae` must be a VQ-VAE, got model_type {getattr(vqvae.config, 'model_type', None)!r}")
+    if prior.config.vocab_size != vqvae.config.codebook_size:
+        raise ValueError(f"`prior.config.vocab_size` ({prior.config.vocab_size}) must equal the VQ-VAE codebook_size ({vqvae.config.codebook_size})")
+    if prior.config.grid_size != vqvae.config.code_grid_size:
+        raise ValueError(f"`prior.config.grid_size` ({prior.config.grid_size}) must equal the VQ-VAE code grid ({vqvae.config.code_grid_size})")
+
+
+@torch.no_grad()
+def generate_images(
+    prior,
+    num_samples: int,
+    *,
+    vqvae=None,
+    labels: torch.Tensor | int | None = None,
+    guidance_scale: float = 1.0,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Sample `num_samples` images (N, C, H, W) in [0, 1] from a token prior (two-stage for VQ-VAE codes).
+
+    Args:
+        prior: a `PixelCNNPriorModel` or `TransformerPriorModel`.
+        vqvae: the VQ-VAE decoding the codes; `None` loads the one recorded in `prior.config`.
+        labels, guidance_scale, temperature, top_k, top_p, generator, progress: passed to `prior.sample`.
+    """
+    tokens = prior.sample(num_samples, labels=labels, guidance_scale=guidance_scale, temperature=temperature,
+                          top_k=top_k, top_p=top_p, generator=generator, progress=progress)
+    if prior.config.token_source == "pixels":
+        return tokens_to_pixels(tokens, prior.config.pixel_levels)
+    if vqvae is None:
+        vqvae = load_vqvae(prior)
+    else:
+        check_prior_matches_vqvae(prior, vqvae)
+    return vqvae.decode_from_indices(tokens.to(vqvae.device))
