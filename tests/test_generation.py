@@ -1,0 +1,91 @@
+"""Two-stage generation and the trainer's token-prior path."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModel
+
+from hf_vae import PixelCNNPriorConfig, PixelCNNPriorModel, TransformerPriorConfig, TransformerPriorModel, VQVAEConfig, VQVAEModel
+from hf_vae.generation import generate_images, load_vqvae
+from hf_vae.trainer import Recipe, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _vqvae():
+    torch.manual_seed(0)
+    return VQVAEModel(VQVAEConfig(image_size=8, num_channels=1, hidden_channels=[8], codebook_size=16, embedding_dim=4)).eval()
+
+
+def _code_prior(cls=TransformerPriorModel, config_cls=TransformerPriorConfig, **kw):
+    torch.manual_seed(0)
+    extra = dict(n_layer=1, n_head=2, n_embd=16) if cls is TransformerPriorModel else dict(hidden_channels=8, num_layers=2, output_channels=8)
+    return cls(config_cls(vocab_size=16, grid_size=4, token_source="vqvae_codes", **extra, **kw)).eval()
+
+
+def test_two_stage_generation_decodes_the_prior_samples(tmp_path):
+    vqvae, prior = _vqvae(), _code_prior()
+    images = generate_images(prior, 3, vqvae=vqvae, generator=torch.Generator().manual_seed(0), progress=False)
+    tokens = prior.sample(3, generator=torch.Generator().manual_seed(0), progress=False)
+    assert images.shape == (3, 1, 8, 8)
+    assert torch.equal(images, vqvae.decode_from_indices(tokens))
+    # With no VQ-VAE given, the one recorded in the prior's config is loaded (path + revision).
+    vqvae.save_pretrained(tmp_path / "vq")
+    prior.config.vqvae_name_or_path = str(tmp_path / "vq")
+    again = generate_images(prior, 3, generator=torch.Generator().manual_seed(0), progress=False)
+    assert torch.equal(images, again)
+
+
+def test_two_stage_rejects_a_mismatched_vqvae():
+    prior = _code_prior(PixelCNNPriorModel, PixelCNNPriorConfig)
+    torch.manual_seed(0)
+    other = VQVAEModel(VQVAEConfig(image_size=8, num_channels=1, hidden_channels=[8], codebook_size=32, embedding_dim=4))
+    with pytest.raises(ValueError, match="vocab_size"):
+        generate_images(prior, 1, vqvae=other, progress=False)
+    with pytest.raises(ValueError, match="vqvae_name_or_path"):
+        load_vqvae(prior)
+
+
+def test_pixel_prior_generates_binary_images():
+    torch.manual_seed(0)
+    prior = PixelCNNPriorModel(PixelCNNPriorConfig(vocab_size=2, grid_size=4, token_source="pixels",
+                                                   hidden_channels=8, num_layers=2, output_channels=8)).eval()
+    images = generate_images(prior, 2, generator=torch.Generator().manual_seed(0), progress=False)
+    assert images.shape == (2, 1, 4, 4) and set(images.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_pixelcnn_recipe_trains_on_binarized_pixels(tmp_path):
+    recipe = Recipe.from_yaml(REPO / "training" / "configs" / "pixelcnn_digits_tiny.yaml",
+                              [f"training.output_dir={tmp_path / 'run'}", "training.max_steps=30", "training.progress=false",
+                               "evaluation.num_sample_images=4"])
+    run_dir = train(recipe)
+    test = json.loads((run_dir / "metrics.json").read_text())["test"]
+    assert test["nll"]["estimator"] == "exact" and test["bits_per_dim"]["unit"] == "bits/dim"
+    assert test["nll"]["value"] < 64 * 0.6931  # better than a fair coin per pixel
+    assert (run_dir / "samples.png").exists()
+    assert isinstance(AutoModel.from_pretrained(run_dir), PixelCNNPriorModel)
+
+
+def test_code_prior_recipe_encodes_the_dataset_once(tmp_path):
+    vqvae = _vqvae()
+    vqvae.save_pretrained(tmp_path / "vq")
+    recipe = Recipe.from_dict({
+        "model": {"family": "transformer_prior", "config": {
+            "vocab_size": 16, "grid_size": 4, "token_source": "vqvae_codes", "vqvae_name_or_path": str(tmp_path / "vq"),
+            "n_layer": 1, "n_head": 2, "n_embd": 16}},
+        "data": {"dataset": "digits"},
+        "training": {"output_dir": str(tmp_path / "prior"), "max_steps": 10, "batch_size": 32, "eval_every": 10,
+                     "save_every": 10, "log_every": 5, "progress": False},
+        "evaluation": {"num_sample_images": 4},
+    })
+    run_dir = train(recipe)
+    cached = torch.load(run_dir / "codes.pt")
+    assert cached["splits"]["test"]["input_ids"].shape == (300, 4, 4)
+    assert json.loads((run_dir / "metrics.json").read_text())["test"]["bits_per_token"]["value"] > 0
+    # A grid that does not match the codes fails before training.
+    bad = Recipe.from_dict({**recipe.to_dict(), "training": {**recipe.to_dict()["training"], "output_dir": str(tmp_path / "bad")},
+                            "model": {"family": "transformer_prior", "config": {**recipe.model.config, "grid_size": 5}}})
+    with pytest.raises(ValueError, match="grid_size"):
+        train(bad)
