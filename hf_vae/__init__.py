@@ -1,6 +1,7 @@
 """hf_vae: latent-variable generative models (VAE, β-VAE, ...) as Hugging Face models.
 
-Importing the package registers every config and model with `AutoConfig` / `AutoModel`.
+Importing the package registers every config and model with `AutoConfig` / `AutoModel`, the pipeline
+tasks with transformers `pipeline()`, and (when diffusers is installed) hf_vae with diffusers.
 """
 
 from transformers import AutoConfig, AutoModel
@@ -25,6 +26,11 @@ for _config_class, _model_class in (
 ):
     AutoConfig.register(_config_class.model_type, _config_class, exist_ok=True)
     AutoModel.register(_config_class, _model_class, exist_ok=True)
+
+# transformers `pipeline()` tasks, and hf_vae as a component library of diffusers when it is installed.
+from .pipelines import register_pipelines as _register_pipelines  # noqa: E402
+
+_register_pipelines()
 
 __all__ = [
     "CVAEConfig",

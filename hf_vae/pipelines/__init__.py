@@ -1,0 +1,88 @@
+"""Pipelines: thin wrappers around the model methods (pre/post-processing in `hf_vae.images`).
+
+transformers `pipeline()` tasks, registered on `import hf_vae` (model: an hf_vae model object, a local
+folder or a Hub repo id; no tokenizer or processor is needed):
+
+| task | models | call | returns |
+|---|---|---|---|
+| `"unconditional-image-generation"` | VAE, CVAE, PixelCNN / transformer prior (pixels, or VQ-VAE codes: two-stage) | `pipe(num_images=1, generator=None, seed=None, temperature=None, labels=None, guidance_scale=None, top_k=None, top_p=None, output_type="pil")` | list of PIL images (or an (N, H, W, C) array / (N, C, H, W) tensor) |
+| `"image-to-latents"` | VAE, CVAE, VQ-VAE | `pipe(images, labels=None)` | per image `{"posterior_mean", "posterior_logvar"}` (VAE / CVAE) or `{"indices"}` (VQ-VAE) |
+| `"image-reconstruction"` | VAE, CVAE, VQ-VAE | `pipe(images, labels=None, sample_posterior=None, generator=None, seed=None, output_type="pil")` | per image a reconstruction |
+| `"image-scoring"` | all | `pipe(images, labels=None, num_importance_samples=100, generator=None, seed=None, quantize=None)` | per image `{"score", "unit": "nats", "estimator", "bits_per_dim"}` |
+
+`images` is one image (PIL, file path, numpy array, (C, H, W) tensor) -> one result, or a list / a
+(B, C, H, W) tensor -> a list of results, run as one batch. Scores (higher = less likely, for outlier
+detection): VAE / CVAE -log p(x) by IWAE with k samples ("ELBO, 1 sample" for k = 1); pixel priors the
+exact NLL of the image quantized to the prior's levels; code priors the exact -log p(codes) of the
+VQ-VAE code grid; a VQ-VAE (which has no likelihood) its reconstruction error -log p(x|z_q).
+`pipe.save_pretrained(folder)` / `pipe.push_to_hub(repo_id)` also store the pipeline's code, so the
+result loads with `pipeline(model=folder_or_repo, trust_remote_code=True)` without hf_vae installed.
+
+diffusers pipelines (with `pip install hf_vae[diffusers]`): `VAEGenerationPipeline(vae)` and
+`VQGenerationPipeline(vqvae, prior)`, `__call__(batch_size=1, generator=None, labels=None,
+guidance_scale=1.0, temperature=1.0, output_type="pil", return_dict=True)` (`VQGenerationPipeline` also
+`top_k`, `top_p`) -> `ImagePipelineOutput`.
+`import hf_vae` registers hf_vae with diffusers, so `DiffusionPipeline.from_pretrained(folder_or_repo_id)`
+loads their `save_pretrained` / `push_to_hub` output (see `diffusers_pipelines.register_with_diffusers`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+
+from transformers import AutoModel
+from transformers.pipelines import PIPELINE_REGISTRY
+
+from .transformers_pipelines import (
+    HfVaePipeline,
+    ImageReconstructionPipeline,
+    ImageScoringPipeline,
+    ImageToLatentsPipeline,
+    UnconditionalImageGenerationPipeline,
+)
+
+TASKS = {
+    cls.task_name: cls
+    for cls in (UnconditionalImageGenerationPipeline, ImageToLatentsPipeline, ImageReconstructionPipeline, ImageScoringPipeline)
+}
+
+_DIFFUSERS_NAMES = ("VAEGenerationPipeline", "VQGenerationPipeline", "register_with_diffusers")
+
+
+def register_pipelines() -> None:
+    """Register the transformers tasks (idempotent) and, when diffusers is installed, hf_vae with diffusers."""
+    for task, pipeline_class in TASKS.items():
+        if PIPELINE_REGISTRY.supported_tasks.get(task, {}).get("impl") is not pipeline_class:
+            PIPELINE_REGISTRY.register_pipeline(task, pipeline_class=pipeline_class, pt_model=AutoModel, type="image")
+    if importlib.util.find_spec("diffusers") is not None:
+        try:
+            from .diffusers_pipelines import register_with_diffusers
+        except ImportError as error:  # an incompatible diffusers must not make hf_vae unimportable
+            warnings.warn(f"diffusers is installed but failed to import ({error}): the diffusers pipelines are unavailable",
+                          stacklevel=2)
+            return
+        register_with_diffusers()
+
+
+def __getattr__(name: str):
+    if name in _DIFFUSERS_NAMES:
+        if importlib.util.find_spec("diffusers") is None:
+            raise ImportError(f"hf_vae.pipelines.{name} needs diffusers: pip install 'hf_vae[diffusers]'")
+        from . import diffusers_pipelines
+
+        return getattr(diffusers_pipelines, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "HfVaePipeline",
+    "ImageReconstructionPipeline",
+    "ImageScoringPipeline",
+    "ImageToLatentsPipeline",
+    "TASKS",
+    "UnconditionalImageGenerationPipeline",
+    "VAEGenerationPipeline",
+    "VQGenerationPipeline",
+    "register_pipelines",
+]
