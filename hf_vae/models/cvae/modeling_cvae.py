@@ -63,7 +63,8 @@ class CVAEEncoder(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor, label_vectors: torch.Tensor) -> torch.Tensor:
         label_maps = label_vectors[:, :, None, None].expand(-1, -1, *pixel_values.shape[2:])
-        return self.to_moments(self.convs(torch.cat([pixel_values, label_maps], dim=1)).flatten(1))
+        # fp32 out even under bf16 autocast: the KL and likelihood are sums over many terms.
+        return self.to_moments(self.convs(torch.cat([pixel_values, label_maps], dim=1)).flatten(1)).float()
 
 
 class CVAEDecoder(nn.Module):
@@ -85,7 +86,7 @@ class CVAEDecoder(nn.Module):
 
     def forward(self, latents: torch.Tensor, label_vectors: torch.Tensor) -> torch.Tensor:
         hidden = self.from_latent(torch.cat([latents, label_vectors], dim=1))
-        return self.convs(hidden.view(-1, self.width, self.bottom, self.bottom))
+        return self.convs(hidden.view(-1, self.width, self.bottom, self.bottom)).float()  # fp32 likelihood under autocast
 
 
 class CVAEPreTrainedModel(HfVaePreTrainedModel):

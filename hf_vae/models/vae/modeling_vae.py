@@ -53,7 +53,8 @@ class VAEEncoder(nn.Module):
         self.to_moments = nn.Linear(width * bottom * bottom, 2 * config.latent_dim)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.to_moments(self.convs(pixel_values).flatten(1))
+        # fp32 out even under bf16 autocast: the KL and likelihood are sums over many terms.
+        return self.to_moments(self.convs(pixel_values).flatten(1)).float()
 
 
 class VAEDecoder(nn.Module):
@@ -76,7 +77,7 @@ class VAEDecoder(nn.Module):
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         hidden = self.from_latent(latents).view(-1, self.width, self.bottom, self.bottom)
-        return self.convs(hidden)
+        return self.convs(hidden).float()  # the likelihood sums C*H*W terms: keep it in fp32 under autocast
 
 
 class VAEPreTrainedModel(HfVaePreTrainedModel):

@@ -55,7 +55,7 @@ class VQVAEDecoder(nn.Module):
         self.convs = nn.Sequential(*layers)
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
-        return self.convs(codes)
+        return self.convs(codes).float()  # the likelihood sums C*H*W terms: keep it in fp32 under autocast
 
 
 class VQVAEPreTrainedModel(HfVaePreTrainedModel):
