@@ -3,6 +3,9 @@
     hf-vae train training/configs/vae_mnist5k.yaml [--resume] [--set training.max_steps=200]
     hf-vae evaluate RUN_DIR --dataset mnist5k --split test --binarize static --num-importance-samples 1000
     hf-vae sample RUN_DIR --num-samples 64 --output samples.png
+    hf-vae card RUN_DIR [--repo-id USER/NAME] [--output README.md]
+    hf-vae push RUN_DIR USER/NAME [--revision BRANCH] [--private] [--commit-message MSG]
+    hf-vae push-dataset mnist5k USER/NAME [--revision BRANCH] [--private]
 """
 
 from __future__ import annotations
@@ -66,6 +69,41 @@ def _sample(args) -> None:
     print(f"wrote {args.output}")
 
 
+def _card(args) -> None:
+    from .cards import render_card
+
+    card = render_card(args.run_dir, args.repo_id, dataset_id=args.dataset_id)
+    if args.output == "-":
+        print(card)
+    else:
+        card.save(args.output)
+        print(f"wrote {args.output}")
+
+
+def _push(args) -> None:
+    from .hub import HubPushError, push_run
+
+    try:
+        commit = push_run(args.run_dir, args.repo_id, revision=args.revision, private=args.private,
+                          token=args.token, commit_message=args.commit_message, dataset_id=args.dataset_id)
+    except HubPushError as error:
+        print(f"hf-vae push: error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+    print(f"pushed {args.run_dir} to {commit.commit_url} (commit {commit.oid})")
+
+
+def _push_dataset(args) -> None:
+    from .hub import HubPushError, push_embedded_dataset
+
+    try:
+        commit = push_embedded_dataset(args.name, args.repo_id, revision=args.revision, private=args.private,
+                                       token=args.token, commit_message=args.commit_message)
+    except HubPushError as error:
+        print(f"hf-vae push-dataset: error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+    print(f"pushed dataset {args.name} to {commit.commit_url} (commit {commit.oid})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-vae", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -98,6 +136,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default="samples.png")
     p.set_defaults(func=_sample)
+
+    p = sub.add_parser("card", help="render the model card (README.md) of a run directory")
+    p.add_argument("run_dir")
+    p.add_argument("--repo-id", "--repo_id", default=None, help="the Hub repo the card is for (usage snippet)")
+    p.add_argument("--dataset-id", "--dataset_id", default=None, help="Hub dataset id for the card metadata")
+    p.add_argument("--output", default="README.md", help="file to write, or - for stdout")
+    p.set_defaults(func=_card)
+
+    p = sub.add_parser("push", help="push a run directory (model, card, metrics, images) to the Hub in one commit")
+    p.add_argument("run_dir")
+    p.add_argument("repo_id", help="model repo, e.g. user/vae-mnist5k (created if missing)")
+    p.add_argument("--revision", default=None, help="branch to commit to (created if missing)")
+    p.add_argument("--private", action="store_true", help="create the repo private")
+    p.add_argument("--commit-message", "--commit_message", default=None)
+    p.add_argument("--dataset-id", "--dataset_id", default=None, help="Hub dataset id for the card metadata")
+    p.add_argument("--token", default=None, help="Hub token (default: saved login or $HF_TOKEN)")
+    p.set_defaults(func=_push)
+
+    p = sub.add_parser("push-dataset", help="push an embedded dataset (mnist5k, digits) as a Hub dataset repo")
+    p.add_argument("name", help="mnist5k or digits")
+    p.add_argument("repo_id", help="dataset repo, e.g. user/mnist5k (created if missing)")
+    p.add_argument("--revision", default=None, help="branch to commit to (created if missing)")
+    p.add_argument("--private", action="store_true", help="create the repo private")
+    p.add_argument("--commit-message", "--commit_message", default=None)
+    p.add_argument("--token", default=None, help="Hub token (default: saved login or $HF_TOKEN)")
+    p.set_defaults(func=_push_dataset)
     return parser
 
 
