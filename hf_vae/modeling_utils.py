@@ -18,6 +18,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from .configuration_utils import check_choice, check_float, check_int
+from .distributions import nats_to_bits_per_dim
 
 # `from .x import`, `from ..x import`, `from ...x import`, `from ..family.x import`: the package's own modules.
 _RELATIVE_IMPORT = re.compile(r"^(\s*from\s+)(\.+)(\w+(?:\.\w+)*)(\s+import\b)", flags=re.MULTILINE)
@@ -209,3 +210,43 @@ def pixels_to_tokens(pixel_values: torch.Tensor, levels: int, name: str = "pixel
 def tokens_to_pixels(tokens: torch.Tensor, levels: int) -> torch.Tensor:
     """Tokens t (B, H, W) -> single-channel images t / (levels - 1), shape (B, 1, H, W) in [0, 1]."""
     return (tokens.float() / (levels - 1)).unsqueeze(1)
+
+
+class TokenPriorPreTrainedModel(HfVaePreTrainedModel):
+    """Base of the autoregressive token priors: what follows from an exact `log_likelihood` and the
+    token <-> pixel mapping, written once for every prior family."""
+
+    main_input_name = "input_ids"
+
+    @property
+    def null_class(self) -> int | None:
+        """The class index that means "no label" (label dropout, classifier-free guidance)."""
+        return self.config.num_classes
+
+    def bits_per_token(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """-log2 p(input_ids) / (H * W) per example, shape (B,)."""
+        return nats_to_bits_per_dim(-self.log_likelihood(input_ids, labels), self.config.grid_size**2)
+
+    def bits_per_dim(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Bits per pixel of single-channel quantized images (one token per pixel), shape (B,).
+
+        Only pixel tokens have pixels to count; for VQ-VAE codes use `bits_per_token`.
+        """
+        if self.config.token_source != "pixels":
+            raise ValueError(
+                "`token_source` must be 'pixels' for bits per dim (one token per pixel); "
+                f"got {self.config.token_source!r}: use bits_per_token for VQ-VAE codes"
+            )
+        return self.bits_per_token(input_ids, labels)
+
+    def pixels_to_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Quantized single-channel images (B, 1, H, W) on the grid t / (pixel_levels - 1) -> tokens (B, H, W)."""
+        if self.config.token_source != "pixels":
+            raise ValueError(f"`token_source` must be 'pixels' to convert pixels, got {self.config.token_source!r}")
+        return pixels_to_tokens(pixel_values, self.config.pixel_levels)
+
+    def tokens_to_pixels(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Tokens (B, H, W) -> single-channel images t / (pixel_levels - 1), shape (B, 1, H, W)."""
+        if self.config.token_source != "pixels":
+            raise ValueError(f"`token_source` must be 'pixels' to convert tokens, got {self.config.token_source!r}")
+        return tokens_to_pixels(tokens, self.config.pixel_levels)

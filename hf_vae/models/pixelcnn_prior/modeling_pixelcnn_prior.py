@@ -18,15 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...distributions import nats_to_bits_per_dim, uniform
+from ...distributions import uniform
 from ...modeling_outputs import TokenPriorOutput
 from ...modeling_utils import (
-    HfVaePreTrainedModel,
+    TokenPriorPreTrainedModel,
     check_generator,
     check_input_ids,
     check_labels,
-    pixels_to_tokens,
-    tokens_to_pixels,
 )
 from ...sampling import check_sampling_args, is_guided, sample_tokens
 from .configuration_pixelcnn_prior import PixelCNNPriorConfig
@@ -84,9 +82,8 @@ class GatedLayer(nn.Module):
         return gate(v_pre), horizontal_out, self.skip(gated)
 
 
-class PixelCNNPriorPreTrainedModel(HfVaePreTrainedModel):
+class PixelCNNPriorPreTrainedModel(TokenPriorPreTrainedModel):
     config_class = PixelCNNPriorConfig
-    main_input_name = "input_ids"
 
 
 class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
@@ -117,11 +114,6 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
 
     def _check_input_ids(self, input_ids, name: str = "input_ids") -> None:
         check_input_ids(input_ids, self.config.vocab_size, self.config.grid_size, name)
-
-    @property
-    def null_class(self) -> int | None:
-        """The class index that means "no label" (label dropout, classifier-free guidance)."""
-        return self.config.num_classes
 
     def _class_ids(self, labels, batch_size: int, generator=None, drop_labels: bool = False):
         """Labels (B,) -> class ids (B,) for the gates (None when unconditional), with label dropout if asked."""
@@ -187,34 +179,6 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
         input_ids = input_ids.to(self.device)
         logits = self._logits(input_ids, class_ids)
         return -F.cross_entropy(logits, input_ids, reduction="none").sum(dim=(1, 2))
-
-    def bits_per_token(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """-log2 p(input_ids) / (H * W) per example, shape (B,)."""
-        return nats_to_bits_per_dim(-self.log_likelihood(input_ids, labels), self.config.grid_size**2)
-
-    def bits_per_dim(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Bits per pixel of single-channel quantized images (one token per pixel), shape (B,).
-
-        Only pixel tokens have pixels to count; for VQ-VAE codes use `bits_per_token`.
-        """
-        if self.config.token_source != "pixels":
-            raise ValueError(
-                "`token_source` must be 'pixels' for bits per dim (one token per pixel); "
-                f"got {self.config.token_source!r}: use bits_per_token for VQ-VAE codes"
-            )
-        return self.bits_per_token(input_ids, labels)
-
-    def pixels_to_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Quantized single-channel images (B, 1, H, W) on the grid t / (pixel_levels - 1) -> tokens (B, H, W)."""
-        if self.config.token_source != "pixels":
-            raise ValueError(f"`token_source` must be 'pixels' to convert pixels, got {self.config.token_source!r}")
-        return pixels_to_tokens(pixel_values, self.config.pixel_levels)
-
-    def tokens_to_pixels(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Tokens (B, H, W) -> single-channel images t / (pixel_levels - 1), shape (B, 1, H, W)."""
-        if self.config.token_source != "pixels":
-            raise ValueError(f"`token_source` must be 'pixels' to convert tokens, got {self.config.token_source!r}")
-        return tokens_to_pixels(tokens, self.config.pixel_levels)
 
     @torch.no_grad()
     def sample(

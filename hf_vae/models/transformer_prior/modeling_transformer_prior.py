@@ -21,15 +21,13 @@ from torch import nn
 from transformers import DynamicCache, GenerationMixin
 from transformers import initialization as init
 
-from ...distributions import nats_to_bits_per_dim, uniform
+from ...distributions import uniform
 from ...modeling_outputs import TokenPriorOutput
 from ...modeling_utils import (
-    HfVaePreTrainedModel,
+    TokenPriorPreTrainedModel,
     check_generator,
     check_input_ids,
     check_labels,
-    pixels_to_tokens,
-    tokens_to_pixels,
 )
 from ...sampling import check_sampling_args, is_guided, sample_tokens
 from .configuration_transformer_prior import TransformerPriorConfig
@@ -124,9 +122,8 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
-class TransformerPriorPreTrainedModel(HfVaePreTrainedModel):
+class TransformerPriorPreTrainedModel(TokenPriorPreTrainedModel):
     config_class = TransformerPriorConfig
-    main_input_name = "input_ids"
     _no_split_modules = ["Block"]
 
     @torch.no_grad()
@@ -191,11 +188,6 @@ class TransformerPriorModel(TransformerPriorPreTrainedModel, GenerationMixin):
         return model_inputs
 
     # -- checks and conditioning ----------------------------------------------------------------------
-
-    @property
-    def null_class(self) -> int | None:
-        """The class index that means "no label" (label dropout, classifier-free guidance)."""
-        return self.config.num_classes
 
     def _start_ids(self, labels, batch_size: int, generator=None, drop_labels: bool = False) -> torch.Tensor:
         """Labels (B,) -> start-token ids (B,): the class tokens (null where dropped), or BOS (0) if unconditional."""
@@ -309,34 +301,6 @@ class TransformerPriorModel(TransformerPriorPreTrainedModel, GenerationMixin):
         tokens = input_ids.flatten(1).to(self.device)
         logits = self._run(tokens, self._start_ids(labels, tokens.shape[0]), None)
         return -F.cross_entropy(logits.transpose(1, 2), tokens, reduction="none").sum(dim=1)
-
-    def bits_per_token(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """-log2 p(input_ids) / (H * W) per example, shape (B,)."""
-        return nats_to_bits_per_dim(-self.log_likelihood(input_ids, labels), self.num_positions)
-
-    def bits_per_dim(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Bits per pixel of single-channel quantized images (one token per pixel), shape (B,).
-
-        Only pixel tokens have pixels to count; for VQ-VAE codes use `bits_per_token`.
-        """
-        if self.config.token_source != "pixels":
-            raise ValueError(
-                "`token_source` must be 'pixels' for bits per dim (one token per pixel); "
-                f"got {self.config.token_source!r}: use bits_per_token for VQ-VAE codes"
-            )
-        return self.bits_per_token(input_ids, labels)
-
-    def pixels_to_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Quantized single-channel images (B, 1, H, W) on the grid t / (pixel_levels - 1) -> tokens (B, H, W)."""
-        if self.config.token_source != "pixels":
-            raise ValueError(f"`token_source` must be 'pixels' to convert pixels, got {self.config.token_source!r}")
-        return pixels_to_tokens(pixel_values, self.config.pixel_levels)
-
-    def tokens_to_pixels(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Tokens (B, H, W) -> single-channel images t / (pixel_levels - 1), shape (B, 1, H, W)."""
-        if self.config.token_source != "pixels":
-            raise ValueError(f"`token_source` must be 'pixels' to convert tokens, got {self.config.token_source!r}")
-        return tokens_to_pixels(tokens, self.config.pixel_levels)
 
     @torch.no_grad()
     def sample(
