@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def _train(args) -> None:
@@ -76,8 +77,10 @@ def _card(args) -> None:
     if args.output == "-":
         print(card)
     else:
-        card.save(args.output)
-        print(f"wrote {args.output}")
+        # Default beside the run's files, never over the README of the current folder.
+        output = args.output or str(Path(args.run_dir) / "README.md")
+        card.save(output)
+        print(f"wrote {output}")
 
 
 def _push(args) -> None:
@@ -141,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--repo-id", "--repo_id", default=None, help="the Hub repo the card is for (usage snippet)")
     p.add_argument("--dataset-id", "--dataset_id", default=None, help="Hub dataset id for the card metadata")
-    p.add_argument("--output", default="README.md", help="file to write, or - for stdout")
+    p.add_argument("--output", default=None, help="file to write (default RUN_DIR/README.md), or - for stdout")
     p.set_defaults(func=_card)
 
     p = sub.add_parser("push", help="push a run directory (model, card, metrics, images) to the Hub in one commit")

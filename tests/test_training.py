@@ -149,3 +149,13 @@ def test_cli_reports_bad_recipe_without_traceback(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "training.nope" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cli_card_writes_beside_the_run(finished_run, monkeypatch, tmp_path):
+    from hf_vae.cli import main
+
+    monkeypatch.chdir(tmp_path)  # the card must not land in the current folder
+    main(["card", str(finished_run)])
+    card = (finished_run / "README.md").read_text()
+    assert "library_name: hf_vae" in card and "IWAE, k=50" in card
+    assert not (tmp_path / "README.md").exists()
