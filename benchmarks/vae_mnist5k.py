@@ -22,8 +22,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -48,6 +50,7 @@ def run_hf_vae(recipe: Recipe, output_dir: Path) -> dict:
         "elbo": test["elbo"]["value"],
         "bits_per_dim": test["bits_per_dim"]["value"],
         "active_units": test["active_units"]["value"],
+        "num_examples": test["num_examples"]["value"],
         "images_per_second": summary["train_images_per_second"],
         "steps": summary["steps"],
         "best_step": summary["best_step"],
@@ -122,7 +125,8 @@ def run_pythae(recipe: Recipe, splits: dict, output_dir: Path) -> dict:
     reference.encoder.load_state_dict(best.encoder.net.state_dict())
     reference.decoder.load_state_dict(best.decoder.net.state_dict())
     metrics = evaluate(reference, _TensorDataset(splits["test"]), batch_size=recipe.evaluation.batch_size,
-                       num_importance_samples=recipe.evaluation.num_importance_samples, seed=t.seed)
+                       num_importance_samples=recipe.evaluation.num_importance_samples, seed=t.seed,
+                       max_examples=recipe.evaluation.max_examples, progress=False)
     return {
         "nll": metrics["nll"].value,
         "estimator": metrics["nll"].estimator,
@@ -135,6 +139,23 @@ def run_pythae(recipe: Recipe, splits: dict, output_dir: Path) -> dict:
     }
 
 
+def run_part(part: str, recipe: Recipe, output_dir: Path, fp32_steps: int) -> dict:
+    """One side of the comparison, in this process (the driver runs the sides as parallel processes)."""
+    if part == "hf_vae":
+        return run_hf_vae(recipe, output_dir / "hf_vae")
+    if part == "hf_vae_fp32":
+        # The same loop in plain fp32 for a like-for-like throughput figure (a short run: speed only).
+        fp32 = Recipe.from_dict({**recipe.to_dict(), "training": {
+            **recipe.to_dict()["training"], "mixed_precision": "no", "channels_last": False,
+            "max_steps": fp32_steps, "output_dir": str(output_dir / "hf_vae_fp32"), "eval_every": 10**9,
+            "save_every": 10**9}, "evaluation": {**recipe.to_dict()["evaluation"], "num_importance_samples": 0}})
+        summary = json.loads((train(fp32) / "metrics.json").read_text())
+        return {"images_per_second": summary["train_images_per_second"], "steps": summary["steps"]}
+    if part == "pythae":
+        return run_pythae(recipe, load_data(recipe), output_dir / "pythae")
+    raise ValueError(f"`--part` must be one of hf_vae, hf_vae_fp32, pythae, all; got {part!r}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", default=str(RECIPE))
@@ -143,38 +164,59 @@ def main() -> None:
     parser.add_argument("--results", default=str(HERE / "results" / "vae_mnist5k.md"))
     parser.add_argument("--skip-pythae", action="store_true")
     parser.add_argument("--fp32-steps", type=int, default=300, help="length of the fp32 throughput-only run")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of each side (they run side by side)")
+    parser.add_argument("--part", default="all", help=argparse.SUPPRESS)
+    parser.add_argument("--json", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     output_dir = Path(args.output_dir)
     recipe = Recipe.from_yaml(args.recipe, [f"training.output_dir={output_dir / 'hf_vae'}", "training.progress=false", *args.set])
-    # Early stopping would end the runs at different points; both run the full budget and keep the
-    # best validation checkpoint.
+    # Both sides run the same budget to the end and keep their best validation checkpoint: no early
+    # stopping and no wall-clock budget, which would end them at different points.
     recipe.training.early_stopping_patience = None
-    splits = load_data(recipe)
-    rows = {f"hf_vae ({recipe.training.mixed_precision if recipe.training.mixed_precision != 'no' else 'fp32'})":
-            run_hf_vae(recipe, output_dir / "hf_vae")}
-    if recipe.training.mixed_precision != "no" or recipe.training.channels_last:
-        # The same loop in plain fp32 for a like-for-like throughput figure (a short run: speed only).
-        fp32 = Recipe.from_dict({**recipe.to_dict(), "training": {
-            **recipe.to_dict()["training"], "mixed_precision": "no", "channels_last": False,
-            "max_steps": args.fp32_steps, "output_dir": str(output_dir / "hf_vae_fp32"), "eval_every": 10**9,
-            "save_every": 10**9}, "evaluation": {**recipe.to_dict()["evaluation"], "num_importance_samples": 0}})
-        run_dir = train(fp32)
-        summary = json.loads((run_dir / "metrics.json").read_text())
-        fp32_speed = summary["train_images_per_second"]
-    else:
-        fp32_speed = None
-    if not args.skip_pythae:
-        rows["pythae 0.1.2"] = run_pythae(recipe, splits, output_dir / "pythae")
+    recipe.training.max_time_minutes = None
+    if args.part != "all":
+        torch.set_num_threads(args.threads)
+        Path(args.json).write_text(json.dumps(run_part(args.part, recipe, output_dir, args.fp32_steps)))
+        return
 
+    # The sides train at the same time, one process each with the same number of threads, so they
+    # share the machine's conditions and the throughput ratio compares like with like.
+    output_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+
+    def launch(part):
+        command = [sys.executable, __file__, "--part", part, "--json", str(output_dir / f"{part}.json"),
+                   "--recipe", args.recipe, "--output_dir", str(output_dir), "--fp32-steps", str(args.fp32_steps),
+                   "--threads", str(args.threads)] + [f"--set={item}" for item in args.set]
+        return subprocess.Popen(command, env=env)
+
+    processes = {"hf_vae": launch("hf_vae")}
+    if not args.skip_pythae:
+        processes["pythae"] = launch("pythae")
+    if processes["hf_vae"].wait() != 0:
+        raise SystemExit("the hf_vae side failed")
+    if recipe.training.mixed_precision != "no" or recipe.training.channels_last:
+        processes["hf_vae_fp32"] = launch("hf_vae_fp32")
+    for part, process in processes.items():
+        if process.wait() != 0:
+            raise SystemExit(f"the {part} side failed")
+    results = {part: json.loads((output_dir / f"{part}.json").read_text()) for part in processes}
+
+    precision = recipe.training.mixed_precision if recipe.training.mixed_precision != "no" else "fp32"
+    rows = {f"hf_vae ({precision})": results["hf_vae"]}
+    if "pythae" in results:
+        rows["pythae 0.1.2 (fp32)"] = results["pythae"]
     command = "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0]))] + sys.argv[1:])
     lines = [
         "# VAE on mnist5k: hf_vae vs pythae",
         "",
         f"Command: `{command}`  ",
         f"Recipe: `{Path(args.recipe).name}` {' '.join(args.set)}  ",
-        f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}  ",
-        f"Test set: mnist5k test split (500 images), static binarization seed {recipe.data.binarize_seed}.",
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; each side {args.threads} torch thread(s), "
+        f"run side by side; torch {torch.__version__}  ",
+        f"Test set: {recipe.data.dataset} test split ({results['hf_vae']['num_examples']} images), static binarization seed {recipe.data.binarize_seed}; "
+        f"model selection on the same {recipe.data.validation_size} validation images.",
         "",
         "| library | test NLL (nats) | estimator | test ELBO (nats) | bits/dim | active units | train images/s | steps |",
         "|---|---|---|---|---|---|---|---|",
@@ -182,15 +224,16 @@ def main() -> None:
     for name, r in rows.items():
         lines.append(f"| {name} | {r['nll']:.2f} | {r['estimator']} | {r['elbo']:.2f} | {r['bits_per_dim']:.4f} | "
                      f"{r['active_units']} | {r['images_per_second']:.0f} | {r['steps']} |")
-    ours = next(iter(rows))
+    ours = rows[f"hf_vae ({precision})"]
+    fp32_speed = results.get("hf_vae_fp32", {}).get("images_per_second")
     if fp32_speed is not None:
         lines += ["", f"hf_vae in plain fp32 (same loop, {args.fp32_steps} steps, throughput only): {fp32_speed:.0f} images/s."]
-    if "pythae 0.1.2" in rows:
-        pythae = rows["pythae 0.1.2"]
-        lines += ["", f"Throughput ratio hf_vae / pythae: {rows[ours]['images_per_second'] / pythae['images_per_second']:.2f}x"
+    if "pythae" in results:
+        pythae = results["pythae"]
+        lines += ["", f"Throughput ratio hf_vae / pythae: {ours['images_per_second'] / pythae['images_per_second']:.2f}x"
                       + (f" ({fp32_speed / pythae['images_per_second']:.2f}x with hf_vae in fp32; pythae's mixed precision is CUDA-only)"
                          if fp32_speed is not None else "")
-                      + f"; NLL difference hf_vae - pythae: {rows[ours]['nll'] - pythae['nll']:+.2f} nats."]
+                      + f"; NLL difference hf_vae - pythae: {ours['nll'] - pythae['nll']:+.2f} nats."]
     text = "\n".join(lines) + "\n"
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
     Path(args.results).write_text(text)
