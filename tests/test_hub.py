@@ -369,3 +369,33 @@ def test_cli_push_prints_the_commit(tmp_path, capsys, hub_server):
     with pytest.raises(SystemExit) as info:
         cli_main(["push", str(tmp_path), "not a/repo id"])
     assert info.value.code == 2 and "`repo_id`" in capsys.readouterr().err
+
+
+def test_prior_repo_brings_its_vqvae_from_the_recorded_repo_and_revision(tmp_path, hub_server):
+    from hf_vae import TransformerPriorConfig, TransformerPriorModel, VQVAEConfig, VQVAEModel
+    from hf_vae.generation import generate_images
+
+    vq_config = VQVAEConfig(image_size=8, num_channels=1, hidden_channels=[8], codebook_size=16, embedding_dim=4)
+    torch.manual_seed(0)
+    first = VQVAEModel(vq_config).eval()
+    torch.manual_seed(1)
+    second = VQVAEModel(vq_config).eval()
+    first.save_pretrained(tmp_path / "vq1")
+    second.save_pretrained(tmp_path / "vq2")
+    vq_repo = new_repo("vqvae")
+    one = push_run(tmp_path / "vq1", vq_repo)
+    push_run(tmp_path / "vq2", vq_repo)  # the head moves on; the prior must keep the recorded revision
+
+    torch.manual_seed(0)
+    prior = TransformerPriorModel(TransformerPriorConfig(
+        vocab_size=16, grid_size=4, token_source="vqvae_codes", n_layer=1, n_head=2, n_embd=16,
+        vqvae_name_or_path=vq_repo, vqvae_revision=one.oid)).eval()
+    prior.save_pretrained(tmp_path / "prior")
+    prior_repo = new_repo("prior")
+    push_run(tmp_path / "prior", prior_repo)
+
+    loaded = AutoModel.from_pretrained(prior_repo)
+    images = generate_images(loaded, 2, generator=torch.Generator().manual_seed(0), progress=False)
+    tokens = prior.sample(2, generator=torch.Generator().manual_seed(0), progress=False)
+    assert torch.equal(images, first.decode_from_indices(tokens))
+    assert not torch.equal(images, second.decode_from_indices(tokens))
