@@ -87,6 +87,16 @@ class HfVaePreTrainedModel(PreTrainedModel):
         if module is not self and hasattr(module, "reset_parameters"):
             module.reset_parameters()
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, reading safetensors only unless the caller opts in.
+
+        transformers would otherwise unpickle a `pytorch_model.bin` silently (pickle runs code); pass
+        `use_safetensors=False` to accept such weights from a source you trust.
+        """
+        kwargs.setdefault("use_safetensors", True)
+        return super().from_pretrained(*args, **kwargs)
+
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
         """`PreTrainedModel.save_pretrained` (safetensors only) plus the modeling code and `auto_map`.
 

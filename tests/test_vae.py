@@ -222,3 +222,19 @@ def test_log_likelihood_rejects_bad_input():
         model.log_likelihood(_images(), num_samples=0)
     with pytest.raises(ValueError, match="pixel_values"):
         model.log_likelihood(_images() * 3)
+
+
+def test_pickle_weights_load_only_when_the_caller_opts_in(tmp_path):
+    from transformers import AutoModel
+
+    model = _model()
+    model.save_pretrained(tmp_path)
+    # Replace the safetensors file by a pickle checkpoint of the same weights.
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(OSError, match="safetensors"):
+        AutoModel.from_pretrained(tmp_path)
+    with pytest.raises(OSError, match="safetensors"):
+        VAEModel.from_pretrained(tmp_path)
+    loaded = AutoModel.from_pretrained(tmp_path, use_safetensors=False)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
