@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 import warnings
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -113,7 +114,7 @@ def _batch_to(batch: dict, device) -> tuple[torch.Tensor, torch.Tensor | None]:
     return batch["pixel_values"].to(device), None if labels is None else labels.to(device)
 
 
-@register_evaluator("vae", "cvae")
+@register_evaluator("vae")
 def evaluate_gaussian_latent(
     model,
     loader,
@@ -220,3 +221,208 @@ def evaluate_token_prior(model, loader, *, num_importance_samples: int, seed: in
     if model.config.token_source == "pixels":
         metrics["bits_per_dim"] = Metric(nats_to_bits_per_dim(nll, num_tokens), "bits/dim", "exact", "Negative log-likelihood per pixel")
     return metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# Conditional VAE: the VAE's numbers plus conditional fidelity judged by a reference classifier
+# ---------------------------------------------------------------------------------------------
+
+
+@register_evaluator("cvae")
+def evaluate_cvae(
+    model,
+    loader,
+    *,
+    num_importance_samples: int,
+    seed: int,
+    progress: bool,
+    classifier: torch.nn.Module | None = None,
+    num_per_label: int = 100,
+    guidance_scale: float | Sequence[float] = 1.0,
+    **gaussian_latent_kwargs,
+) -> dict[str, Metric]:
+    """The VAE's metrics with the label given to encoder and decoder (conditional ELBO, IWAE estimate of
+    log p(x|y), active units), plus, when a `classifier` is passed, `conditional_fidelity`: the fraction
+    of `num_per_label` samples per label that the classifier assigns to the requested label.
+
+    `guidance_scale` may be a list: one fidelity metric per scale, named `conditional_fidelity` for 1
+    (plain conditional sampling) and `conditional_fidelity_guided_<s>` for the others. Samples are
+    drawn with a generator seeded by `seed`.
+    """
+    metrics = evaluate_gaussian_latent(model, loader, num_importance_samples=num_importance_samples, seed=seed,
+                                       progress=progress, **gaussian_latent_kwargs)
+    if classifier is not None:
+        scales = [guidance_scale] if isinstance(guidance_scale, numbers.Real) else list(guidance_scale)
+        for scale in scales:
+            name = "conditional_fidelity" if scale == 1 else f"conditional_fidelity_guided_{scale:g}"
+            fidelity = conditional_fidelity(model, classifier, num_per_label=num_per_label, guidance_scale=scale,
+                                            generator=torch.Generator().manual_seed(seed), per_label=True)
+            metrics[name], metrics[name + "_per_label"] = fidelity
+    return metrics
+
+
+def conditional_fidelity(
+    sampler: torch.nn.Module | Callable[..., torch.Tensor],
+    classifier: torch.nn.Module,
+    *,
+    num_per_label: int = 100,
+    num_classes: int | None = None,
+    guidance_scale: float = 1.0,
+    generator: torch.Generator | None = None,
+    batch_size: int = 500,
+    output: str = "mean",
+    per_label: bool = False,
+) -> Metric | tuple[Metric, Metric]:
+    """Fraction of class-conditional samples that `classifier` assigns to the label they were drawn for.
+
+    Args:
+        sampler: a class-conditional hf_vae model (anything with `sample(labels=..., guidance_scale=...,
+            generator=..., output=...)` and `config.num_classes`, e.g. a CVAE), or a function
+            `labels (n,) long -> images (n, C, H, W) in [0, 1]`, e.g. a two-stage VQ-VAE + prior
+            sampler. A function that takes a `generator` keyword receives `generator`.
+        classifier: returns logits (n, num_classes) for images (n, C, H, W), e.g.
+            `hf_vae.reference_classifier.ReferenceClassifier`.
+        num_per_label: N samples for each label 0..num_classes-1.
+        num_classes: labels to draw; defaults to the model's `config.num_classes`, else the classifier's
+            `num_classes`.
+        guidance_scale: classifier-free guidance of the model's sampler (1 = none); a sampler function
+            carries its own, so it must be left at 1 there.
+        generator: drives the samples (reproducible with a seeded generator).
+        batch_size: samples per sampler / classifier call.
+        output: `"mean"` (smooth images, the default) or `"sample"` (pixels drawn from p(x|z)); models only.
+        per_label: also return the per-label fractions (a list metric).
+
+    Returns:
+        A `Metric` (fraction in [0, 1]), or `(metric, per_label_metric)` with `per_label=True`.
+    """
+    if isinstance(num_per_label, bool) or not isinstance(num_per_label, int) or num_per_label < 1:
+        raise ValueError(f"`num_per_label` must be an int >= 1, got {num_per_label!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be an int >= 1, got {batch_size!r}")
+    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, numbers.Real) or not guidance_scale >= 0:
+        raise ValueError(f"`guidance_scale` must be a number >= 0, got {guidance_scale!r}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}")
+    if not isinstance(classifier, torch.nn.Module) and not callable(classifier):
+        raise ValueError(f"`classifier` must be a module returning logits, got {type(classifier).__name__}")
+    is_model = hasattr(sampler, "sample") and getattr(getattr(sampler, "config", None), "num_classes", None)
+    if is_model:
+        num_classes = num_classes or sampler.config.num_classes
+
+        def draw(labels):
+            return sampler.sample(labels=labels.to(sampler.device), guidance_scale=guidance_scale, generator=generator,
+                                  output=output)
+
+        what = f"{type(sampler).__name__} sample(output={output!r}), guidance scale {guidance_scale:g}"
+    elif callable(sampler):
+        if guidance_scale != 1:
+            raise ValueError(f"`guidance_scale` must be 1 for a sampler function (it carries its own guidance), got {guidance_scale!r}")
+        num_classes = num_classes or getattr(classifier, "num_classes", None)
+        takes_generator = "generator" in inspect.signature(sampler).parameters
+
+        def draw(labels):
+            return sampler(labels, generator=generator) if takes_generator else sampler(labels)
+
+        what = getattr(sampler, "__name__", type(sampler).__name__)
+    else:
+        raise ValueError(f"`sampler` must be a class-conditional hf_vae model or a function labels -> images, got {type(sampler).__name__}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"`num_classes` must be an int >= 1 (or known from the model or classifier), got {num_classes!r}")
+
+    labels = torch.arange(num_classes).repeat_interleave(num_per_label)
+    classifier_device = next(classifier.parameters()).device if isinstance(classifier, torch.nn.Module) else torch.device("cpu")
+    was_training = getattr(classifier, "training", False)
+    if isinstance(classifier, torch.nn.Module):
+        classifier.eval()
+    correct = torch.zeros(num_classes)
+    try:
+        with torch.no_grad():
+            for chunk in labels.split(batch_size):
+                images = draw(chunk)
+                if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[0] != len(chunk):
+                    got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+                    raise ValueError(f"`sampler` must return images of shape ({len(chunk)}, C, H, W), got {got}")
+                predicted = classifier(images.to(classifier_device)).argmax(dim=1).cpu()
+                correct += torch.bincount(chunk[predicted == chunk], minlength=num_classes).float()
+    finally:
+        if isinstance(classifier, torch.nn.Module):
+            classifier.train(was_training)
+    estimator = f"reference classifier on {num_per_label} samples per label; {what}"
+    metric = Metric(float(correct.sum() / len(labels)), "fraction", estimator,
+                    "Conditional fidelity: samples classified as the requested label")
+    if not per_label:
+        return metric
+    per_label_metric = Metric((correct / num_per_label).tolist(), "fraction", estimator,
+                              "Conditional fidelity per label 0..num_classes-1")
+    return metric, per_label_metric
+
+
+# ---------------------------------------------------------------------------------------------
+# VQ-VAE: reconstruction quality, the cost of the code, codebook health over the whole split
+# ---------------------------------------------------------------------------------------------
+
+
+@register_evaluator("vqvae")
+def evaluate_vqvae(model, loader, *, num_importance_samples: int, seed: int, progress: bool) -> dict[str, Metric]:
+    """Reconstruction MSE and PSNR, -log p(x|z_q), the uniform-prior cost of the code grid, and codebook
+    health (perplexity, codes used, dead codes) from code counts accumulated over the whole split.
+
+    The VQ-VAE encoder is deterministic and it has no prior of its own, so there is no likelihood to
+    estimate (`num_importance_samples` and `seed` are unused). `code_bits_per_dim`,
+    h * w * log2(K) / (C * H * W), is what the code costs under a uniform prior: a prior over the codes
+    is worth having when its bits/dim are below it.
+    """
+    config = model.config
+    codebook_size = config.codebook_size
+    counts = torch.zeros(codebook_size, dtype=torch.float64)
+    totals = {"reconstruction": 0.0, "squared_error": 0.0, "psnr": 0.0}
+    count, binary = 0, True
+    shape = None
+    for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
+        pixel_values, _ = _batch_to(batch, model.device)
+        out = model(pixel_values)  # eval mode: the codebook state is not touched
+        n = pixel_values.shape[0]
+        shape = pixel_values.shape[1:]
+        binary = binary and bool(((pixel_values == 0) | (pixel_values == 1)).all())
+        totals["reconstruction"] += out.reconstruction_loss.item() * n
+        mse = (out.reconstruction.float() - pixel_values.float()).pow(2).flatten(1).mean(dim=1)  # (B,)
+        totals["squared_error"] += mse.sum().item()
+        # Peak 1 (images in [0, 1]); a perfect reconstruction is capped at 100 dB.
+        totals["psnr"] += (-10.0 * torch.log10(mse.double().clamp(min=1e-10))).sum().item()
+        counts += torch.bincount(out.indices.flatten().cpu(), minlength=codebook_size).double()
+        count += n
+    if count == 0:
+        raise ValueError("`dataset` must hold at least one example, got none")
+
+    num_dims = math.prod(shape)
+    grid = model.code_grid_size
+    num_tokens = grid * grid
+    usage = model.quantizer.usage_statistics(counts.float())
+    used = int((counts > 0).sum())
+    reconstruction = totals["reconstruction"] / count
+    likelihood = config.likelihood
+    if likelihood == "bernoulli" and not binary:
+        bits_note = "; a cross-entropy on grey-level data, not a probability of the pixels"
+    elif likelihood == "gaussian":
+        bits_note = "; a continuous density on [0, 1] data, not a probability of the pixels"
+    else:
+        bits_note = ""
+    split_counts = f"code counts over the {count} examples"
+    return {
+        "reconstruction_loss": Metric(reconstruction, "nats", "nearest codes (deterministic)", f"Mean -log p(x|z_q) ({likelihood})" + bits_note),
+        "reconstruction_bits_per_dim": Metric(nats_to_bits_per_dim(reconstruction, num_dims), "bits/dim", "nearest codes (deterministic)",
+                                              "-log p(x|z_q) in bits per dimension" + bits_note),
+        "mse": Metric(totals["squared_error"] / count, "", "mean of p(x|z_q) vs x, intensities in [0, 1]", "Mean squared reconstruction error per pixel"),
+        "psnr": Metric(totals["psnr"] / count, "dB", "per image, peak 1, averaged over images", "Reconstruction PSNR, mean over images of 10 log10(1 / MSE)"),
+        "code_bits_per_dim": Metric(num_tokens * math.log2(codebook_size) / num_dims, "bits/dim", "uniform prior over the codes",
+                                    f"Code grid {grid}x{grid} x log2({codebook_size}) bits / {num_dims} dims: the bound a learned prior must beat"),
+        "code_bits_per_token": Metric(math.log2(codebook_size), "bits/token", "uniform prior over the codes", "log2(codebook_size)"),
+        "num_tokens": Metric(num_tokens, "tokens", "", f"Codes per image ({grid}x{grid} grid)"),
+        "codebook_size": Metric(codebook_size, "codes", "", "Codebook size K"),
+        "perplexity": Metric(float(usage["perplexity"]), "codes", split_counts, "Codebook perplexity exp(H(code usage))"),
+        "codes_used_fraction": Metric(used / codebook_size, "fraction", split_counts, "Fraction of the codebook used"),
+        "codes_used": Metric(used, "codes", split_counts, f"Codes used of {codebook_size}"),
+        "dead_codes": Metric(int(usage["dead_codes"]), "codes", f"{split_counts}, fewer than {config.dead_code_threshold:g} assignments",
+                             "Dead codes"),
+        "num_examples": Metric(count, "examples", "", "Evaluated examples"),
+    }
