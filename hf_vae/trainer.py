@@ -13,6 +13,7 @@ Run it with `hf-vae train RECIPE.yaml` or `accelerate launch training/train.py R
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import inspect
 import json
 import math
@@ -416,13 +417,21 @@ def prepare_prior_data(model, splits: dict, recipe: Recipe, cache_dir: Path) -> 
                          "(codes are computed once), got 'dynamic'")
     from .generation import load_vqvae
 
-    key = {"vqvae": model.config.vqvae_name_or_path, "revision": model.config.vqvae_revision, "data": dataclasses.asdict(recipe.data)}
+    vqvae = load_vqvae(model)
+    # The key holds the VQ-VAE's weights, not only its name: a VQ-VAE retrained in the same folder
+    # must not reuse the old codes.
+    weights = hashlib.sha256()
+    for name, tensor in sorted(vqvae.state_dict().items()):
+        weights.update(name.encode())
+        weights.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    key = {"vqvae": model.config.vqvae_name_or_path, "revision": model.config.vqvae_revision,
+           "weights_sha256": weights.hexdigest(), "data": dataclasses.asdict(recipe.data)}
     cache = cache_dir / "codes.pt"
     if cache.exists():
         saved = torch.load(cache)
         if saved["key"] == key:
             return saved["splits"]
-    coded = encode_to_codes(splits, load_vqvae(model))
+    coded = encode_to_codes(splits, vqvae)
     cache.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"key": key, "splits": coded}, cache)
     return coded

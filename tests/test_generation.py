@@ -89,3 +89,23 @@ def test_code_prior_recipe_encodes_the_dataset_once(tmp_path):
                             "model": {"family": "transformer_prior", "config": {**recipe.model.config, "grid_size": 5}}})
     with pytest.raises(ValueError, match="grid_size"):
         train(bad)
+
+
+def test_code_cache_is_rebuilt_when_the_vqvae_weights_change(tmp_path):
+    from hf_vae.trainer import build_model, load_data, prepare_prior_data
+
+    vqvae = _vqvae()
+    vqvae.save_pretrained(tmp_path / "vq")
+    recipe = Recipe.from_dict({
+        "model": {"family": "pixelcnn_prior", "config": {
+            "vocab_size": 16, "grid_size": 4, "token_source": "vqvae_codes", "vqvae_name_or_path": str(tmp_path / "vq"),
+            "hidden_channels": 8, "num_layers": 2, "output_channels": 8}},
+        "data": {"dataset": "digits"},
+    })
+    splits, model = load_data(recipe), build_model(recipe)
+    first = prepare_prior_data(model, splits, recipe, tmp_path / "run")["test"]["input_ids"]
+    torch.manual_seed(5)  # retrain in the same folder: other weights, same path
+    VQVAEModel(vqvae.config).save_pretrained(tmp_path / "vq")
+    second = prepare_prior_data(model, splits, recipe, tmp_path / "run")["test"]["input_ids"]
+    assert not torch.equal(first, second)
+    assert torch.equal(second, prepare_prior_data(model, splits, recipe, tmp_path / "run")["test"]["input_ids"])
