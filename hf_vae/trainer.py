@@ -523,7 +523,6 @@ def train(recipe: Recipe, resume: bool = False) -> Path:
     accelerator.init_trackers("hf_vae", config=_flat_config(recipe))
 
     unwrapped = accelerator.unwrap_model(model)
-    micro_per_epoch = len(train_loader)
     running: dict[str, list[float]] = {}
     progress = tqdm(total=t.max_steps, initial=state.step, desc="train", disable=not (t.progress and accelerator.is_local_main_process), dynamic_ncols=True)
     start_time = time.time() - state.elapsed_seconds

@@ -3,6 +3,7 @@ how to build a batch, and inherits these tests (see DESIGN.md, "Contracts every 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -16,6 +17,35 @@ from transformers import AutoConfig, AutoModel
 import hf_vae  # noqa: F401  (registers the families)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+# The prologue of a subprocess where hf_vae cannot be imported: the repo is scrubbed from sys.path and
+# a meta-path finder blocks the editable install, so only code saved beside the weights can run.
+WITHOUT_HF_VAE = """
+import importlib.abc, json, sys
+
+class BlockHfVae(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "hf_vae" or name.startswith("hf_vae."):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+
+sys.path = [p for p in sys.path if p not in ("", ".", REPO_ROOT)]
+sys.meta_path.insert(0, BlockHfVae())
+try:
+    import hf_vae
+    raise SystemExit("hf_vae is importable: the test would prove nothing")
+except ModuleNotFoundError:
+    pass
+"""
+
+
+def run_without_hf_vae(body: str, tmp_path, timeout: int = 300):
+    """Run `body` after `WITHOUT_HF_VAE` in a fresh Python; returns the JSON its last stdout line prints."""
+    script = f"REPO_ROOT = {str(REPO_ROOT)!r}\n" + WITHOUT_HF_VAE + textwrap.dedent(body)
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": "", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 class ModelTesterMixin:
@@ -129,32 +159,15 @@ class ModelTesterMixin:
         inputs = self.get_inputs()
         torch.save(inputs, tmp_path / "inputs.pt")
         expected = model(**inputs, generator=torch.Generator().manual_seed(3)).loss
-        script = textwrap.dedent(
+        loss = run_without_hf_vae(
             f"""
-            import importlib.abc, sys
-
-            class BlockHfVae(importlib.abc.MetaPathFinder):
-                def find_spec(self, name, path=None, target=None):
-                    if name == "hf_vae" or name.startswith("hf_vae."):
-                        raise ModuleNotFoundError(f"No module named {{name!r}}")
-
-            # Scrub the repo from sys.path and block the editable-install finder too.
-            sys.path = [p for p in sys.path if p not in ("", ".", {str(REPO_ROOT)!r})]
-            sys.meta_path.insert(0, BlockHfVae())
-            try:
-                import hf_vae
-                raise SystemExit("hf_vae is importable: the test would prove nothing")
-            except ModuleNotFoundError:
-                pass
             import torch
             from transformers import AutoModel
             model = AutoModel.from_pretrained({str(tmp_path / 'model')!r}, trust_remote_code=True).eval()
             assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
             inputs = torch.load({str(tmp_path / 'inputs.pt')!r})
             print(repr(model(**inputs, generator=torch.Generator().manual_seed(3)).loss.item()))
-            """
+            """,
+            tmp_path,
         )
-        env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
-        result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, result.stderr[-3000:]
-        assert float(result.stdout.strip().splitlines()[-1]) == expected.item()
+        assert loss == expected.item()

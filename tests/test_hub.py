@@ -7,11 +7,7 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import re
-import subprocess
-import sys
-import textwrap
 import uuid
 
 import datasets
@@ -27,7 +23,7 @@ from hf_vae.hub import HubPushError, hf_vae_families, load_model, push_embedded_
 from hf_vae.trainer import Recipe, train
 
 from .hub_server import USER
-from .model_tester import REPO_ROOT, ModelTesterMixin
+from .model_tester import REPO_ROOT, ModelTesterMixin, run_without_hf_vae
 
 pytestmark = pytest.mark.usefixtures("hub_server")
 
@@ -123,22 +119,8 @@ def remote_code_losses(pushed, tmp_path_factory):
     """Load every pushed repo by id with trust_remote_code in ONE subprocess where hf_vae cannot be imported."""
     tmp = tmp_path_factory.mktemp("remote")
     jobs = {family: (e["repo_id"], str(e["inputs_path"])) for family, e in pushed.items()}
-    script = textwrap.dedent(
+    return run_without_hf_vae(
         f"""
-        import importlib.abc, json, sys
-
-        class BlockHfVae(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name == "hf_vae" or name.startswith("hf_vae."):
-                    raise ModuleNotFoundError(f"No module named {{name!r}}")
-
-        sys.path = [p for p in sys.path if p not in ("", ".", {str(REPO_ROOT)!r})]
-        sys.meta_path.insert(0, BlockHfVae())
-        try:
-            import hf_vae
-            raise SystemExit("hf_vae is importable: the test would prove nothing")
-        except ModuleNotFoundError:
-            pass
         import torch
         from transformers import AutoModel
 
@@ -151,12 +133,10 @@ def remote_code_losses(pushed, tmp_path_factory):
                 loss = model(**inputs, generator=torch.Generator().manual_seed(1)).loss
             results[family] = loss.item()
         print(json.dumps(results))
-        """
+        """,
+        tmp,
+        timeout=600,
     )
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp / "modules"), "PYTHONPATH": ""}
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-4000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.parametrize("family", FAMILIES)

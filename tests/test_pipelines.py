@@ -5,10 +5,6 @@ hf_vae, and their argument errors. Every number must equal the model method it w
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 import uuid
 
 import diffusers
@@ -37,7 +33,7 @@ from hf_vae.images import to_pil
 from hf_vae.pipelines import TASKS, VAEGenerationPipeline, VQGenerationPipeline
 
 from .hub_server import USER
-from .model_tester import REPO_ROOT
+from .model_tester import run_without_hf_vae
 
 GEN, LATENTS, RECON, SCORE = "unconditional-image-generation", "image-to-latents", "image-reconstruction", "image-scoring"
 
@@ -396,32 +392,6 @@ def test_saved_pipeline_loads_by_task_and_as_remote_code(models, tmp_path):
     remote = pipeline(model=str(tmp_path / "pipe"), trust_remote_code=True)
     assert type(remote).__module__.startswith("transformers_modules") and remote.task == SCORE
     assert remote(x, num_importance_samples=4, seed=1) == expected
-
-
-WITHOUT_HF_VAE = """
-import importlib.abc, sys
-
-class BlockHfVae(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "hf_vae" or name.startswith("hf_vae."):
-            raise ModuleNotFoundError(f"No module named {name!r}")
-
-sys.path = [p for p in sys.path if p not in ("", ".", REPO_ROOT)]
-sys.meta_path.insert(0, BlockHfVae())
-try:
-    import hf_vae
-    raise SystemExit("hf_vae is importable: the test would prove nothing")
-except ModuleNotFoundError:
-    pass
-"""
-
-
-def run_without_hf_vae(body: str, tmp_path) -> dict:
-    script = f"REPO_ROOT = {str(REPO_ROOT)!r}\n" + WITHOUT_HF_VAE + textwrap.dedent(body)
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": "", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 # --------------------------------------------------------------------------------------------------
