@@ -14,6 +14,8 @@ from .quantization import VectorQuantizer
 from .models.pixelcnn_prior import PixelCNNPriorConfig, PixelCNNPriorModel
 from .models.transformer_prior import TransformerPriorConfig, TransformerPriorModel
 from .sampling import sample_tokens
+from .evaluation import Metric, evaluate
+from .generation import generate_images
 
 __version__ = "0.1.0"
 
@@ -36,6 +38,7 @@ __all__ = [
     "CVAEConfig",
     "CVAEModel",
     "DiagonalGaussian",
+    "Metric",
     "PixelCNNPriorConfig",
     "PixelCNNPriorModel",
     "TransformerPriorConfig",
@@ -45,6 +48,8 @@ __all__ = [
     "VQVAEConfig",
     "VQVAEModel",
     "VectorQuantizer",
+    "evaluate",
+    "generate_images",
     "get_likelihood",
     "log_mean_exp",
     "nats_to_bits_per_dim",
