@@ -19,6 +19,7 @@ from transformers import PreTrainedModel
 
 from .configuration_utils import check_choice, check_float, check_int
 from .distributions import nats_to_bits_per_dim
+from .sampling import check_sampling_args, is_guided
 
 # `from .x import`, `from ..x import`, `from ...x import`, `from ..family.x import`: the package's own modules.
 _RELATIVE_IMPORT = re.compile(r"^(\s*from\s+)(\.+)(\w+(?:\.\w+)*)(\s+import\b)", flags=re.MULTILINE)
@@ -232,6 +233,22 @@ class TokenPriorPreTrainedModel(HfVaePreTrainedModel):
     def null_class(self) -> int | None:
         """The class index that means "no label" (label dropout, classifier-free guidance)."""
         return self.config.num_classes
+
+    def _check_sampling(self, num_samples, labels, temperature, top_k, top_p, guidance_scale, generator):
+        """Validate `sample`'s arguments; returns (labels as a (N,) tensor or None, whether guidance is on)."""
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"`num_samples` must be an int >= 1, got {num_samples!r}")
+        check_sampling_args(temperature, top_k, top_p, guidance_scale)
+        check_generator(generator)
+        if isinstance(labels, int) and not isinstance(labels, bool):
+            labels = torch.full((num_samples,), labels, dtype=torch.long)
+        guided = is_guided(guidance_scale)
+        if guided and (labels is None or self.config.label_dropout == 0):
+            raise ValueError(
+                "`guidance_scale` != 1 needs `labels` and a prior trained with label dropout "
+                f"(label_dropout={self.config.label_dropout}), got {guidance_scale!r}"
+            )
+        return labels, guided
 
     def bits_per_token(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """-log2 p(input_ids) / (H * W) per example, shape (B,)."""

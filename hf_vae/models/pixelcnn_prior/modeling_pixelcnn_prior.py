@@ -26,7 +26,7 @@ from ...modeling_utils import (
     check_input_ids,
     check_labels,
 )
-from ...sampling import check_sampling_args, is_guided, sample_tokens
+from ...sampling import sample_tokens
 from .configuration_pixelcnn_prior import PixelCNNPriorConfig
 
 
@@ -205,19 +205,9 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
             generator: drives every draw (reproducible samples).
             progress: show a progress bar over the H * W positions.
         """
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"`num_samples` must be an int >= 1, got {num_samples!r}")
-        check_sampling_args(temperature, top_k, top_p, guidance_scale)
-        check_generator(generator)
-        if isinstance(labels, int) and not isinstance(labels, bool):
-            labels = torch.full((num_samples,), labels, dtype=torch.long)
+        labels, guided = self._check_sampling(num_samples, labels, temperature, top_k, top_p, guidance_scale, generator)
         class_ids = self._class_ids(labels, num_samples)
-        if is_guided(guidance_scale):
-            if labels is None or self.config.label_dropout == 0:
-                raise ValueError(
-                    "`guidance_scale` != 1 needs `labels` and a prior trained with label dropout "
-                    f"(label_dropout={self.config.label_dropout}), got {guidance_scale!r}"
-                )
+        if guided:  # one unconditional (null-class) row per sample for classifier-free guidance
             class_ids = torch.cat([class_ids, torch.full_like(class_ids, self.null_class)])
         size = self.config.grid_size
 
