@@ -13,8 +13,13 @@ expectation of the dynamically binarized one: the closest pythae offers.
 Throughput counts training steps only (forward, backward, optimizer, data loading), not evaluation
 or checkpoints, in images per second on this machine's threads.
 
+Data parallelism (`--part two_process`, run after the comparison): the same recipe under
+`accelerate launch --num_processes 2` (gloo on CPU, `split_batches`: the same global batch split over
+two processes), one thread per process; its test NLL is shown next to the one-process hf_vae run.
+
     pip install -e .[bench]
     python benchmarks/vae_mnist5k.py                      # writes benchmarks/results/vae_mnist5k.md
+    python benchmarks/vae_mnist5k.py --part two_process   # adds the 2-process run to the same markdown
 """
 
 from __future__ import annotations
@@ -139,6 +144,23 @@ def run_pythae(recipe: Recipe, splits: dict, output_dir: Path) -> dict:
     }
 
 
+def run_two_process(args, output_dir: Path) -> dict:
+    """The same recipe (same overrides, no time budget or early stopping) on 2 processes x 1 thread."""
+    run_dir = output_dir / "two_process"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
+               "--cpu", "--dynamo_backend", "no", str(HERE.parent / "training" / "train.py"), args.recipe,
+               "--output_dir", str(run_dir), "--set", "training.progress=false",
+               "--set", "training.early_stopping_patience=null", "--set", "training.max_time_minutes=null"]
+    command += [item for pair in (("--set", item) for item in args.set) for item in pair]
+    start = time.time()
+    subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=True)
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    return {"nll": summary["test"]["nll"]["value"], "estimator": summary["test"]["nll"]["estimator"],
+            "elbo": summary["test"]["elbo"]["value"], "steps": summary["steps"],
+            "images_per_second": summary["train_images_per_second"], "wall_minutes": (time.time() - start) / 60,
+            "command": "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0]))] + sys.argv[1:])}
+
+
 def run_part(part: str, recipe: Recipe, output_dir: Path, fp32_steps: int) -> dict:
     """One side of the comparison, in this process (the driver runs the sides as parallel processes)."""
     if part == "hf_vae":
@@ -175,9 +197,12 @@ def main() -> None:
     # stopping and no wall-clock budget, which would end them at different points.
     recipe.training.early_stopping_patience = None
     recipe.training.max_time_minutes = None
+    if args.part == "two_process":
+        (output_dir / "two_process.json").write_text(json.dumps(run_two_process(args, output_dir)))
+        args.part = "render"
     if args.part == "render":
         # Re-render the markdown from the JSON results of an earlier run (no training).
-        parts = [p for p in ("hf_vae", "pythae", "hf_vae_fp32") if (output_dir / f"{p}.json").exists()]
+        parts = [p for p in ("hf_vae", "pythae", "hf_vae_fp32", "two_process") if (output_dir / f"{p}.json").exists()]
         write_results(args, recipe, output_dir, {p: json.loads((output_dir / f"{p}.json").read_text()) for p in parts})
         return
     if args.part != "all":
@@ -247,6 +272,18 @@ def write_results(args, recipe: Recipe, output_dir: Path, results: dict) -> None
         lines += ["", f"hf_vae in plain fp32 (same loop, {args.fp32_steps} steps, throughput only): {fp32_speed:.0f} images/s. "
                       "It runs after the hf_vae side, under whatever load the machine then has, so it is not comparable "
                       "with the side-by-side figures above."]
+    if "two_process" in results:
+        two = results["two_process"]
+        lines += ["", "## Two processes", "",
+                  f"Command: `{two['command']}`  ",
+                  "The same recipe under `accelerate launch --num_processes 2 --cpu` (gloo, `split_batches`: the same global "
+                  "batch of " + str(recipe.training.batch_size) + " split over the processes), one torch thread per process.",
+                  "",
+                  "| run | test NLL (nats) | estimator | test ELBO (nats) | steps | train images/s |",
+                  "|---|---|---|---|---|---|",
+                  f"| 1 process (the hf_vae row above) | {ours['nll']:.2f} | {ours['estimator']} | {ours['elbo']:.2f} | {ours['steps']} | {ours['images_per_second']:.0f} |",
+                  f"| 2 processes | {two['nll']:.2f} | {two['estimator']} | {two['elbo']:.2f} | {two['steps']} | {two['images_per_second']:.0f} |",
+                  "", f"Difference 2 - 1 processes: {two['nll'] - ours['nll']:+.2f} nats (target: within 1 nat)."]
     text = "\n".join(lines) + "\n"
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
     Path(args.results).write_text(text)

@@ -18,6 +18,7 @@ import inspect
 import json
 import math
 import os
+import re
 import shutil
 import time
 import warnings
@@ -44,6 +45,22 @@ from .modeling_utils import pixels_to_tokens
 # ---------------------------------------------------------------------------------------------
 # The recipe: every key known, every value checked before training starts
 # ---------------------------------------------------------------------------------------------
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """YAML 1.1 reads `1e-3` (no dot) as a string; recipes and `--set` read it as the float people mean."""
+
+
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|\.[0-9_]+(?:[eE][-+]?[0-9]+)?"
+               r"|[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."),
+)
+
+
+def _load_yaml(text: str):
+    return yaml.load(text, Loader=_RecipeLoader)
 
 
 @dataclass
@@ -156,7 +173,7 @@ class Recipe:
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"`recipe` must be a YAML file, got {str(path)!r} which does not exist")
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = _load_yaml(path.read_text()) or {}
         for override in overrides or []:
             key, sep, value = override.partition("=")
             if not sep or "." not in key:
@@ -165,9 +182,9 @@ class Recipe:
             target = raw.setdefault(section, {}) or {}
             raw[section] = target
             if section == "model" and name.startswith("config."):
-                target.setdefault("config", {})[name.removeprefix("config.")] = yaml.safe_load(value)
+                target.setdefault("config", {})[name.removeprefix("config.")] = _load_yaml(value)
             else:
-                target[name] = yaml.safe_load(value)
+                target[name] = _load_yaml(value)
         return cls.from_dict(raw)
 
     def to_dict(self) -> dict:
@@ -522,7 +539,9 @@ def train(recipe: Recipe, resume: bool = False) -> Path:
                 JSONLTracker.truncate(run_dir / "logs" / "metrics.jsonl", state.step)
     accelerator.init_trackers("hf_vae", config=_flat_config(recipe))
 
-    unwrapped = accelerator.unwrap_model(model)
+    # Training autocasts explicitly (`accelerator.autocast()` below), so drop the autocast wrapper that
+    # `prepare` put on `forward`: evaluation, the test metrics and the saved model then run in fp32.
+    unwrapped = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     running: dict[str, list[float]] = {}
     progress = tqdm(total=t.max_steps, initial=state.step, desc="train", disable=not (t.progress and accelerator.is_local_main_process), dynamic_ncols=True)
     start_time = time.time() - state.elapsed_seconds

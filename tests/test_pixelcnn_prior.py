@@ -124,6 +124,17 @@ class TokenPriorTesterMixin(ModelTesterMixin):
         torch.testing.assert_close(out.log_likelihood, unconditional.log_likelihood(grids))
         torch.testing.assert_close(out.loss, -out.log_likelihood.mean() / 4)
 
+    def test_bf16_autocast_keeps_logits_in_float32(self):
+        """Training runs under bf16 autocast: the logits (and so the log-softmax and the loss) stay fp32,
+        and the exact likelihood moves only by bf16 rounding of the hidden layers."""
+        model = self.get_model().eval()
+        inputs = self.get_inputs(batch_size=8)
+        reference = model(**inputs)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(**inputs)
+        assert out.logits.dtype == torch.float32 and out.loss.dtype == torch.float32
+        torch.testing.assert_close(out.log_likelihood, reference.log_likelihood, rtol=0.02, atol=0.05)
+
     def test_bits(self):
         model = self.get_model(vocab_size=2, token_source="pixels").eval()
         x = self.get_inputs()["input_ids"].clamp(max=1)

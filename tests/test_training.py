@@ -128,6 +128,15 @@ def test_bad_recipes_fail_naming_the_field(overrides, message):
         Recipe.from_yaml(TINY_RECIPE, overrides)
 
 
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
+    """YAML 1.1 reads `2e-3` as a string; in a recipe file and in `--set` it is the float 0.002."""
+    recipe_file = tmp_path / "recipe.yaml"
+    recipe_file.write_text(TINY_RECIPE.read_text().replace("training:", "training:\n  weight_decay: 5e-4", 1))
+    recipe = Recipe.from_yaml(recipe_file, ["training.learning_rate=2e-3", "model.config.beta=4E0"])
+    assert recipe.training.weight_decay == 5e-4 and recipe.training.learning_rate == 2e-3
+    assert recipe.model.config["beta"] == 4.0 and isinstance(recipe.model.config["beta"], float)
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [

@@ -142,7 +142,8 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
         for layer in self.layers:
             vertical, horizontal, skip = layer(vertical, horizontal, class_ids)
             skips = skips + skip
-        return self.head(skips)
+        # fp32 logits even under bf16 autocast: the likelihood sums a log-softmax over every pixel.
+        return self.head(skips).float()
 
     def forward(
         self,

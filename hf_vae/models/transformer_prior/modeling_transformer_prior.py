@@ -228,7 +228,8 @@ class TransformerPriorModel(TransformerPriorPreTrainedModel, GenerationMixin):
         x = self.drop(x + self.position_embedding(positions))
         for block in self.blocks:
             x = block(x, past_key_values, past_length)
-        return self.lm_head(self.ln_f(x))
+        # fp32 logits even under bf16 autocast: the likelihood sums a log-softmax over every position.
+        return self.lm_head(self.ln_f(x)).float()
 
     def forward(
         self,
