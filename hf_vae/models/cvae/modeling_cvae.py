@@ -353,7 +353,7 @@ class CVAEModel(CVAEPreTrainedModel):
         labels: torch.Tensor | None,
         num_samples: int = 1000,
         generator: torch.Generator | None = None,
-        chunk_size: int = 2048,
+        chunk_size: int = 128,
     ) -> torch.Tensor:
         """Importance-weighted estimate of log p(x|y) per example in nats (Burda et al. 2016), shape (B,).
 
@@ -371,6 +371,7 @@ class CVAEModel(CVAEPreTrainedModel):
         label_vectors = self._label_vectors(labels)
         mean, logvar = self.encoder(pixel_values, label_vectors).chunk(2, dim=1)
         posterior = DiagonalGaussian(mean, logvar)
+        # Small decoder batches stay in the CPU caches: 128 passes per call ran ~2x faster than 2048.
         per_chunk = max(1, chunk_size // batch)
         log_weights = []  # chunks of (s, B)
         for start in range(0, num_samples, per_chunk):
