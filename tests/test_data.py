@@ -47,6 +47,7 @@ def test_embedded_dataset_is_a_hub_layout_folder(cache_root, mnist5k, digits, na
     header = (folder / "README.md").read_text().split("---")[1]
     card = yaml.safe_load(header)
     features = {f["name"]: f["dtype"] for f in card["dataset_info"]["features"]}
+    assert card["license"] == {"mnist5k": "cc-by-sa-3.0", "digits": "cc-by-4.0"}[name]
     assert features["image"] == "image"
     assert features["label"]["class_label"]["names"] == {str(i): str(i) for i in range(10)}
     assert {s["name"]: s["num_examples"] for s in card["dataset_info"]["splits"]} == dict(
