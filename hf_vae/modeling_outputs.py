@@ -67,6 +67,8 @@ class VQVAEOutput(ModelOutput):
         perplexity: scalar, exp of the entropy of the batch's code usage (1 = one code, codebook_size = uniform).
         codes_used_fraction: scalar, fraction of the codebook used by the batch.
         dead_codes: scalar (long), codes assigned fewer than `dead_code_threshold` vectors in the batch.
+        restarted_codes: scalar (long), dead codes this training step moved onto encoder outputs (0 in
+            eval mode or without `restart_dead_codes`); the trainer logs it with the loss terms.
         indices: (B, h, w) long, the code ids.
         reconstruction: (B, C, H, W) mean of p(x|z_q) in [0, 1].
     """
@@ -78,5 +80,6 @@ class VQVAEOutput(ModelOutput):
     perplexity: torch.Tensor | None = None
     codes_used_fraction: torch.Tensor | None = None
     dead_codes: torch.Tensor | None = None
+    restarted_codes: torch.Tensor | None = None
     indices: torch.Tensor | None = None
     reconstruction: torch.Tensor | None = None

@@ -137,6 +137,7 @@ class VQVAEModel(VQVAEPreTrainedModel):
             perplexity=quantized.perplexity,
             codes_used_fraction=quantized.codes_used_fraction,
             dead_codes=quantized.dead_codes,
+            restarted_codes=quantized.restarted_codes,
             indices=quantized.indices,
             reconstruction=self.likelihood.mean(params),
         )
