@@ -147,8 +147,8 @@ def run_pythae(recipe: Recipe, splits: dict, output_dir: Path) -> dict:
 def run_two_process(args, output_dir: Path) -> dict:
     """The same recipe (same overrides, no time budget or early stopping) on 2 processes x 1 thread."""
     run_dir = output_dir / "two_process"
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
-               "--cpu", "--dynamo_backend", "no", str(HERE.parent / "training" / "train.py"), args.recipe,
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--dynamo_backend", "no", str(HERE.parent / "training" / "train.py"), args.recipe,
                "--output_dir", str(run_dir), "--set", "training.progress=false",
                "--set", "training.early_stopping_patience=null", "--set", "training.max_time_minutes=null"]
     command += [item for pair in (("--set", item) for item in args.set) for item in pair]
@@ -286,7 +286,7 @@ def write_results(args, recipe: Recipe, output_dir: Path, results: dict) -> None
         two = results["two_process"]
         lines += ["", "## Two processes", "",
                   f"Command: `{two['command']}`  ",
-                  "The same recipe under `accelerate launch --num_processes 2 --cpu` (gloo, `split_batches`: the same global "
+                  "The same recipe under `accelerate launch --multi_gpu --num_processes 2` on CPU (gloo, `split_batches`: the same global "
                   "batch of " + str(recipe.training.batch_size) + " split over the processes), one torch thread per process.",
                   "",
                   "| run | test NLL (nats) | estimator | test ELBO (nats) | steps | train images/s |",

@@ -454,6 +454,13 @@ def prepare_prior_data(model, splits: dict, recipe: Recipe, cache_dir: Path) -> 
     return coded
 
 
+def _has_accelerator_device() -> bool:
+    """A CUDA, XPU or MPS device is there for Accelerate to use."""
+    xpu = getattr(torch, "xpu", None)
+    mps = getattr(torch.backends, "mps", None)
+    return torch.cuda.is_available() or bool(xpu and xpu.is_available()) or bool(mps and mps.is_available())
+
+
 def _step_seed(seed: int, step: int, micro: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, step, micro, rank]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
@@ -496,6 +503,9 @@ def train(recipe: Recipe, resume: bool = False) -> Path:
     # process (notebooks, tests) may ask for another precision, so start from a fresh state.
     AcceleratorState._reset_state()
     accelerator = Accelerator(
+        # On a machine without a GPU, `cpu=True` is what makes Accelerate join the gloo process group a
+        # multi-process launcher set up; without it every process would train alone on the full data.
+        cpu=not _has_accelerator_device(),
         mixed_precision=t.mixed_precision,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
         # Each global batch is split across processes, so 1 and N processes see the same batches.
@@ -503,6 +513,10 @@ def train(recipe: Recipe, resume: bool = False) -> Path:
         log_with=[tr if tr != "jsonl" else JSONLTracker("hf_vae", run_dir / "logs") for tr in t.trackers],
         project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")),
     )
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if accelerator.num_processes != launched:
+        raise RuntimeError(f"launched as {launched} processes (WORLD_SIZE) but Accelerate formed a group of "
+                           f"{accelerator.num_processes}: the processes would train independently")
     if t.batch_size % accelerator.num_processes:
         raise ValueError(f"recipe field `training.batch_size` must be divisible by the {accelerator.num_processes} processes, got {t.batch_size}")
     if run_dir.exists() and not resume and any(run_dir.glob("checkpoints/checkpoint-*")):
@@ -698,6 +712,7 @@ def _finish(recipe, accelerator, model, splits, state, run_dir: Path) -> None:
         "best_step": state.best_step,
         "train_seconds": round(state.elapsed_seconds, 1),
         "train_images_per_second": round(state.images_seen / max(state.step_seconds, 1e-9), 1),
+        "num_processes": accelerator.num_processes,
         "test": {name: m.to_dict() for name, m in metrics.items()},
     }
     (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))

@@ -94,14 +94,18 @@ def test_sigkill_mid_run_resumes_exactly(finished_run, tmp_path):
 
 def test_two_processes_match_one_process(finished_run, tmp_path):
     run_dir = tmp_path / "ddp"
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
-               "--cpu", "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "training" / "train.py"),
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "training" / "train.py"),
                str(TINY_RECIPE), "--output_dir", str(run_dir), "--set", f"training.max_steps={STEPS}",
                "--set", "training.progress=false"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     one = json.loads((finished_run / "metrics.json").read_text())["test"]["nll"]["value"]
-    two = json.loads((run_dir / "metrics.json").read_text())["test"]["nll"]["value"]
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    # A real process group: each process saw half of every batch (a launcher that starts processes that
+    # each train alone would give the same NLL too).
+    assert summary["num_processes"] == 2
+    two = summary["test"]["nll"]["value"]
     assert abs(one - two) < 1.0, (one, two)
 
 
