@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import shlex
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import torch
+from report import command_line, machine, write_markdown
 
 import hf_vae  # noqa: F401  (registers the families with AutoModel)
 from hf_vae.evaluation import conditional_fidelity, evaluate
@@ -94,13 +92,13 @@ def main() -> None:
         fidelity_rows.append((scale, metrics[name].value, binary.value, metrics[name + "_per_label"].value))
     fidelity_seconds = time.time() - start
 
-    command = "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0]))] + sys.argv[1:])
+    command = command_line()
     lines = [
         "# Conditional VAE on mnist5k: likelihood and conditional fidelity",
         "",
         f"Command: `OMP_NUM_THREADS=1 {command}`  ",
         f"Recipe: `{Path(args.recipe).name}` {' '.join(args.set)}  ",
-        f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}, "
+        f"Machine: {machine()}, "
         f"shared with other jobs (times are indicative)  ",
         f"Test set: mnist5k test split (500 images), static binarization seed {recipe.data.binarize_seed}.",
         "",
@@ -133,10 +131,7 @@ def main() -> None:
     for scale, mean_value, binary_value, per_label in fidelity_rows:
         per = " ".join(f"{v:.2f}" for v in per_label)
         lines.append(f"| {scale:g}{' (no guidance)' if scale == 1 else ''} | {mean_value:.3f} | {binary_value:.3f} | {per} |")
-    text = "\n".join(lines) + "\n"
-    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.results).write_text(text)
-    print(text)
+    write_markdown(args.results, lines)
 
 
 if __name__ == "__main__":

@@ -28,14 +28,12 @@ import argparse
 import hashlib
 import json
 import math
-import platform
-import shlex
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import torch
+from report import command_line, machine, write_markdown
 
 import hf_vae  # noqa: F401  (registers the families with AutoModel)
 from hf_vae import TransformerPriorConfig, TransformerPriorModel
@@ -53,14 +51,6 @@ VAE_METRICS = (HERE / "runs" / "vae_mnist5k" / "hf_vae" / "metrics.json", ROOT /
 def relative(path) -> str:
     path = Path(path).resolve()
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-
-
-def command_line() -> str:
-    return "OMP_NUM_THREADS=1 python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0]))] + sys.argv[1:])
-
-
-def machine() -> str:
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}"
 
 
 def train_recipe(recipe_path: Path, output_dir: Path, overrides: list[str], skip_training: bool) -> tuple[Recipe, dict]:
@@ -331,7 +321,7 @@ def main() -> None:
     store.mkdir(parents=True, exist_ok=True)
     for part in args.parts:
         result = RUN[part](args)
-        result.update(command=command_line(), machine=machine(), finished=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+        result.update(command=command_line("OMP_NUM_THREADS=1 python"), machine=machine(), finished=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
         (store / f"{part}.json").write_text(json.dumps(result, indent=2, default=str))
 
     lines = ["# Autoregressive token priors on mnist5k", "",
@@ -344,10 +334,7 @@ def main() -> None:
             lines += RENDER[part](json.loads(path.read_text()))
         else:
             lines += [f"## {part}", "", f"Not run yet: `OMP_NUM_THREADS=1 python benchmarks/priors_mnist5k.py --parts {part}`."]
-    text = "\n".join(lines) + "\n"
-    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.results).write_text(text)
-    print(text)
+    write_markdown(args.results, lines)
 
 
 if __name__ == "__main__":

@@ -29,13 +29,13 @@ import json
 import math
 import os
 import platform
-import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
+from report import command_line, write_markdown
 
 import hf_vae  # noqa: F401
 from hf_vae.evaluation import evaluate
@@ -149,16 +149,18 @@ def run_two_process(args, output_dir: Path) -> dict:
     run_dir = output_dir / "two_process"
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                "--dynamo_backend", "no", str(HERE.parent / "training" / "train.py"), args.recipe,
-               "--output_dir", str(run_dir), "--set", "training.progress=false",
-               "--set", "training.early_stopping_patience=null", "--set", "training.max_time_minutes=null"]
-    command += [item for pair in (("--set", item) for item in args.set) for item in pair]
+               "--output_dir", str(run_dir), "--set", "training.progress=false"]
+    for item in args.set:
+        command += ["--set", item]
+    # Last, so they win over `--set` exactly as on the one-process side.
+    command += ["--set", "training.early_stopping_patience=null", "--set", "training.max_time_minutes=null"]
     start = time.time()
     subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=True)
     summary = json.loads((run_dir / "metrics.json").read_text())
     return {"nll": summary["test"]["nll"]["value"], "estimator": summary["test"]["nll"]["estimator"],
             "elbo": summary["test"]["elbo"]["value"], "steps": summary["steps"],
             "images_per_second": summary["train_images_per_second"], "wall_minutes": (time.time() - start) / 60,
-            "command": "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0]))] + sys.argv[1:])}
+            "command": command_line()}
 
 
 def run_part(part: str, recipe: Recipe, output_dir: Path, fp32_steps: int) -> dict:
@@ -243,7 +245,7 @@ def write_results(args, recipe: Recipe, output_dir: Path, results: dict) -> None
     # The command that trained the models (kept beside their JSON, so a re-render shows it too).
     command_file = output_dir / "command.txt"
     if args.part != "render":
-        command_file.write_text("python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0]))] + sys.argv[1:]))
+        command_file.write_text(command_line())
     command = command_file.read_text() if command_file.exists() else "(unknown)"
     lines = [
         "# VAE on mnist5k: hf_vae vs pythae",
@@ -294,10 +296,7 @@ def write_results(args, recipe: Recipe, output_dir: Path, results: dict) -> None
                   f"| 1 process (the hf_vae row above) | {ours['nll']:.2f} | {ours['estimator']} | {ours['elbo']:.2f} | {ours['steps']} | {ours['images_per_second']:.0f} |",
                   f"| 2 processes | {two['nll']:.2f} | {two['estimator']} | {two['elbo']:.2f} | {two['steps']} | {two['images_per_second']:.0f} |",
                   "", f"Difference 2 - 1 processes: {two['nll'] - ours['nll']:+.2f} nats (target: within 1 nat)."]
-    text = "\n".join(lines) + "\n"
-    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.results).write_text(text)
-    print(text)
+    write_markdown(args.results, lines)
 
 
 if __name__ == "__main__":

@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import shlex
 import shutil
-import sys
 from pathlib import Path
 
 import torch
+from report import command_line, machine, write_markdown
 
 import hf_vae  # noqa: F401  (registers the families with AutoModel)
 from hf_vae.evaluation import evaluate
@@ -78,13 +76,13 @@ def main() -> None:
     config = recipe.model.config
     first = next(iter(results.values()))
     grid, k = first["grid"], config.get("codebook_size", 512)
-    command = "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0]))] + sys.argv[1:])
+    command = command_line()
     lines = [
         "# VQ-VAE on mnist5k: dead-code restarts on and off",
         "",
         f"Command: `OMP_NUM_THREADS=1 {command}`  ",
         f"Recipe: `{Path(args.recipe).name}` {' '.join(args.set)} (only `model.config.restart_dead_codes` differs between the rows)  ",
-        f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}, "
+        f"Machine: {machine()}, "
         "shared with other jobs (times are indicative)  ",
         f"Model: {grid}x{grid} code grid, {k} codes of size {config.get('embedding_dim')}, EMA codebook (decay "
         f"{config.get('ema_decay')}), k-means initialisation, restarts of codes unused for {config.get('dead_code_window')} steps; "
@@ -110,10 +108,7 @@ def main() -> None:
         f"{grid * grid} tokens per image. Codebook health is computed from the code counts over the whole split "
         "(not averaged per batch); target with restarts on: >= 95% of the codes used.",
     ]
-    text = "\n".join(lines) + "\n"
-    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.results).write_text(text)
-    print(text)
+    write_markdown(args.results, lines)
 
 
 if __name__ == "__main__":
