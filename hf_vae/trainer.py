@@ -36,6 +36,7 @@ from accelerate.tracking import GeneralTracker, on_main_process
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, get_scheduler
+from transformers.utils import logging as transformers_logging
 
 from . import data as hf_data
 from .evaluation import Metric, evaluate, to_flat_dict
@@ -662,10 +663,21 @@ def _evaluate_and_track(recipe, accelerator, model, splits, state, run_dir) -> b
     return accelerator.check_trigger()
 
 
+def _save_pretrained_quietly(model, target: Path) -> None:
+    """`save_pretrained` without transformers' "Writing model shards" bar, which would break the training bar."""
+    was_enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(target)
+    finally:
+        if was_enabled:
+            transformers_logging.enable_progress_bar()
+
+
 def _atomic_save_pretrained(model, target: Path) -> None:
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    _save_pretrained_quietly(model, tmp)
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
 
@@ -705,7 +717,7 @@ def _finish(recipe, accelerator, model, splits, state, run_dir: Path) -> None:
                        num_importance_samples=e.num_importance_samples, seed=t.seed,
                        max_examples=e.max_examples, progress=t.progress)
     accelerator.log(to_flat_dict(metrics, prefix="test/"), step=state.step)
-    model.save_pretrained(run_dir)
+    _save_pretrained_quietly(model, run_dir)
     summary = {
         "recipe": recipe.to_dict(),
         "steps": state.step,

@@ -109,12 +109,18 @@ def test_two_processes_match_one_process(finished_run, tmp_path):
     assert abs(one - two) < 1.0, (one, two)
 
 
-def test_bf16_mixed_precision_and_accumulation_train(tmp_path):
+def test_bf16_mixed_precision_and_accumulation_train(tmp_path, capfd):
+    from transformers.utils import logging as transformers_logging
+
     run_dir = tmp_path / "bf16"
     train(_recipe(run_dir, **{"training.mixed_precision": "bf16", "training.gradient_accumulation_steps": 2,
-                              "training.max_steps": 20, "evaluation.num_importance_samples": 0}))
+                              "training.max_steps": 20, "training.eval_every": 10, "evaluation.num_importance_samples": 0}))
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["steps"] == 20 and "nll" not in metrics["test"]
+    # Best-model and final saves stay quiet (no per-save bar through the training bar), and the
+    # global transformers setting is given back afterwards.
+    assert "Writing model shards" not in capfd.readouterr().err
+    assert transformers_logging.is_progress_bar_enabled()
 
 
 @pytest.mark.parametrize(
