@@ -8,7 +8,9 @@ statically binarized mnist5k test split: the importance-weighted NLL with k samp
 
 Training data: hf_vae draws a fresh binarization of each batch (dynamic binarization). pythae has no
 per-batch transform, so it gets the grey-level images with its BCE loss, whose gradient is the
-expectation of the dynamically binarized one: the closest pythae offers.
+expectation of the dynamically binarized one: the closest pythae offers. pythae's VAE has no KL
+warm-up and its trainer no gradient clipping, and it steps the cosine schedule once per epoch (hf_vae
+once per step): the recipe's `kl_warmup_steps` and `max_grad_norm` act on the hf_vae side only.
 
 Throughput counts training steps only (forward, backward, optimizer, data loading), not evaluation
 or checkpoints, in images per second on this machine's threads.
