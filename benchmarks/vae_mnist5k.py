@@ -16,7 +16,7 @@ Throughput counts training steps only (forward, backward, optimizer, data loadin
 or checkpoints, in images per second on this machine's threads.
 
 Data parallelism (`--part two_process`, run after the comparison): the same recipe under
-`accelerate launch --num_processes 2` (gloo on CPU, `split_batches`: the same global batch split over
+`accelerate launch --multi_gpu --num_processes 2` (gloo on CPU, `split_batches`: the same global batch split over
 two processes), one thread per process; its test NLL is shown next to the one-process hf_vae run.
 
     pip install -e .[bench]
