@@ -19,9 +19,14 @@ def command_line(prefix: str = "python") -> str:
     return prefix + " " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0]))] + sys.argv[1:])
 
 
+def processor() -> str:
+    """The processor's name, or its architecture where the platform gives no name."""
+    return platform.processor() or platform.machine()
+
+
 def machine() -> str:
     """Processor, this process's torch threads and the torch version."""
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}"
+    return f"{processor()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}"
 
 
 def write_markdown(path: str | Path, lines: list[str]) -> None:
