@@ -254,7 +254,7 @@ def write_results(args, recipe: Recipe, output_dir: Path, results: dict) -> None
         f"Command: `{command}`  ",
         f"Recipe: `{Path(args.recipe).name}` {' '.join(args.set)}  ",
         f"Machine: {processor()}, {os.cpu_count()} cores; each side {args.threads} torch thread(s), "
-        f"run side by side; torch {torch.__version__}; the machine is shared with other jobs, so speeds are indicative  ",
+        f"run side by side; torch {torch.__version__}; speeds depend on what else runs on the machine  ",
         f"Test set: {recipe.data.dataset} test split ({results['hf_vae']['num_examples']} images), static binarization seed {recipe.data.binarize_seed}; "
         f"model selection on the same {recipe.data.validation_size} validation images.",
         "",
