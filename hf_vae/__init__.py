@@ -1,10 +1,9 @@
 """hf_vae: latent-variable generative models (VAE, β-VAE, ...) as Hugging Face models.
 
-Importing the package registers every config and model with `AutoConfig` / `AutoModel`, the pipeline
+Importing the package registers every family (each from its own `models/<family>/__init__.py`) with
+`AutoConfig` / `AutoModel` and the model cards, the pipeline
 tasks with transformers `pipeline()`, and (when diffusers is installed) hf_vae with diffusers.
 """
-
-from transformers import AutoConfig, AutoModel
 
 from .distributions import DiagonalGaussian, get_likelihood, log_mean_exp, nats_to_bits_per_dim
 from .models.vae import VAEConfig, VAEModel
@@ -18,16 +17,6 @@ from .evaluation import Metric, evaluate
 from .generation import generate_images
 
 __version__ = "0.1.0"
-
-for _config_class, _model_class in (
-    (VAEConfig, VAEModel),
-    (CVAEConfig, CVAEModel),
-    (VQVAEConfig, VQVAEModel),
-    (PixelCNNPriorConfig, PixelCNNPriorModel),
-    (TransformerPriorConfig, TransformerPriorModel),
-):
-    AutoConfig.register(_config_class.model_type, _config_class, exist_ok=True)
-    AutoModel.register(_config_class, _model_class, exist_ok=True)
 
 # transformers `pipeline()` tasks, and hf_vae as a component library of diffusers when it is installed.
 from .pipelines import register_pipelines as _register_pipelines  # noqa: E402

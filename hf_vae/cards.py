@@ -410,17 +410,3 @@ def render_card(
         if not getattr(card.data, key, None):
             raise ValueError(f"model card template {family.template!r} must keep the metadata field `{key}` (render {{{{ card_data }}}})")
     return card
-
-
-# ---------------------------------------------------------------------------------------------
-# The families (a new family: its template in model_cards/ and one line here)
-# ---------------------------------------------------------------------------------------------
-
-_GAUSSIAN_LATENT_METRICS = ("nll", "bits_per_dim", "elbo", "elbo_bits_per_dim", "reconstruction_loss", "kl", "active_units")
-
-register_card_family("vae", tags=("vae", "variational-autoencoder", "image-generation"), index_metrics=_GAUSSIAN_LATENT_METRICS)
-register_card_family("cvae", tags=("conditional-vae", "variational-autoencoder", "image-generation"),
-                     index_metrics=_GAUSSIAN_LATENT_METRICS)
-register_card_family("vqvae", pipeline_tag="image-to-image", tags=("vq-vae", "vector-quantization", "image-tokenizer"))
-register_card_family("pixelcnn_prior", tags=("pixelcnn", "autoregressive", "token-prior", "image-generation"))
-register_card_family("transformer_prior", tags=("transformer", "autoregressive", "token-prior", "image-generation"))

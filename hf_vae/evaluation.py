@@ -2,7 +2,7 @@
 
 Every number is a `Metric` that carries its unit and the estimator that produced it ("ELBO",
 "IWAE, k=1000", "exact"), because cards and benchmarks print them verbatim. Families plug in with
-`register_evaluator(model_type)`.
+`register_evaluator(name)` and the `evaluator` attribute of their model class.
 """
 
 from __future__ import annotations
@@ -41,12 +41,12 @@ class Metric:
 EVALUATORS: dict[str, Callable[..., dict[str, Metric]]] = {}
 
 
-def register_evaluator(*model_types: str):
-    """Decorator: use the function as `evaluate` for models whose `config.model_type` is in `model_types`."""
+def register_evaluator(name: str):
+    """Decorator: register the function as the evaluator `name`; a family runs the one its model class
+    declares in `evaluator`."""
 
     def wrap(function):
-        for model_type in model_types:
-            EVALUATORS[model_type] = function
+        EVALUATORS[name] = function
         return function
 
     return wrap
@@ -66,7 +66,7 @@ def evaluate(
     """Evaluate `model` on `dataset` (examples or batches of `{"pixel_values", "labels"}`).
 
     Args:
-        model: any hf_vae model; the evaluator is chosen by `model.config.model_type`.
+        model: any hf_vae model; the evaluator is the one its class declares (`evaluator`).
         dataset: a map-style dataset of examples (e.g. `hf_vae.data.ImageDataset`) or a DataLoader.
         batch_size: examples per forward pass when `dataset` is not already a DataLoader.
         num_importance_samples: k of the importance-weighted NLL (0 skips it: ELBO terms only).
@@ -78,9 +78,9 @@ def evaluate(
     Returns:
         `{name: Metric}`; `to_flat_dict` turns it into `{name: value}` for loggers.
     """
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type not in EVALUATORS:
-        raise ValueError(f"`model` must be an hf_vae model of type {sorted(EVALUATORS)}, got model_type {model_type!r}")
+    evaluator = EVALUATORS.get(getattr(type(model), "evaluator", None))
+    if evaluator is None:
+        raise ValueError(f"`model` must be an hf_vae model (a registered family), got {type(model).__name__}")
     if isinstance(num_importance_samples, bool) or not isinstance(num_importance_samples, int) or num_importance_samples < 0:
         raise ValueError(f"`num_importance_samples` must be an int >= 0, got {num_importance_samples!r}")
     if isinstance(dataset, torch.utils.data.DataLoader):
@@ -93,7 +93,7 @@ def evaluate(
     model.eval()
     try:
         with torch.no_grad():
-            return EVALUATORS[model_type](
+            return evaluator(
                 model, loader, num_importance_samples=num_importance_samples, seed=seed, progress=progress, **family_kwargs
             )
     finally:
@@ -114,7 +114,7 @@ def _batch_to(batch: dict, device) -> tuple[torch.Tensor, torch.Tensor | None]:
     return batch["pixel_values"].to(device), None if labels is None else labels.to(device)
 
 
-@register_evaluator("vae")
+@register_evaluator("gaussian_latent")
 def evaluate_gaussian_latent(
     model,
     loader,
@@ -193,7 +193,7 @@ def evaluate_gaussian_latent(
     return metrics
 
 
-@register_evaluator("pixelcnn_prior", "transformer_prior")
+@register_evaluator("token_prior")
 def evaluate_token_prior(model, loader, *, num_importance_samples: int, seed: int, progress: bool) -> dict[str, Metric]:
     """Exact negative log-likelihood of token grids: nats per example, bits per token, and bits per
     dimension for pixel tokens (one token per pixel). `num_importance_samples` is unused: the

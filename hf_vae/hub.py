@@ -63,19 +63,12 @@ def validate_repo_id(repo_id, name: str = "repo_id") -> str:
 
 
 def hf_vae_families() -> tuple[str, ...]:
-    """The `model_type`s of every hf_vae family (the configs hf_vae defines and registers)."""
+    """The `model_type`s of every hf_vae family (each registers itself on import)."""
     import hf_vae  # noqa: F401  (imports and registers every family)
 
-    from .configuration_utils import HfVaeConfig
+    from .families import model_types
 
-    found, pending = set(), list(HfVaeConfig.__subclasses__())
-    while pending:
-        cls = pending.pop()
-        pending.extend(cls.__subclasses__())
-        model_type = getattr(cls, "model_type", "")
-        if model_type and cls.__module__.startswith("hf_vae."):
-            found.add(model_type)
-    return tuple(sorted(found))
+    return model_types()
 
 
 def _http_errors() -> tuple[type[BaseException], ...]:

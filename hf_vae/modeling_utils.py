@@ -12,40 +12,21 @@ import importlib.util
 import os
 import re
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from .configuration_utils import check_choice, check_float, check_int
 from .distributions import nats_to_bits_per_dim
 from .sampling import check_sampling_args, is_guided
+from .validation import check_choice, check_float, check_generator, check_int
+
+CAPABILITIES = frozenset({"sample", "encode", "reconstruct", "score", "interpolate"})
 
 # `from .x import`, `from ..x import`, `from ...x import`, `from ..family.x import`: the package's own modules.
+
 _RELATIVE_IMPORT = re.compile(r"^(\s*from\s+)(\.+)(\w+(?:\.\w+)*)(\s+import\b)", flags=re.MULTILINE)
-
-
-def check_pixel_values(pixel_values, num_channels: int, image_size: int, name: str = "pixel_values") -> None:
-    """Raise `ValueError` unless `pixel_values` is a float tensor (B, C, H, W) of the configured size in [0, 1]."""
-    if not isinstance(pixel_values, torch.Tensor):
-        raise ValueError(f"`{name}` must be a torch.Tensor, got {type(pixel_values).__name__}")
-    if not pixel_values.is_floating_point():
-        raise ValueError(f"`{name}` must be a floating-point tensor with values in [0, 1], got dtype {pixel_values.dtype}")
-    expected = (num_channels, image_size, image_size)
-    if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != expected:
-        raise ValueError(f"`{name}` must have shape (batch, {', '.join(map(str, expected))}), got {tuple(pixel_values.shape)}")
-    if pixel_values.shape[0] == 0:
-        raise ValueError(f"`{name}` must hold at least one image, got batch size 0")
-    if torch.isnan(pixel_values).any():
-        raise ValueError(f"`{name}` must not contain NaN, got {int(torch.isnan(pixel_values).sum())} NaN values")
-    low, high = float(pixel_values.min()), float(pixel_values.max())
-    if low < 0.0 or high > 1.0:
-        raise ValueError(f"`{name}` must have values in [0, 1], got values in [{low:.4g}, {high:.4g}]")
-
-
-def check_generator(generator) -> None:
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise ValueError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}")
 
 
 def _resolve(module, dots: str, name: str) -> str:
@@ -80,6 +61,34 @@ class HfVaePreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     # The AutoModel class that loads this family from its own saved code.
     _remote_auto_class = "AutoModel"
+
+    # -- The family protocol: what callers (trainer, `evaluate`, pipelines, cards, Hub) read instead of
+    # model types or method signatures. Every family sets these on its model class (docs/design.md).
+    #: What `forward` reads: `"images"` (`pixel_values` (B, C, H, W) in [0, 1]) or `"tokens"` (`indices`
+    #: (B, h, w) integer grids); `main_input_name` is the keyword it reads them under.
+    input_kind: ClassVar[str | None] = None
+    #: Whether `forward` takes `global_step` (the optimizer step, e.g. for a KL warm-up).
+    takes_global_step: ClassVar[bool] = False
+    #: The `hf_vae.evaluation.EVALUATORS` entry that `evaluate` runs for this family.
+    evaluator: ClassVar[str | None] = None
+    #: The family's model card template in `model_cards/`.
+    card_template: ClassVar[str | None] = None
+    #: What the family can do, a subset of `CAPABILITIES`: `"sample"` (`sample(num_samples, *, generator,
+    #: labels, temperature, guidance_scale)`), `"encode"` (`encode`/`decode`), `"reconstruct"`,
+    #: `"score"` (`log_likelihood` or an equivalent per-example score), `"interpolate"`.
+    capabilities: ClassVar[frozenset[str] | None] = None
+    #: Keyword options of `sample` beyond the shared `generator`, `labels`, `temperature`, `guidance_scale`
+    #: (e.g. `top_k`, `top_p` for the token priors); pipelines reject any other option by name.
+    sample_options: ClassVar[frozenset[str]] = frozenset()
+
+    def schedule_values(self, global_step: int) -> dict[str, float]:
+        """Training-schedule values the model applies at `global_step` (e.g. `{"kl_weight": ...}`), for logging."""
+        return {}
+
+    @property
+    def is_conditional(self) -> bool:
+        """Whether the model takes class `labels` (a conditional family, or a prior with `num_classes` set)."""
+        return False
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -157,50 +166,6 @@ def check_token_prior_fields(config) -> None:
         raise ValueError(f"`pixel_levels` must be None unless token_source='pixels', got {config.pixel_levels!r}")
 
 
-def check_input_ids(input_ids, vocab_size: int, grid_size: int, name: str = "input_ids", flat: str | None = None) -> None:
-    """Raise `ValueError` unless `input_ids` is an integer tensor (B, H, W) of the configured grid with ids in [0, vocab_size).
-
-    `flat="full"` also accepts the grid flattened in raster order (B, H * W); `flat="prefix"` accepts any
-    raster-order prefix (B, L <= H * W) (incremental decoding).
-    """
-    if not isinstance(input_ids, torch.Tensor):
-        raise ValueError(f"`{name}` must be a torch.Tensor, got {type(input_ids).__name__}")
-    if input_ids.dtype == torch.bool or input_ids.is_floating_point() or input_ids.is_complex():
-        raise ValueError(f"`{name}` must be an integer tensor of token ids, got dtype {input_ids.dtype}")
-    num_positions = grid_size * grid_size
-    if input_ids.ndim == 2 and flat == "full":
-        flat_ok = input_ids.shape[1] == num_positions
-    else:
-        flat_ok = input_ids.ndim == 2 and flat == "prefix" and input_ids.shape[1] <= num_positions
-    if not flat_ok and (input_ids.ndim != 3 or tuple(input_ids.shape[1:]) != (grid_size, grid_size)):
-        expected = f"(batch, {grid_size}, {grid_size})"
-        if flat is not None:
-            expected += f" or (batch, {'L <= ' if flat == 'prefix' else ''}{num_positions})"
-        raise ValueError(f"`{name}` must have shape {expected}, got {tuple(input_ids.shape)}")
-    if input_ids.shape[0] == 0:
-        raise ValueError(f"`{name}` must hold at least one grid, got batch size 0")
-    if input_ids.numel() > 0:
-        low, high = int(input_ids.min()), int(input_ids.max())
-        if low < 0 or high >= vocab_size:
-            raise ValueError(f"`{name}` must hold token ids in [0, {vocab_size}), got ids in [{low}, {high}]")
-
-
-def check_labels(labels, num_classes: int | None, batch_size: int, name: str = "labels") -> None:
-    """Raise `ValueError` unless `labels` is None, or integer class ids (B,) in [0, num_classes) for a conditional model."""
-    if labels is None:
-        return
-    if num_classes is None:
-        raise ValueError(f"`{name}` must be None: the model is unconditional (num_classes=None), got {type(labels).__name__}")
-    if not isinstance(labels, torch.Tensor) or labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
-        got = labels.dtype if isinstance(labels, torch.Tensor) else type(labels).__name__
-        raise ValueError(f"`{name}` must be an integer tensor of class ids, got {got}")
-    if tuple(labels.shape) != (batch_size,):
-        raise ValueError(f"`{name}` must have shape ({batch_size},), got {tuple(labels.shape)}")
-    low, high = int(labels.min()), int(labels.max())
-    if low < 0 or high >= num_classes:
-        raise ValueError(f"`{name}` must hold class ids in [0, {num_classes}), got ids in [{low}, {high}]")
-
-
 def pixels_to_tokens(pixel_values: torch.Tensor, levels: int, name: str = "pixel_values") -> torch.Tensor:
     """Single-channel images (B, 1, H, W) with values on the grid t / (levels - 1) -> tokens t (B, H, W) long.
 
@@ -228,6 +193,14 @@ class TokenPriorPreTrainedModel(HfVaePreTrainedModel):
     token <-> pixel mapping, written once for every prior family."""
 
     main_input_name = "input_ids"
+    input_kind = "tokens"
+    evaluator = "token_prior"
+    capabilities = frozenset({"sample", "score"})
+    sample_options = frozenset({"top_k", "top_p"})
+
+    @property
+    def is_conditional(self) -> bool:
+        return self.config.num_classes is not None
 
     @property
     def null_class(self) -> int | None:

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .modeling_utils import check_generator, check_pixel_values
+from .validation import check_generator, check_pixel_values
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"

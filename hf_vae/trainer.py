@@ -594,8 +594,7 @@ def train(recipe: Recipe, resume: bool = False) -> Path:
             if state.step % t.log_every == 0 or state.step == t.max_steps:
                 logs = {f"train/{k}": float(np.mean(v)) for k, v in running.items()}
                 logs["train/lr"] = scheduler.get_last_lr()[0]
-                if hasattr(unwrapped, "kl_weight"):
-                    logs["train/kl_weight"] = unwrapped.kl_weight(state.step)
+                logs.update({f"train/{name}": value for name, value in unwrapped.schedule_values(state.step).items()})
                 running = {}
                 accelerator.log(logs, step=state.step)
                 progress.set_postfix({k.removeprefix("train/"): f"{v:.3g}" for k, v in logs.items() if k != "train/lr"})

@@ -59,7 +59,7 @@ def assert_same_outputs(a: dict, b: dict) -> None:
 
 def measured_metrics(model, tester, inputs) -> dict[str, dict]:
     """Real measurements for the card: `evaluate()` where the family has an evaluator, else the loss."""
-    if model.config.model_type in EVALUATORS:
+    if type(model).evaluator in EVALUATORS:
         batch = len(next(iter(inputs.values())))
         examples = [{k: v[i] for k, v in inputs.items()} for i in range(batch)]
         metrics = evaluate(model, examples, num_importance_samples=2, progress=False)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...configuration_utils import check_choice, check_float, check_int
+from ...validation import check_choice, check_float, check_int
 from ..vae.configuration_vae import VAEConfig
 
 LABEL_EMBEDDINGS = ("one_hot", "learned")

@@ -25,7 +25,8 @@ from ...distributions import (
     uniform,
 )
 from ...modeling_outputs import VAEOutput
-from ...modeling_utils import HfVaePreTrainedModel, check_generator, check_labels, check_pixel_values
+from ...modeling_utils import HfVaePreTrainedModel
+from ...validation import check_generator, check_labels, check_pixel_values
 from ..vae.modeling_vae import ACTIVATIONS, ResidualBlock, slerp
 from .configuration_cvae import CVAEConfig
 
@@ -100,6 +101,16 @@ class CVAEModel(CVAEPreTrainedModel):
     `config.beta`) and its terms, as the VAE does.
     """
 
+    input_kind = "images"
+    takes_global_step = True
+    evaluator = "cvae"
+    card_template = "cvae.md.j2"
+    capabilities = frozenset({"sample", "encode", "reconstruct", "score", "interpolate"})
+
+    @property
+    def is_conditional(self) -> bool:
+        return True
+
     def __init__(self, config: CVAEConfig):
         super().__init__(config)
         self.likelihood = get_likelihood(config.likelihood, config.likelihood_scale)
@@ -145,6 +156,10 @@ class CVAEModel(CVAEPreTrainedModel):
         if global_step is None or self.config.kl_warmup_steps == 0:
             return float(self.config.beta)
         return float(self.config.beta) * min(1.0, (global_step + 1) / self.config.kl_warmup_steps)
+
+    def schedule_values(self, global_step: int) -> dict[str, float]:
+        """The KL weight at `global_step` (logged by the trainer)."""
+        return {"kl_weight": self.kl_weight(global_step)}
 
     def drop_labels(self, labels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """In training mode, replace each label by the null label with probability `config.label_dropout`."""

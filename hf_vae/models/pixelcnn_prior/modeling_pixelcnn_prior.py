@@ -20,12 +20,8 @@ from torch import nn
 
 from ...distributions import uniform
 from ...modeling_outputs import TokenPriorOutput
-from ...modeling_utils import (
-    TokenPriorPreTrainedModel,
-    check_generator,
-    check_input_ids,
-    check_labels,
-)
+from ...modeling_utils import TokenPriorPreTrainedModel
+from ...validation import check_generator, check_indices, check_labels
 from ...sampling import sample_tokens
 from .configuration_pixelcnn_prior import PixelCNNPriorConfig
 
@@ -93,6 +89,8 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
     the exact per-example log-likelihood in nats.
     """
 
+    card_template = "pixelcnn_prior.md.j2"
+
     def __init__(self, config: PixelCNNPriorConfig):
         super().__init__(config)
         channels = config.hidden_channels
@@ -112,8 +110,8 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
 
     # -- checks and conditioning ----------------------------------------------------------------------
 
-    def _check_input_ids(self, input_ids, name: str = "input_ids") -> None:
-        check_input_ids(input_ids, self.config.vocab_size, self.config.grid_size, name)
+    def _check_indices(self, input_ids, name: str = "input_ids") -> None:
+        check_indices(input_ids, self.config.vocab_size, self.config.grid_size, name)
 
     def _class_ids(self, labels, batch_size: int, generator=None, drop_labels: bool = False):
         """Labels (B,) -> class ids (B,) for the gates (None when unconditional), with label dropout if asked."""
@@ -161,7 +159,7 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
             generator: drives label dropout in training (reproducible losses).
             return_dict: return a `TokenPriorOutput` (default) or a tuple.
         """
-        self._check_input_ids(input_ids)
+        self._check_indices(input_ids)
         check_generator(generator)
         class_ids = self._class_ids(labels, input_ids.shape[0], generator, drop_labels=self.training)
         input_ids = input_ids.to(self.device)
@@ -175,7 +173,7 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
     @torch.no_grad()
     def log_likelihood(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Exact log p(input_ids | labels) per example in nats, shape (B,) (no label dropout)."""
-        self._check_input_ids(input_ids)
+        self._check_indices(input_ids)
         class_ids = self._class_ids(labels, input_ids.shape[0])
         input_ids = input_ids.to(self.device)
         logits = self._logits(input_ids, class_ids)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from ...configuration_utils import HfVaeConfig, check_choice, check_float, check_int
+from ...configuration_utils import HfVaeConfig
+
+from ...validation import check_choice, check_float, check_int
 from ...modeling_utils import check_token_prior_fields
 
 POSITION_EMBEDDINGS = ("learned", "2d_sincos")

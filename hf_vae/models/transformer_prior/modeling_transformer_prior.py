@@ -23,12 +23,8 @@ from transformers import initialization as init
 
 from ...distributions import uniform
 from ...modeling_outputs import TokenPriorOutput
-from ...modeling_utils import (
-    TokenPriorPreTrainedModel,
-    check_generator,
-    check_input_ids,
-    check_labels,
-)
+from ...modeling_utils import TokenPriorPreTrainedModel
+from ...validation import check_generator, check_indices, check_labels
 from ...sampling import sample_tokens
 from .configuration_transformer_prior import TransformerPriorConfig
 
@@ -152,6 +148,8 @@ class TransformerPriorModel(TransformerPriorPreTrainedModel, GenerationMixin):
     and the exact per-example log-likelihood in nats; `use_cache=True` also returns the key/value cache.
     """
 
+    card_template = "transformer_prior.md.j2"
+
     def __init__(self, config: TransformerPriorConfig):
         super().__init__(config)
         self.num_positions = config.grid_size**2
@@ -262,7 +260,7 @@ class TransformerPriorModel(TransformerPriorPreTrainedModel, GenerationMixin):
         """
         decoding = use_cache or past_key_values is not None
         flat = "prefix" if decoding else "full"
-        check_input_ids(input_ids, self.config.vocab_size, self.config.grid_size, flat=flat)
+        check_indices(input_ids, self.config.vocab_size, self.config.grid_size, "input_ids", flat=flat)
         check_generator(generator)
         if attention_mask is not None and not bool(torch.all(attention_mask == 1)):
             raise ValueError("`attention_mask` must be None or all ones: grids have no padding")
@@ -298,7 +296,7 @@ class TransformerPriorModel(TransformerPriorPreTrainedModel, GenerationMixin):
 
         `input_ids`: grids (B, H, W), or flattened in raster order (B, H * W).
         """
-        check_input_ids(input_ids, self.config.vocab_size, self.config.grid_size, flat="full")
+        check_indices(input_ids, self.config.vocab_size, self.config.grid_size, "input_ids", flat="full")
         tokens = input_ids.flatten(1).to(self.device)
         logits = self._run(tokens, self._start_ids(labels, tokens.shape[0]), None)
         return -F.cross_entropy(logits.transpose(1, 2), tokens, reduction="none").sum(dim=1)

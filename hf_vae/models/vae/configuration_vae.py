@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from ...configuration_utils import HfVaeConfig, check_choice, check_float, check_int, check_int_list
+from ...configuration_utils import HfVaeConfig
+
+from ...validation import check_choice, check_float, check_int, check_int_list
 from ...distributions import LIKELIHOODS
 
 ACTIVATIONS = ("silu", "relu", "gelu", "elu")

@@ -14,7 +14,8 @@ from torch import nn
 
 from ...distributions import DiagonalGaussian, get_likelihood, log_mean_exp, standard_normal, standard_normal_log_prob
 from ...modeling_outputs import VAEOutput
-from ...modeling_utils import HfVaePreTrainedModel, check_generator, check_pixel_values
+from ...modeling_utils import HfVaePreTrainedModel
+from ...validation import check_generator, check_pixel_values
 from .configuration_vae import VAEConfig
 
 ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU, "elu": nn.ELU}
@@ -90,6 +91,12 @@ class VAEModel(VAEPreTrainedModel):
     `forward(pixel_values)` returns the negative ELBO (`loss`, KL weighted by `config.beta`) and its terms.
     """
 
+    input_kind = "images"
+    takes_global_step = True
+    evaluator = "gaussian_latent"
+    card_template = "vae.md.j2"
+    capabilities = frozenset({"sample", "encode", "reconstruct", "score", "interpolate"})
+
     def __init__(self, config: VAEConfig):
         super().__init__(config)
         self.likelihood = get_likelihood(config.likelihood, config.likelihood_scale)
@@ -114,6 +121,10 @@ class VAEModel(VAEPreTrainedModel):
         if global_step is None or self.config.kl_warmup_steps == 0:
             return float(self.config.beta)
         return float(self.config.beta) * min(1.0, (global_step + 1) / self.config.kl_warmup_steps)
+
+    def schedule_values(self, global_step: int) -> dict[str, float]:
+        """The KL weight at `global_step` (logged by the trainer)."""
+        return {"kl_weight": self.kl_weight(global_step)}
 
     def forward(
         self,

@@ -14,7 +14,8 @@ from torch import nn
 
 from ...distributions import get_likelihood
 from ...modeling_outputs import VQVAEOutput
-from ...modeling_utils import HfVaePreTrainedModel, check_generator, check_input_ids, check_pixel_values
+from ...modeling_utils import HfVaePreTrainedModel
+from ...validation import check_generator, check_indices, check_pixel_values
 from ...quantization import VectorQuantizer
 from ..vae.modeling_vae import ACTIVATIONS, ResidualBlock
 from .configuration_vqvae import VQVAEConfig
@@ -71,6 +72,11 @@ class VQVAEModel(VQVAEPreTrainedModel):
     mode it changes nothing.
     """
 
+    input_kind = "images"
+    evaluator = "vqvae"
+    card_template = "vqvae.md.j2"
+    capabilities = frozenset({"encode", "reconstruct", "score"})
+
     def __init__(self, config: VQVAEConfig):
         super().__init__(config)
         self.likelihood = get_likelihood(config.likelihood, config.likelihood_scale)
@@ -101,7 +107,7 @@ class VQVAEModel(VQVAEPreTrainedModel):
         check_pixel_values(pixel_values, self.config.num_channels, self.config.image_size, name)
 
     def _check_indices(self, indices) -> None:
-        check_input_ids(indices, self.config.codebook_size, self.code_grid_size, name="indices")
+        check_indices(indices, self.config.codebook_size, self.code_grid_size, name="indices")
 
     # -- the objective ------------------------------------------------------------------------------
 

@@ -1,0 +1,129 @@
+"""Argument checks shared by every hf_vae module, with one message style:
+"`name` must be <expected>, got <received>" (a `ValueError`, raised before any work is done)."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+
+def _fail(name: str, expected: str, value) -> None:
+    raise ValueError(f"`{name}` must be {expected}, got {value!r}")
+
+
+def check_int(name: str, value, minimum: int | None = None) -> None:
+    """`value` is an int (not a bool) and at least `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        _fail(name, "an int", value)
+    if minimum is not None and value < minimum:
+        _fail(name, f"an int >= {minimum}", value)
+
+
+def check_float(name: str, value, minimum: float | None = None, maximum: float | None = None,
+                exclusive_minimum: bool = False, exclusive_maximum: bool = False) -> None:
+    """`value` is a finite real number in the given range."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        _fail(name, "a finite number", value)
+    low = "" if minimum is None else f"{'>' if exclusive_minimum else '>='} {minimum}"
+    high = "" if maximum is None else f"{'<' if exclusive_maximum else '<='} {maximum}"
+    expected = "a number " + " and ".join(part for part in (low, high) if part)
+    if minimum is not None and (value < minimum or (exclusive_minimum and value == minimum)):
+        _fail(name, expected, value)
+    if maximum is not None and (value > maximum or (exclusive_maximum and value == maximum)):
+        _fail(name, expected, value)
+
+
+def check_choice(name: str, value, choices) -> None:
+    """`value` is one of `choices`."""
+    if value not in choices:
+        _fail(name, f"one of {tuple(choices)}", value)
+
+
+def check_int_list(name: str, value, minimum: int = 1) -> None:
+    """`value` is a non-empty list/tuple of ints, each at least `minimum`."""
+    if not isinstance(value, (list, tuple)) or len(value) == 0:
+        _fail(name, f"a non-empty list of ints >= {minimum}", value)
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, numbers.Integral) or item < minimum:
+            _fail(name, f"a non-empty list of ints >= {minimum}", value)
+
+
+def check_bool(name: str, value) -> None:
+    """`value` is a bool."""
+    if not isinstance(value, bool):
+        _fail(name, "a bool", value)
+
+
+def check_number(name: str, value, minimum: float | None = None, exclusive_minimum: bool = False) -> None:
+    """`value` is a finite real number (not a bool), at least (or above) `minimum`."""
+    check_float(name, value, minimum=minimum, exclusive_minimum=exclusive_minimum)
+
+
+def check_generator(generator) -> None:
+    """`generator` is None or a `torch.Generator`."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}")
+
+
+def check_pixel_values(pixel_values, num_channels: int, image_size: int, name: str = "pixel_values") -> None:
+    """Raise `ValueError` unless `pixel_values` is a float tensor (B, C, H, W) of the configured size in [0, 1]."""
+    if not isinstance(pixel_values, torch.Tensor):
+        raise ValueError(f"`{name}` must be a torch.Tensor, got {type(pixel_values).__name__}")
+    if not pixel_values.is_floating_point():
+        raise ValueError(f"`{name}` must be a floating-point tensor with values in [0, 1], got dtype {pixel_values.dtype}")
+    expected = (num_channels, image_size, image_size)
+    if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != expected:
+        raise ValueError(f"`{name}` must have shape (batch, {', '.join(map(str, expected))}), got {tuple(pixel_values.shape)}")
+    if pixel_values.shape[0] == 0:
+        raise ValueError(f"`{name}` must hold at least one image, got batch size 0")
+    if torch.isnan(pixel_values).any():
+        raise ValueError(f"`{name}` must not contain NaN, got {int(torch.isnan(pixel_values).sum())} NaN values")
+    low, high = float(pixel_values.min()), float(pixel_values.max())
+    if low < 0.0 or high > 1.0:
+        raise ValueError(f"`{name}` must have values in [0, 1], got values in [{low:.4g}, {high:.4g}]")
+
+
+def check_indices(indices, vocab_size: int, grid_size: int, name: str = "indices", flat: str | None = None) -> None:
+    """Raise `ValueError` unless `indices` is an integer tensor (B, H, W) of the configured grid with ids in [0, vocab_size).
+
+    `flat="full"` also accepts the grid flattened in raster order (B, H * W); `flat="prefix"` accepts any
+    raster-order prefix (B, L <= H * W) (incremental decoding).
+    """
+    if not isinstance(indices, torch.Tensor):
+        raise ValueError(f"`{name}` must be a torch.Tensor, got {type(indices).__name__}")
+    if indices.dtype == torch.bool or indices.is_floating_point() or indices.is_complex():
+        raise ValueError(f"`{name}` must be an integer tensor of token ids, got dtype {indices.dtype}")
+    num_positions = grid_size * grid_size
+    if indices.ndim == 2 and flat == "full":
+        flat_ok = indices.shape[1] == num_positions
+    else:
+        flat_ok = indices.ndim == 2 and flat == "prefix" and indices.shape[1] <= num_positions
+    if not flat_ok and (indices.ndim != 3 or tuple(indices.shape[1:]) != (grid_size, grid_size)):
+        expected = f"(batch, {grid_size}, {grid_size})"
+        if flat is not None:
+            expected += f" or (batch, {'L <= ' if flat == 'prefix' else ''}{num_positions})"
+        raise ValueError(f"`{name}` must have shape {expected}, got {tuple(indices.shape)}")
+    if indices.shape[0] == 0:
+        raise ValueError(f"`{name}` must hold at least one grid, got batch size 0")
+    if indices.numel() > 0:
+        low, high = int(indices.min()), int(indices.max())
+        if low < 0 or high >= vocab_size:
+            raise ValueError(f"`{name}` must hold token ids in [0, {vocab_size}), got ids in [{low}, {high}]")
+
+
+def check_labels(labels, num_classes: int | None, batch_size: int, name: str = "labels") -> None:
+    """Raise `ValueError` unless `labels` is None, or integer class ids (B,) in [0, num_classes) for a conditional model."""
+    if labels is None:
+        return
+    if num_classes is None:
+        raise ValueError(f"`{name}` must be None: the model is unconditional (num_classes=None), got {type(labels).__name__}")
+    if not isinstance(labels, torch.Tensor) or labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
+        got = labels.dtype if isinstance(labels, torch.Tensor) else type(labels).__name__
+        raise ValueError(f"`{name}` must be an integer tensor of class ids, got {got}")
+    if tuple(labels.shape) != (batch_size,):
+        raise ValueError(f"`{name}` must have shape ({batch_size},), got {tuple(labels.shape)}")
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= num_classes:
+        raise ValueError(f"`{name}` must hold class ids in [0, {num_classes}), got ids in [{low}, {high}]")
