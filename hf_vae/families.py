@@ -26,6 +26,7 @@ def register_family(
     tags: tuple[str, ...] = (),
     pipeline_tag: str = "unconditional-image-generation",
     index_metrics: tuple[str, ...] | None = None,
+    template_dir=None,
 ) -> None:
     """Register a family with `AutoConfig` / `AutoModel`, hf_vae's registry and the model cards.
 
@@ -35,6 +36,8 @@ def register_family(
         tags: extra Hub tags of its model card.
         pipeline_tag: the Hub task of its model card.
         index_metrics: the `metrics.json` entries that go into the card's `model-index` (None: every scalar).
+        template_dir: the folder of `card_template` when it is not in hf_vae's `model_cards/` (a family
+            that lives outside the package).
     """
     model_type = config_class.model_type
     for attribute in ("input_kind", "evaluator", "card_template", "capabilities"):
@@ -44,7 +47,7 @@ def register_family(
     AutoModel.register(config_class, model_class, exist_ok=True)
     FAMILIES[model_type] = model_class
     register_card_family(model_type, template=model_class.card_template, pipeline_tag=pipeline_tag, tags=tags,
-                         index_metrics=index_metrics)
+                         index_metrics=index_metrics, template_dir=template_dir)
 
 
 def is_hf_vae_model(model) -> bool:
