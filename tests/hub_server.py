@@ -32,7 +32,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
-USER = "hf-vae-tester"
+USER = "hf-vae-tester"  # the namespace of every test repo (tests build repo ids from it)
 # What the Hub stores in LFS by default: it is the content of a new repo's .gitattributes, and
 # preupload answers "lfs" for these suffixes (weights, parquet shards, card images).
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".parquet", ".arrow", ".png", ".jpg",
@@ -184,7 +184,7 @@ class HubServer:
     def create_repo(self, body, query):
         payload = json.loads(body)
         repo_type = payload.get("type") or "model"
-        repo_id = f"{payload.get('organization') or USER}/{payload['name']}"
+        repo_id = f"{payload['organization']}/{payload['name']}"  # every test names its namespace
         url = f"{self.url}/{'datasets/' if repo_type == 'dataset' else ''}{repo_id}"
         with self._lock:
             if (repo_type, repo_id) in self._repos:
@@ -227,9 +227,8 @@ class HubServer:
                      for c in commits], {}
 
     def create_branch(self, body, query, repo, rev):
-        start = repo.resolve(json.loads(body or b"{}").get("startingPoint") or "main")
-        with self._lock:
-            repo.branches.setdefault(rev, start.oid)  # an existing branch keeps its head (exist_ok=True)
+        with self._lock:  # from main (push_run passes no starting point); an existing branch keeps its head
+            repo.branches.setdefault(rev, repo.branches["main"])
         return 200, {}, {}
 
     def preupload(self, body, query, repo, rev):
@@ -239,10 +238,9 @@ class HubServer:
 
     def lfs_batch(self, body, query):
         # Every object gets an upload action, even one uploaded before: a fault test must see its PUT.
-        objects = [{"oid": o["oid"], "size": o["size"], "authenticated": True,
-                    "actions": {"upload": {"href": f"{self.url}/lfs-objects/{o['oid']}"}}}
+        objects = [{"oid": o["oid"], "size": o["size"], "actions": {"upload": {"href": f"{self.url}/lfs-objects/{o['oid']}"}}}
                    for o in json.loads(body)["objects"]]
-        return 200, {"transfer": "basic", "objects": objects}, {}
+        return 200, {"objects": objects}, {}
 
     def lfs_upload(self, body, query, sha):
         self._lfs[sha] = body
@@ -268,7 +266,7 @@ class HubServer:
                                 header.get("description") or "")
             repo.commits[commit.oid] = commit
             repo.branches[rev] = commit.oid  # the only change readers can see
-        return 200, {"commitOid": commit.oid, "commitUrl": f"{repo.url}/commit/{commit.oid}", "pullRequestUrl": None}, {}
+        return 200, {"commitOid": commit.oid, "commitUrl": f"{repo.url}/commit/{commit.oid}"}, {}
 
     def download(self, body, query, repo, rev, path):
         commit = repo.resolve(rev)
