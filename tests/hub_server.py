@@ -82,6 +82,7 @@ class HubError(Exception):
 
 
 def git_blob_oid(data: bytes) -> str:
+    """The id git (and so the Hub) gives a file's content: its ETag and its oid in tree listings."""
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
@@ -146,17 +147,17 @@ class HubServer:
         with self._lock:
             self._faults.clear()
 
-    def head(self, repo_id: str, revision: str = "main", repo_type: str = "model") -> str:
-        """The commit id `revision` points at."""
-        return self._repo(repo_type, repo_id).resolve(revision).oid
+    def head(self, repo_id: str, branch: str = "main") -> str:
+        """The commit id a branch of model repo `repo_id` points at."""
+        return self._repo("model", repo_id).resolve(branch).oid
 
-    def files(self, repo_id: str, revision: str = "main", repo_type: str = "model") -> dict[str, bytes]:
-        """{path: content} of the repo at `revision`."""
-        return dict(self._repo(repo_type, repo_id).resolve(revision).files)
+    def files(self, repo_id: str, repo_type: str = "model") -> dict[str, bytes]:
+        """{path: content} of the repo's main branch."""
+        return dict(self._repo(repo_type, repo_id).resolve("main").files)
 
-    def commits(self, repo_id: str, revision: str = "main", repo_type: str = "model") -> list[str]:
-        """The commit ids reachable from `revision`, newest first."""
-        return [c.oid for c in self._history(self._repo(repo_type, repo_id), revision)]
+    def commits(self, repo_id: str) -> list[str]:
+        """The commit ids of model repo `repo_id`'s main branch, newest first."""
+        return [c.oid for c in self._history(self._repo("model", repo_id), "main")]
 
     def _repo(self, repo_type: str, repo_id: str) -> Repo:
         repo = self._repos.get((repo_type, repo_id))
