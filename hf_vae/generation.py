@@ -37,12 +37,12 @@ def generate_images(
     num_samples: int,
     *,
     vqvae=None,
+    generator: torch.Generator | None = None,
     labels: torch.Tensor | int | None = None,
-    guidance_scale: float = 1.0,
     temperature: float = 1.0,
+    guidance_scale: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
-    generator: torch.Generator | None = None,
     progress: bool = True,
 ) -> torch.Tensor:
     """Sample `num_samples` images (N, C, H, W) in [0, 1] from a token prior (two-stage for VQ-VAE codes).
@@ -50,14 +50,16 @@ def generate_images(
     Args:
         prior: a `PixelCNNPriorModel` or `TransformerPriorModel`.
         vqvae: the VQ-VAE decoding the codes; `None` loads the one recorded in `prior.config`.
-        labels, guidance_scale, temperature, top_k, top_p, generator, progress: passed to `prior.sample`.
+        generator, labels, temperature, guidance_scale, top_k, top_p, progress: passed to `prior.sample`
+            (documented there). They are spelled out, not `**kwargs`, because the pipelines read this
+            signature to name an option the prior does not take.
     """
-    tokens = prior.sample(num_samples, labels=labels, guidance_scale=guidance_scale, temperature=temperature,
-                          top_k=top_k, top_p=top_p, generator=generator, progress=progress)
+    indices = prior.sample(num_samples, generator=generator, labels=labels, temperature=temperature,
+                           guidance_scale=guidance_scale, top_k=top_k, top_p=top_p, progress=progress)
     if prior.config.token_source == "pixels":
-        return tokens_to_pixels(tokens, prior.config.pixel_levels)
+        return tokens_to_pixels(indices, prior.config.pixel_levels)
     if vqvae is None:
         vqvae = load_vqvae(prior)
     else:
         check_prior_matches_vqvae(prior, vqvae)
-    return vqvae.decode_from_indices(tokens.to(vqvae.device))
+    return vqvae.decode_from_indices(indices.to(vqvae.device))
