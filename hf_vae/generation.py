@@ -32,34 +32,21 @@ def check_prior_matches_vqvae(prior, vqvae) -> None:
 
 
 @torch.no_grad()
-def generate_images(
-    prior,
-    num_samples: int,
-    *,
-    vqvae=None,
-    generator: torch.Generator | None = None,
-    labels: torch.Tensor | int | None = None,
-    temperature: float = 1.0,
-    guidance_scale: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    progress: bool = True,
-) -> torch.Tensor:
+def generate_images(prior, num_samples: int, *, vqvae=None, **sample_kwargs) -> torch.Tensor:
     """Sample `num_samples` images (N, C, H, W) in [0, 1] from a token prior (two-stage for VQ-VAE codes).
 
     Args:
         prior: a `PixelCNNPriorModel` or `TransformerPriorModel`.
         vqvae: the VQ-VAE decoding the codes; `None` loads the one recorded in `prior.config`.
-        generator, labels, temperature, guidance_scale, top_k, top_p, progress: passed to `prior.sample`
-            (documented there). They are spelled out, not `**kwargs`, because the pipelines read this
-            signature to name an option the prior does not take.
+        sample_kwargs: `prior.sample`'s keyword arguments (`generator`, `labels`, `temperature`,
+            `guidance_scale`, `top_k`, `top_p`, `progress`), checked there before anything is drawn.
     """
-    indices = prior.sample(num_samples, generator=generator, labels=labels, temperature=temperature,
-                           guidance_scale=guidance_scale, top_k=top_k, top_p=top_p, progress=progress)
     if prior.config.token_source == "pixels":
-        return tokens_to_pixels(indices, prior.config.pixel_levels)
+        return tokens_to_pixels(prior.sample(num_samples, **sample_kwargs), prior.config.pixel_levels)
+    # The VQ-VAE is loaded and checked against the prior before the (slow) sampling starts.
     if vqvae is None:
         vqvae = load_vqvae(prior)
     else:
         check_prior_matches_vqvae(prior, vqvae)
+    indices = prior.sample(num_samples, **sample_kwargs)
     return vqvae.decode_from_indices(indices.to(vqvae.device))

@@ -343,6 +343,18 @@ class TokenPriorTesterMixin(ModelTesterMixin):
                              ({"num_samples": 0}, "num_samples"), ({"labels": 7}, "labels"), ({"generator": 3}, "generator")]:
             with pytest.raises(ValueError, match=name):
                 model.sample(**{"num_samples": 2, "labels": 0, "progress": False, **kwargs})
+        with pytest.raises(TypeError):
+            model.sample(2, torch.tensor([0, 1]))  # everything after num_samples is keyword-only
+        with pytest.raises(ValueError, match="shape"):
+            model.sample(2, labels=torch.tensor([0, 1, 2]), progress=False)  # one label per sample
+        with pytest.raises(ValueError, match="`no_such_option`"):
+            model.sample(2, no_such_option=True, progress=False)
+        unconditional = self.get_model(num_classes=None, label_dropout=0.0).eval()
+        assert not unconditional.is_conditional and unconditional.null_label is None and model.null_label == 3
+        with pytest.raises(ValueError, match="`labels`.*unconditional"):
+            unconditional.sample(2, labels=1, progress=False)
+        with pytest.raises(ValueError, match="`guidance_scale`"):
+            unconditional.sample(2, guidance_scale=2.0, progress=False)
 
     def test_fits_a_two_mode_toy_distribution(self):
         """Every grid is all-0 or all-1 with probability 1/2: the NLL must fall to ~log 2 nats per grid."""

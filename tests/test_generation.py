@@ -21,7 +21,7 @@ def _vqvae():
 
 def _code_prior(cls=TransformerPriorModel, config_cls=TransformerPriorConfig, **kw):
     torch.manual_seed(0)
-    extra = dict(n_layer=1, n_head=2, n_embd=16) if cls is TransformerPriorModel else dict(hidden_channels=8, num_layers=2, output_channels=8)
+    extra = dict(num_layers=1, num_heads=2, hidden_size=16) if cls is TransformerPriorModel else dict(hidden_size=8, num_layers=2, output_channels=8)
     return cls(config_cls(vocab_size=16, grid_size=4, token_source="vqvae_codes", **extra, **kw)).eval()
 
 
@@ -51,7 +51,7 @@ def test_two_stage_rejects_a_mismatched_vqvae():
 def test_pixel_prior_generates_binary_images():
     torch.manual_seed(0)
     prior = PixelCNNPriorModel(PixelCNNPriorConfig(vocab_size=2, grid_size=4, token_source="pixels",
-                                                   hidden_channels=8, num_layers=2, output_channels=8)).eval()
+                                                   hidden_size=8, num_layers=2, output_channels=8)).eval()
     images = generate_images(prior, 2, generator=torch.Generator().manual_seed(0), progress=False)
     assert images.shape == (2, 1, 4, 4) and set(images.unique().tolist()) <= {0.0, 1.0}
 
@@ -74,7 +74,7 @@ def test_code_prior_recipe_encodes_the_dataset_once(tmp_path):
     recipe = Recipe.from_dict({
         "model": {"family": "transformer_prior", "config": {
             "vocab_size": 16, "grid_size": 4, "token_source": "vqvae_codes", "vqvae_name_or_path": str(tmp_path / "vq"),
-            "n_layer": 1, "n_head": 2, "n_embd": 16}},
+            "num_layers": 1, "num_heads": 2, "hidden_size": 16}},
         "data": {"dataset": "digits"},
         "training": {"output_dir": str(tmp_path / "prior"), "max_steps": 10, "batch_size": 32, "eval_every": 10,
                      "save_every": 10, "log_every": 5, "progress": False},
@@ -99,7 +99,7 @@ def test_code_cache_is_rebuilt_when_the_vqvae_weights_change(tmp_path):
     recipe = Recipe.from_dict({
         "model": {"family": "pixelcnn_prior", "config": {
             "vocab_size": 16, "grid_size": 4, "token_source": "vqvae_codes", "vqvae_name_or_path": str(tmp_path / "vq"),
-            "hidden_channels": 8, "num_layers": 2, "output_channels": 8}},
+            "hidden_size": 8, "num_layers": 2, "output_channels": 8}},
         "data": {"dataset": "digits"},
     })
     splits, model = load_data(recipe), build_model(recipe)
