@@ -137,6 +137,7 @@ def test_hf_generate_completes_grids():
     assert torch.equal(model(generated, labels=labels).logits.argmax(-1), generated)
     completed = model.generate(indices=generated[:, :4], labels=labels, max_new_tokens=5, do_sample=False)
     assert torch.equal(completed, generated)
+    assert torch.equal(model.generate(generated[:, :4], labels=labels, max_new_tokens=5, do_sample=False), generated)
     torch.manual_seed(0)
     drawn = model.generate(indices=torch.zeros(2, 0, dtype=torch.long), labels=labels, max_new_tokens=9, do_sample=True)
     assert drawn.shape == (2, 9) and drawn.max() < 5

@@ -179,15 +179,15 @@ class TransformerPriorModel(TransformerPriorPreTrainedModel, GenerationMixin):
     # main input is called something else; these two methods translate at its edges, so callers and
     # `forward` only ever see `indices`.
 
-    def generate(self, indices: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
-        """`GenerationMixin.generate` from a raster-order prefix `indices` (B, L): returns (B, L + new tokens).
+    def generate(self, indices: torch.Tensor, **kwargs):
+        """`GenerationMixin.generate` from a raster-order prefix `indices` (B, L): returns (B, L + new tokens)
+        (or generate's output object with `return_dict_in_generate=True`).
 
         `generate(indices=prefix, labels=..., max_new_tokens=N - L)` completes grids (N = grid_size**2); an
         empty prefix (B, 0) samples whole ones. It decodes with the key/value cache (`use_cache=False`
         raises); `sample` is the hf_vae way (guidance, with or without the cache).
         """
-        if indices is not None:
-            kwargs["input_ids"] = indices  # the sequence generate() grows, under its own name
+        kwargs["input_ids"] = indices  # the sequence generate() grows, under its own name
         return super().generate(indices, **kwargs)
 
     def prepare_inputs_for_generation(self, input_ids, labels=None, **kwargs):
