@@ -109,3 +109,21 @@ def test_code_cache_is_rebuilt_when_the_vqvae_weights_change(tmp_path):
     second = prepare_prior_data(model, splits, recipe, tmp_path / "run")["test"]["indices"]
     assert not torch.equal(first, second)
     assert torch.equal(second, prepare_prior_data(model, splits, recipe, tmp_path / "run")["test"]["indices"])
+
+
+def test_cli_samples_images_from_a_pixel_prior(tmp_path):
+    """`hf-vae sample` on a prior writes images (the token grids mapped to pixels), one per sample."""
+    from PIL import Image
+
+    from hf_vae.cli import main
+    from hf_vae.images import image_grid
+
+    torch.manual_seed(0)
+    prior = PixelCNNPriorModel(PixelCNNPriorConfig(vocab_size=2, grid_size=4, token_source="pixels", num_classes=2,
+                                                   hidden_size=8, num_layers=2, output_channels=8)).eval()
+    prior.save_pretrained(tmp_path / "prior")
+    main(["sample", str(tmp_path / "prior"), "--num-samples", "4", "--labels", "0,1", "--output", str(tmp_path / "s.png")])
+    expected = generate_images(prior, 4, labels=torch.tensor([0, 0, 1, 1]), generator=torch.Generator().manual_seed(0),
+                               progress=False)
+    image_grid(expected, scale=2).save(tmp_path / "expected.png")
+    assert Image.open(tmp_path / "s.png").tobytes() == Image.open(tmp_path / "expected.png").tobytes()
