@@ -146,7 +146,7 @@ def pixels_to_tokens(pixel_values: torch.Tensor, levels: int, name: str = "pixel
     scaled = pixel_values[:, 0] * (levels - 1)
     tokens = scaled.round()
     if not torch.all((scaled - tokens).abs() <= 1e-4) or tokens.min() < 0 or tokens.max() > levels - 1:
-        raise ValueError(f"`{name}` must hold values on the {levels}-level grid t / {levels - 1} in [0, 1]")
+        raise ValueError(f"`{name}` must hold values on the {levels}-level grid t / {levels - 1} in [0, 1], got values off it")
     return tokens.long()
 
 
@@ -195,8 +195,8 @@ class TokenPriorPreTrainedModel(HfVaePreTrainedModel):
         if labels is None:
             if self.config.label_dropout == 0:
                 raise ValueError(
-                    "`labels` are required: this prior is class-conditional and was configured without label "
-                    "dropout (label_dropout=0), so it has no unconditional mode; got None"
+                    "`labels` must be class ids (required: this prior is class-conditional and has no unconditional "
+                    "mode without label dropout, label_dropout=0), got None"
                 )
             return torch.full((batch_size,), self.null_label, dtype=torch.long, device=self.device)
         labels = labels.to(self.device)
@@ -251,7 +251,7 @@ class TokenPriorPreTrainedModel(HfVaePreTrainedModel):
         guided = is_guided(guidance_scale)
         if guided and (labels is None or self.config.label_dropout == 0):
             raise ValueError(
-                "`guidance_scale` != 1 needs `labels` and a prior trained with label dropout "
+                "`guidance_scale` must be 1 unless `labels` are given to a prior trained with label dropout "
                 f"(label_dropout={self.config.label_dropout}), got {guidance_scale!r}"
             )
         condition_ids = self._condition_ids(labels, num_samples)

@@ -258,7 +258,7 @@ class TransformerPriorModel(TransformerPriorPreTrainedModel, GenerationMixin):
         check_indices(indices, self.config.vocab_size, self.config.grid_size, flat="prefix" if decoding else "full")
         check_generator(generator)
         if attention_mask is not None and not bool(torch.all(attention_mask == 1)):
-            raise ValueError("`attention_mask` must be None or all ones: grids have no padding")
+            raise ValueError("`attention_mask` must be None or all ones (grids have no padding), got a mask with zeros")
         if past_key_values is not None and not isinstance(past_key_values, DynamicCache):
             got = type(past_key_values).__name__
             raise ValueError(f"`past_key_values` must be a transformers DynamicCache or None, got {got}")
