@@ -65,7 +65,12 @@ def _sample(args) -> None:
     if args.labels:
         kwargs["labels"] = torch.tensor([int(x) for x in args.labels.split(",")]).repeat_interleave(
             max(1, args.num_samples // len(args.labels.split(","))))[: args.num_samples]
-    images = model.sample(args.num_samples, generator=generator, **kwargs)
+    if model.input_kind == "tokens":  # a prior samples token grids: map them to pixels / decode the VQ-VAE codes
+        from .generation import generate_images
+
+        images = generate_images(model, args.num_samples, generator=generator, progress=False, **kwargs)
+    else:
+        images = model.sample(args.num_samples, generator=generator, **kwargs)
     image_grid(images, scale=2).save(args.output)
     print(f"wrote {args.output}")
 

@@ -1,4 +1,5 @@
-"""The config base every family shares: a `PreTrainedConfig` that checks its fields when built.
+"""The config bases: `HfVaeConfig` (every family, a `PreTrainedConfig` that checks its fields when built)
+and `TokenPriorConfig` (the fields every token prior shares).
 
 transformers 5 configs are dataclasses; `@strict` would raise its own error types, so the families
 validate in `__post_init__` and raise `ValueError` naming the field, the expected and the received value.
@@ -6,8 +7,11 @@ validate in `__post_init__` and raise `ValueError` naming the field, the expecte
 
 from __future__ import annotations
 
+from typing import ClassVar
 
 from transformers import PreTrainedConfig
+
+from .validation import check_choice, check_float, check_int
 
 
 class HfVaeConfig(PreTrainedConfig):
@@ -23,3 +27,74 @@ class HfVaeConfig(PreTrainedConfig):
 
     def _check_fields(self) -> None:
         raise NotImplementedError
+
+
+TOKEN_SOURCES = ("vqvae_codes", "pixels")
+
+
+class TokenPriorConfig(HfVaeConfig):
+    r"""Base of the token-prior configs: the fields every prior over a square grid of integer tokens shares.
+
+    A prior family adds its network's fields (`hidden_size`, `num_layers`, ...) and checks them in
+    `_check_fields` after calling this one.
+
+    Args:
+        vocab_size (`int`, defaults to 512): number of distinct tokens; ids live in [0, vocab_size).
+        grid_size (`int`, defaults to 8): height and width of the square token grid.
+        num_classes (`int`, *optional*): number of classes for class-conditional modelling; `None` is
+            unconditional. A conditional prior also learns the null label (index `num_classes`).
+        label_dropout (`float`, defaults to 0.0): probability that a training label is replaced by the
+            null label, so one model is also unconditional (needed for classifier-free guidance).
+        vqvae_name_or_path (`str`, *optional*): the VQ-VAE whose codes this prior models (recorded only).
+        vqvae_revision (`str`, *optional*): its revision (recorded only).
+        token_source (`str`, defaults to `"vqvae_codes"`): `"vqvae_codes"` or `"pixels"` (quantized pixels).
+        pixel_levels (`int`, *optional*): for pixel tokens, the number of grey levels; token t is the pixel
+            value t / (pixel_levels - 1). Must equal `vocab_size`; `None` fills it in. Must be `None` for codes.
+    """
+
+    #: Field names of earlier releases -> today's names. A config.json written with an old name loads
+    #: into the new field (the old key is never written again).
+    legacy_field_names: ClassVar[dict[str, str]] = {}
+
+    vocab_size: int = 512
+    grid_size: int = 8
+    num_classes: int | None = None
+    label_dropout: float = 0.0
+    vqvae_name_or_path: str | None = None
+    vqvae_revision: str | None = None
+    token_source: str = "vqvae_codes"
+    pixel_levels: int | None = None
+
+    def __post_init__(self, **kwargs):
+        # Unknown keys arrive here (the dataclass fields are already set): rename the old ones before checking.
+        for old_name, new_name in self.legacy_field_names.items():
+            if old_name in kwargs:
+                setattr(self, new_name, kwargs.pop(old_name))
+        super().__post_init__(**kwargs)
+
+    def _check_fields(self) -> None:
+        """Validate the shared fields; `pixel_levels` None becomes `vocab_size` for pixel tokens (explicit when saved)."""
+        check_int("vocab_size", self.vocab_size, minimum=2)
+        check_int("grid_size", self.grid_size, minimum=1)
+        if self.num_classes is not None:
+            check_int("num_classes", self.num_classes, minimum=1)
+        check_float("label_dropout", self.label_dropout, minimum=0.0, maximum=1.0, exclusive_maximum=True)
+        if self.num_classes is None and self.label_dropout != 0:
+            raise ValueError(
+                f"`label_dropout` must be 0 for an unconditional prior (num_classes=None), got {self.label_dropout!r}"
+            )
+        for name in ("vqvae_name_or_path", "vqvae_revision"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"`{name}` must be a string or None, got {value!r}")
+        check_choice("token_source", self.token_source, TOKEN_SOURCES)
+        if self.token_source == "pixels":
+            if self.pixel_levels is None:
+                self.pixel_levels = self.vocab_size
+            check_int("pixel_levels", self.pixel_levels, minimum=2)
+            if self.pixel_levels != self.vocab_size:
+                raise ValueError(
+                    f"`pixel_levels` must equal vocab_size={self.vocab_size} for pixel tokens, got {self.pixel_levels!r}"
+                )
+        elif self.pixel_levels is not None:
+            raise ValueError(f"`pixel_levels` must be None unless token_source='pixels', got {self.pixel_levels!r}")

@@ -203,13 +203,13 @@ def evaluate_token_prior(model, loader, *, num_importance_samples: int, seed: in
     conditional = getattr(model.config, "num_classes", None) is not None
     total, count, num_tokens = 0.0, 0, model.config.grid_size**2
     for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
-        if "input_ids" in batch:
-            input_ids = batch["input_ids"]
+        if model.main_input_name in batch:  # VQ-VAE code grids, prepared by the trainer
+            indices = batch[model.main_input_name]
         else:
-            input_ids = pixels_to_tokens(batch["pixel_values"], model.config.pixel_levels)
+            indices = pixels_to_tokens(batch["pixel_values"], model.config.pixel_levels)
         labels = batch["labels"].to(model.device) if conditional else None
-        total -= model.log_likelihood(input_ids.to(model.device), labels=labels).sum().item()
-        count += len(input_ids)
+        total -= model.log_likelihood(indices.to(model.device), labels=labels).sum().item()
+        count += len(indices)
     if count == 0:
         raise ValueError("`dataset` must hold at least one example, got none")
     nll = total / count

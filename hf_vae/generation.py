@@ -32,32 +32,21 @@ def check_prior_matches_vqvae(prior, vqvae) -> None:
 
 
 @torch.no_grad()
-def generate_images(
-    prior,
-    num_samples: int,
-    *,
-    vqvae=None,
-    labels: torch.Tensor | int | None = None,
-    guidance_scale: float = 1.0,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    generator: torch.Generator | None = None,
-    progress: bool = True,
-) -> torch.Tensor:
+def generate_images(prior, num_samples: int, *, vqvae=None, **sample_kwargs) -> torch.Tensor:
     """Sample `num_samples` images (N, C, H, W) in [0, 1] from a token prior (two-stage for VQ-VAE codes).
 
     Args:
         prior: a `PixelCNNPriorModel` or `TransformerPriorModel`.
         vqvae: the VQ-VAE decoding the codes; `None` loads the one recorded in `prior.config`.
-        labels, guidance_scale, temperature, top_k, top_p, generator, progress: passed to `prior.sample`.
+        sample_kwargs: `prior.sample`'s keyword arguments (`generator`, `labels`, `temperature`,
+            `guidance_scale`, `top_k`, `top_p`, `progress`), checked there before anything is drawn.
     """
-    tokens = prior.sample(num_samples, labels=labels, guidance_scale=guidance_scale, temperature=temperature,
-                          top_k=top_k, top_p=top_p, generator=generator, progress=progress)
     if prior.config.token_source == "pixels":
-        return tokens_to_pixels(tokens, prior.config.pixel_levels)
+        return tokens_to_pixels(prior.sample(num_samples, **sample_kwargs), prior.config.pixel_levels)
+    # The VQ-VAE is loaded and checked against the prior before the (slow) sampling starts.
     if vqvae is None:
         vqvae = load_vqvae(prior)
     else:
         check_prior_matches_vqvae(prior, vqvae)
-    return vqvae.decode_from_indices(tokens.to(vqvae.device))
+    indices = prior.sample(num_samples, **sample_kwargs)
+    return vqvae.decode_from_indices(indices.to(vqvae.device))

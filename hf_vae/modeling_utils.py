@@ -18,9 +18,9 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from .distributions import nats_to_bits_per_dim
-from .sampling import check_sampling_args, is_guided
-from .validation import check_choice, check_float, check_generator, check_int
+from .distributions import nats_to_bits_per_dim, uniform
+from .sampling import LogitsFn, check_sampling_args, is_guided, sample_tokens
+from .validation import check_generator, check_int, check_labels
 
 CAPABILITIES = frozenset({"sample", "encode", "reconstruct", "score", "interpolate"})
 
@@ -132,39 +132,6 @@ class HfVaePreTrainedModel(PreTrainedModel):
 # Token grids: the inputs of the autoregressive priors (VQ-VAE codes or quantized pixels)
 # ---------------------------------------------------------------------------------------------
 
-TOKEN_SOURCES = ("vqvae_codes", "pixels")
-
-
-def check_token_prior_fields(config) -> None:
-    """Validate the fields every token-prior config shares (same names in each prior family).
-
-    `pixel_levels` None means `vocab_size` for pixel tokens; it is filled in so a saved config is explicit.
-    """
-    check_int("vocab_size", config.vocab_size, minimum=2)
-    check_int("grid_size", config.grid_size, minimum=1)
-    if config.num_classes is not None:
-        check_int("num_classes", config.num_classes, minimum=1)
-    check_float("label_dropout", config.label_dropout, minimum=0.0, maximum=1.0, exclusive_maximum=True)
-    if config.num_classes is None and config.label_dropout != 0:
-        raise ValueError(
-            f"`label_dropout` must be 0 for an unconditional prior (num_classes=None), got {config.label_dropout!r}"
-        )
-    for name in ("vqvae_name_or_path", "vqvae_revision"):
-        value = getattr(config, name)
-        if value is not None and not isinstance(value, str):
-            raise ValueError(f"`{name}` must be a string or None, got {value!r}")
-    check_choice("token_source", config.token_source, TOKEN_SOURCES)
-    if config.token_source == "pixels":
-        if config.pixel_levels is None:
-            config.pixel_levels = config.vocab_size
-        check_int("pixel_levels", config.pixel_levels, minimum=2)
-        if config.pixel_levels != config.vocab_size:
-            raise ValueError(
-                f"`pixel_levels` must equal vocab_size={config.vocab_size} for pixel tokens, got {config.pixel_levels!r}"
-            )
-    elif config.pixel_levels is not None:
-        raise ValueError(f"`pixel_levels` must be None unless token_source='pixels', got {config.pixel_levels!r}")
-
 
 def pixels_to_tokens(pixel_values: torch.Tensor, levels: int, name: str = "pixel_values") -> torch.Tensor:
     """Single-channel images (B, 1, H, W) with values on the grid t / (levels - 1) -> tokens t (B, H, W) long.
@@ -179,55 +146,130 @@ def pixels_to_tokens(pixel_values: torch.Tensor, levels: int, name: str = "pixel
     scaled = pixel_values[:, 0] * (levels - 1)
     tokens = scaled.round()
     if not torch.all((scaled - tokens).abs() <= 1e-4) or tokens.min() < 0 or tokens.max() > levels - 1:
-        raise ValueError(f"`{name}` must hold values on the {levels}-level grid t / {levels - 1} in [0, 1]")
+        raise ValueError(f"`{name}` must hold values on the {levels}-level grid t / {levels - 1} in [0, 1], got values off it")
     return tokens.long()
 
 
-def tokens_to_pixels(tokens: torch.Tensor, levels: int) -> torch.Tensor:
+def tokens_to_pixels(indices: torch.Tensor, levels: int) -> torch.Tensor:
     """Tokens t (B, H, W) -> single-channel images t / (levels - 1), shape (B, 1, H, W) in [0, 1]."""
-    return (tokens.float() / (levels - 1)).unsqueeze(1)
+    return (indices.float() / (levels - 1)).unsqueeze(1)
 
 
 class TokenPriorPreTrainedModel(HfVaePreTrainedModel):
-    """Base of the autoregressive token priors: what follows from an exact `log_likelihood` and the
-    token <-> pixel mapping, written once for every prior family."""
+    """Base of the autoregressive token priors: the conditioning, `sample`, the bits and the token <->
+    pixel mapping, written once for every prior family.
 
-    main_input_name = "input_ids"
+    A family implements the network and two hooks: `log_likelihood(indices, labels=None)` and
+    `_next_token_logits(condition_ids, **decoding_options)`, the `logits_fn` that `hf_vae.sampling.sample_tokens`
+    calls once per position.
+    """
+
+    main_input_name = "indices"
     input_kind = "tokens"
     evaluator = "token_prior"
     capabilities = frozenset({"sample", "score"})
     sample_options = frozenset({"top_k", "top_p"})
+    #: Keyword options of `sample` that change how a family decodes, never what it draws (the transformer's
+    #: `use_cache`); `sample` passes them to `_next_token_logits`.
+    decoding_options: ClassVar[frozenset[str]] = frozenset()
 
     @property
     def is_conditional(self) -> bool:
         return self.config.num_classes is not None
 
     @property
-    def null_class(self) -> int | None:
-        """The class index that means "no label" (label dropout, classifier-free guidance)."""
+    def null_label(self) -> int | None:
+        """The class id that means "no label" (label dropout, classifier-free guidance); None if unconditional."""
         return self.config.num_classes
 
-    def _check_sampling(self, num_samples, labels, temperature, top_k, top_p, guidance_scale, generator):
-        """Validate `sample`'s arguments; returns (labels as a (N,) tensor or None, whether guidance is on)."""
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"`num_samples` must be an int >= 1, got {num_samples!r}")
-        check_sampling_args(temperature, top_k, top_p, guidance_scale)
+    def _condition_ids(self, labels, batch_size: int, generator=None, drop_labels: bool = False) -> torch.Tensor:
+        """Labels (B,) -> the ids (B,) the network is conditioned on.
+
+        A conditional prior reads the class ids, with the null label where labels are missing or dropped
+        (label dropout when `drop_labels`, drawn with `generator`). An unconditional prior reads 0 for
+        every example: the transformer's single BOS token; the PixelCNN has no class bias to read it with.
+        """
+        check_labels(labels, self.config.num_classes, batch_size)
+        if self.config.num_classes is None:
+            return torch.zeros(batch_size, dtype=torch.long, device=self.device)
+        if labels is None:
+            if self.config.label_dropout == 0:
+                raise ValueError(
+                    "`labels` must be class ids (required: this prior is class-conditional and has no unconditional "
+                    "mode without label dropout, label_dropout=0), got None"
+                )
+            return torch.full((batch_size,), self.null_label, dtype=torch.long, device=self.device)
+        labels = labels.to(self.device)
+        if drop_labels and self.config.label_dropout > 0:
+            drop = uniform((batch_size,), generator=generator, device=labels.device) < self.config.label_dropout
+            labels = labels.masked_fill(drop, self.null_label)
+        return labels
+
+    def _next_token_logits(self, condition_ids: torch.Tensor, **decoding_options) -> LogitsFn:
+        """The `logits_fn(tokens, position, state) -> (logits (rows, vocab_size), state)` that samples this
+        prior with one condition id per row (see `hf_vae.sampling`)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def sample(
+        self,
+        num_samples: int,
+        *,
+        generator: torch.Generator | None = None,
+        labels: torch.Tensor | int | None = None,
+        temperature: float = 1.0,
+        guidance_scale: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        progress: bool = True,
+        **decoding_options,
+    ) -> torch.Tensor:
+        """Draw `num_samples` token grids (N, grid_size, grid_size) in raster order through
+        `hf_vae.sampling.sample_tokens`; every argument is checked before the first draw.
+
+        Args:
+            num_samples: N, the number of grids.
+            generator: drives every draw (reproducible samples).
+            labels: (N,) class ids, or one int for all samples, for a conditional prior; None samples the
+                unconditional model (the null label, needs `label_dropout > 0`). Must be None for an
+                unconditional prior.
+            temperature, top_k, top_p: see `hf_vae.sampling.sample_from_logits`.
+            guidance_scale: classifier-free guidance scale; != 1 needs `labels` and `label_dropout > 0`.
+            progress: show a progress bar over the grid positions.
+            decoding_options: the family's `decoding_options` (the transformer's `use_cache`).
+        """
+        check_int("num_samples", num_samples, minimum=1)
         check_generator(generator)
+        check_sampling_args(temperature, top_k, top_p, guidance_scale)
+        for name, value in decoding_options.items():
+            if name not in self.decoding_options:
+                options = sorted(self.decoding_options) or "none"
+                raise ValueError(f"`{name}` must be a decoding option of {type(self).__name__} ({options}), got {value!r}")
         if isinstance(labels, int) and not isinstance(labels, bool):
             labels = torch.full((num_samples,), labels, dtype=torch.long)
+        check_labels(labels, self.config.num_classes, num_samples)
         guided = is_guided(guidance_scale)
         if guided and (labels is None or self.config.label_dropout == 0):
             raise ValueError(
-                "`guidance_scale` != 1 needs `labels` and a prior trained with label dropout "
+                "`guidance_scale` must be 1 unless `labels` are given to a prior trained with label dropout "
                 f"(label_dropout={self.config.label_dropout}), got {guidance_scale!r}"
             )
-        return labels, guided
+        condition_ids = self._condition_ids(labels, num_samples)
+        if guided:  # one null-label row per sample: the unconditional half of classifier-free guidance
+            condition_ids = torch.cat([condition_ids, torch.full_like(condition_ids, self.null_label)])
+        size = self.config.grid_size
+        tokens = sample_tokens(
+            self._next_token_logits(condition_ids, **decoding_options), num_samples, size * size,
+            temperature=temperature, top_k=top_k, top_p=top_p, guidance_scale=guidance_scale,
+            generator=generator, device=self.device, progress=progress,
+        )
+        return tokens.view(num_samples, size, size)
 
-    def bits_per_token(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """-log2 p(input_ids) / (H * W) per example, shape (B,)."""
-        return nats_to_bits_per_dim(-self.log_likelihood(input_ids, labels), self.config.grid_size**2)
+    def bits_per_token(self, indices: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """-log2 p(indices) / (H * W) per example, shape (B,)."""
+        return nats_to_bits_per_dim(-self.log_likelihood(indices, labels), self.config.grid_size**2)
 
-    def bits_per_dim(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def bits_per_dim(self, indices: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Bits per pixel of single-channel quantized images (one token per pixel), shape (B,).
 
         Only pixel tokens have pixels to count; for VQ-VAE codes use `bits_per_token`.
@@ -237,16 +279,16 @@ class TokenPriorPreTrainedModel(HfVaePreTrainedModel):
                 "`token_source` must be 'pixels' for bits per dim (one token per pixel); "
                 f"got {self.config.token_source!r}: use bits_per_token for VQ-VAE codes"
             )
-        return self.bits_per_token(input_ids, labels)
+        return self.bits_per_token(indices, labels)
 
     def pixels_to_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Quantized single-channel images (B, 1, H, W) on the grid t / (pixel_levels - 1) -> tokens (B, H, W)."""
+        """Quantized single-channel images (B, 1, H, W) on the grid t / (pixel_levels - 1) -> indices (B, H, W)."""
         if self.config.token_source != "pixels":
             raise ValueError(f"`token_source` must be 'pixels' to convert pixels, got {self.config.token_source!r}")
         return pixels_to_tokens(pixel_values, self.config.pixel_levels)
 
-    def tokens_to_pixels(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Tokens (B, H, W) -> single-channel images t / (pixel_levels - 1), shape (B, 1, H, W)."""
+    def tokens_to_pixels(self, indices: torch.Tensor) -> torch.Tensor:
+        """Indices (B, H, W) -> single-channel images t / (pixel_levels - 1), shape (B, 1, H, W)."""
         if self.config.token_source != "pixels":
             raise ValueError(f"`token_source` must be 'pixels' to convert tokens, got {self.config.token_source!r}")
-        return tokens_to_pixels(tokens, self.config.pixel_levels)
+        return tokens_to_pixels(indices, self.config.pixel_levels)

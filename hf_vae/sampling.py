@@ -21,8 +21,6 @@ Each draw applies, in this order: guidance, temperature, top-k, top-p, then an i
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -30,24 +28,19 @@ import torch
 from tqdm.auto import tqdm
 
 from .distributions import uniform
+from .validation import check_float, check_generator, check_int
 
 LogitsFn = Callable[[torch.Tensor, int, Any], tuple[torch.Tensor, Any]]
 
 
 def check_sampling_args(temperature=1.0, top_k=None, top_p=None, guidance_scale=1.0) -> None:
     """Raise `ValueError` naming the argument unless temperature > 0, top_k >= 1, 0 < top_p <= 1, guidance finite >= 0."""
-
-    def real(value) -> bool:
-        return not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
-
-    if not real(temperature) or temperature <= 0:
-        raise ValueError(f"`temperature` must be a finite number > 0, got {temperature!r}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1):
-        raise ValueError(f"`top_k` must be None or an int >= 1, got {top_k!r}")
-    if top_p is not None and (not real(top_p) or not 0 < top_p <= 1):
-        raise ValueError(f"`top_p` must be None or a number in (0, 1], got {top_p!r}")
-    if not real(guidance_scale) or guidance_scale < 0:
-        raise ValueError(f"`guidance_scale` must be a finite number >= 0, got {guidance_scale!r}")
+    check_float("temperature", temperature, minimum=0.0, exclusive_minimum=True)
+    if top_k is not None:
+        check_int("top_k", top_k, minimum=1)
+    if top_p is not None:
+        check_float("top_p", top_p, minimum=0.0, maximum=1.0, exclusive_minimum=True)
+    check_float("guidance_scale", guidance_scale, minimum=0.0)
 
 
 def is_guided(guidance_scale: float) -> bool:
@@ -130,12 +123,10 @@ def sample_tokens(
         device: where the canvas lives (the model's device).
         progress: show a tqdm progress bar over positions.
     """
-    for name, value, minimum in (("num_samples", num_samples, 1), ("num_positions", num_positions, 1)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-            raise ValueError(f"`{name}` must be an int >= {minimum}, got {value!r}")
+    check_int("num_samples", num_samples, minimum=1)
+    check_int("num_positions", num_positions, minimum=1)
     check_sampling_args(temperature, top_k, top_p, guidance_scale)
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise ValueError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}")
+    check_generator(generator)
     guided = is_guided(guidance_scale)
     rows = 2 * num_samples if guided else num_samples
     tokens = torch.zeros(rows, num_positions, dtype=torch.long, device=device)

@@ -171,3 +171,234 @@ class ModelTesterMixin:
             tmp_path,
         )
         assert loss == expected.item()
+
+
+# ---------------------------------------------------------------------------------------------
+# Token priors: the same contracts for models whose input is a token grid `indices`
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Tiny models run fastest on one thread, and a shared CPU makes multi-threaded ones crawl."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+LN2 = torch.tensor(2.0, dtype=torch.float64).log().item()
+
+
+def all_binary_grids(size: int = 2) -> torch.Tensor:
+    """Every grid of 0/1 tokens of a (size x size) grid, shape (2 ** size**2, size, size), in counting order."""
+    n = size * size
+    bits = (torch.arange(2**n)[:, None] >> torch.arange(n - 1, -1, -1)) & 1  # row r: r in binary, n digits
+    return bits.view(-1, size, size)
+
+
+class TokenPriorTesterMixin(ModelTesterMixin):
+    """The shared contracts for models whose input is a token grid `indices` instead of `pixel_values`."""
+
+    #: {field name of configs saved before the refactor: today's name}; such a config.json must still load.
+    legacy_config_fields: dict = {}
+
+    def get_inputs(self, batch_size: int = 4, seed: int = 0) -> dict:
+        config = self.get_config()
+        g = torch.Generator().manual_seed(seed)
+        inputs = {"indices": torch.randint(0, config.vocab_size, (batch_size, config.grid_size, config.grid_size), generator=g)}
+        if config.num_classes is not None:
+            inputs["labels"] = torch.randint(0, config.num_classes, (batch_size,), generator=g)
+        return inputs
+
+    def sample_outputs(self, model, generator):
+        return model.sample(2, labels=torch.tensor([0, 1]) if model.config.num_classes else None,
+                            generator=generator, progress=False)
+
+    @pytest.mark.parametrize(
+        "corrupt, expected",
+        [
+            (lambda x: x[0], "shape"),  # wrong rank
+            (lambda x: x[:, :-1, :-1], "shape"),  # wrong grid size
+            (lambda x: x[:, None], "shape"),  # an image-like (B, 1, H, W) tensor
+            (lambda x: x.float(), "dtype"),  # float tokens
+            (lambda x: x.bool(), "dtype"),  # boolean tokens
+            (lambda x: x + 5, r"\[0, 5\)"),  # ids >= vocab_size, never clamped
+            (lambda x: x - 1 - x.max(), r"\[0, 5\)"),  # negative ids
+            (lambda x: x[:0], "batch"),  # empty batch
+        ],
+        ids=["rank", "size", "image", "float", "bool", "too-large", "negative", "empty"],
+    )
+    def test_bad_pixel_values_raise(self, corrupt, expected):
+        """The token version of the bad-input contract: bad `indices` raise a ValueError naming them."""
+        model = self.get_model()
+        inputs = self.get_inputs()
+        inputs["indices"] = corrupt(inputs["indices"])
+        if inputs["indices"].shape[:1] != (4,):
+            inputs.pop("labels", None)
+        with pytest.raises(ValueError, match="indices") as info:
+            model(**inputs)
+        assert info.match(expected)
+        with pytest.raises(ValueError, match="indices"):
+            model.log_likelihood(inputs["indices"])
+
+    @pytest.mark.parametrize(
+        "labels, expected",
+        [
+            (torch.tensor([0, 1, 2, 3]), r"\[0, 3\)"),  # out of range (3 is the internal null class)
+            (torch.tensor([0, 1, 2, -1]), r"\[0, 3\)"),
+            (torch.tensor([0.0, 1.0, 2.0, 0.0]), "integer"),
+            (torch.tensor([0, 1]), "shape"),
+        ],
+        ids=["too-large", "negative", "float", "batch"],
+    )
+    def test_bad_labels_raise(self, labels, expected):
+        model = self.get_model()
+        with pytest.raises(ValueError, match="labels") as info:
+            model(self.get_inputs()["indices"], labels=labels)
+        assert info.match(expected)
+        unconditional = self.get_model(num_classes=None, label_dropout=0.0)
+        with pytest.raises(ValueError, match="labels.*unconditional"):
+            unconditional(self.get_inputs()["indices"], labels=torch.tensor([0, 1, 2, 0]))
+        no_dropout = self.get_model(label_dropout=0.0)
+        with pytest.raises(ValueError, match="labels.*required"):
+            no_dropout(self.get_inputs()["indices"])
+
+    def test_determinism_with_generator(self):
+        """An exact likelihood has no noise in eval mode; in training the generator drives label dropout."""
+        model = self.get_model().eval()
+        inputs = self.get_inputs(batch_size=16)
+        a = model(**inputs, generator=torch.Generator().manual_seed(5)).loss
+        c = model(**inputs, generator=torch.Generator().manual_seed(6)).loss
+        assert torch.equal(a, c)
+        model.train()
+        a = model(**inputs, generator=torch.Generator().manual_seed(5)).loss
+        b = model(**inputs, generator=torch.Generator().manual_seed(5)).loss
+        c = model(**inputs, generator=torch.Generator().manual_seed(6)).loss
+        assert torch.equal(a, b) and not torch.equal(a, c)
+        model.eval()
+        s1 = self.sample_outputs(model, torch.Generator().manual_seed(7))
+        s2 = self.sample_outputs(model, torch.Generator().manual_seed(7))
+        s3 = self.sample_outputs(model, torch.Generator().manual_seed(8))
+        assert torch.equal(s1, s2) and not torch.equal(s1, s3)
+
+    def test_exact_likelihood_sums_to_one(self):
+        """Over all 16 binary 2x2 grids, sum exp(log p) = 1: for every class, the null class, and unconditionally."""
+        grids = all_binary_grids(2)
+        conditional = self.get_model(vocab_size=2, grid_size=2, token_source="pixels").eval()
+        for label in range(conditional.config.num_classes):
+            total = conditional.log_likelihood(grids, torch.full((16,), label)).exp().sum()
+            torch.testing.assert_close(total, torch.tensor(1.0))
+        torch.testing.assert_close(conditional.log_likelihood(grids).exp().sum(), torch.tensor(1.0))  # null class
+        unconditional = self.get_model(vocab_size=2, grid_size=2, num_classes=None, label_dropout=0.0).eval()
+        torch.testing.assert_close(unconditional.log_likelihood(grids).exp().sum(), torch.tensor(1.0))
+        out = unconditional(grids)
+        torch.testing.assert_close(out.log_likelihood, unconditional.log_likelihood(grids))
+        torch.testing.assert_close(out.loss, -out.log_likelihood.mean() / 4)
+
+    def test_bf16_autocast_keeps_logits_in_float32(self):
+        """Training runs under bf16 autocast: the logits (and so the log-softmax and the loss) stay fp32,
+        and the exact likelihood moves only by bf16 rounding of the hidden layers."""
+        model = self.get_model().eval()
+        inputs = self.get_inputs(batch_size=8)
+        reference = model(**inputs)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(**inputs)
+        assert out.logits.dtype == torch.float32 and out.loss.dtype == torch.float32
+        torch.testing.assert_close(out.log_likelihood, reference.log_likelihood, rtol=0.02, atol=0.05)
+
+    def test_bits(self):
+        model = self.get_model(vocab_size=2, token_source="pixels").eval()
+        x = self.get_inputs()["indices"].clamp(max=1)
+        y = torch.tensor([0, 1, 2, 0])
+        expected = -model.log_likelihood(x, y) / (16 * LN2)
+        torch.testing.assert_close(model.bits_per_token(x, y), expected)
+        torch.testing.assert_close(model.bits_per_dim(x, y), expected)
+        with pytest.raises(ValueError, match="token_source"):
+            self.get_model().bits_per_dim(self.get_inputs()["indices"], y)
+
+    def test_pixels_tokens_round_trip(self):
+        model = self.get_model(vocab_size=4, token_source="pixels")
+        tokens = self.get_inputs()["indices"].clamp(max=3)
+        pixels = model.tokens_to_pixels(tokens)
+        assert pixels.shape == (4, 1, 4, 4) and pixels.max() <= 1
+        assert torch.equal(model.pixels_to_tokens(pixels), tokens)
+        with pytest.raises(ValueError, match="pixel_values"):
+            model.pixels_to_tokens(pixels + 0.1)  # off the 4-level grid: never rounded
+        with pytest.raises(ValueError, match="token_source"):
+            self.get_model().tokens_to_pixels(tokens)
+
+    def test_sample_arguments_and_guidance(self):
+        model = self.get_model().eval()
+        g = torch.Generator().manual_seed(0)
+        samples = model.sample(3, labels=1, guidance_scale=2.0, top_k=2, top_p=0.9, temperature=0.7, generator=g, progress=False)
+        assert samples.shape == (3, 4, 4) and samples.dtype == torch.long
+        assert samples.min() >= 0 and samples.max() < 5
+        assert model.sample(2, generator=g, progress=False).shape == (2, 4, 4)  # null class: unconditional
+        with pytest.raises(ValueError, match="guidance_scale"):
+            model.sample(2, guidance_scale=3.0, progress=False)  # guidance needs labels
+        with pytest.raises(ValueError, match="guidance_scale"):
+            self.get_model(label_dropout=0.0).sample(2, labels=1, guidance_scale=3.0, progress=False)
+        for kwargs, name in [({"temperature": 0.0}, "temperature"), ({"top_k": 0}, "top_k"), ({"top_p": 0.0}, "top_p"),
+                             ({"num_samples": 0}, "num_samples"), ({"labels": 7}, "labels"), ({"generator": 3}, "generator")]:
+            with pytest.raises(ValueError, match=name):
+                model.sample(**{"num_samples": 2, "labels": 0, "progress": False, **kwargs})
+        with pytest.raises(TypeError):
+            model.sample(2, torch.tensor([0, 1]))  # everything after num_samples is keyword-only
+        with pytest.raises(ValueError, match="shape"):
+            model.sample(2, labels=torch.tensor([0, 1, 2]), progress=False)  # one label per sample
+        with pytest.raises(ValueError, match="`no_such_option`"):
+            model.sample(2, no_such_option=True, progress=False)
+        unconditional = self.get_model(num_classes=None, label_dropout=0.0).eval()
+        assert not unconditional.is_conditional and unconditional.null_label is None and model.null_label == 3
+        with pytest.raises(ValueError, match="`labels`.*unconditional"):
+            unconditional.sample(2, labels=1, progress=False)
+        with pytest.raises(ValueError, match="`guidance_scale`"):
+            unconditional.sample(2, guidance_scale=2.0, progress=False)
+
+    def test_fits_a_two_mode_toy_distribution(self):
+        """Every grid is all-0 or all-1 with probability 1/2: the NLL must fall to ~log 2 nats per grid."""
+        torch.manual_seed(0)
+        model = self.get_model(vocab_size=2, grid_size=3, num_classes=None, label_dropout=0.0).train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+        batch = torch.arange(2).repeat_interleave(8).view(16, 1, 1).expand(16, 3, 3)  # 8 of each grid
+        for _ in range(100):
+            loss = model(batch).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        nll = -model.log_likelihood(torch.stack([torch.zeros(3, 3, dtype=torch.long), torch.ones(3, 3, dtype=torch.long)]))
+        # The mean over the data is a cross-entropy, >= the data entropy log 2, and must get close to it.
+        assert nll.mean() - LN2 < 0.03, nll
+        samples = model.sample(16, generator=torch.Generator().manual_seed(0), progress=False).flatten(1)
+        assert (samples == samples[:, :1]).all(dim=1).float().mean() >= 0.9
+
+    def test_batch_scores_equal_single_examples(self):
+        """The batching contract: a batch of N gives the per-example log-likelihoods of N single examples
+        (no example sees another's tokens or label), and forward agrees with `log_likelihood`."""
+        model = self.get_model().eval()
+        inputs = self.get_inputs(batch_size=5, seed=3)
+        indices, labels = inputs["indices"], inputs.get("labels")
+        batched = model.log_likelihood(indices, labels)
+        singles = torch.cat([
+            model.log_likelihood(indices[i : i + 1], None if labels is None else labels[i : i + 1]) for i in range(5)
+        ])
+        assert batched.shape == (5,) and len(set(batched.tolist())) == 5
+        torch.testing.assert_close(batched, singles, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(model(**inputs).log_likelihood, batched)
+
+    def test_config_loads_legacy_field_names(self, tmp_path):
+        """A config.json written before the refactor (old field names) loads into today's fields, and is
+        saved again with today's names only."""
+        assert self.legacy_config_fields, "each prior family lists the field names it renamed"
+        config = self.get_config(num_layers=2)
+        old = config.to_dict()
+        for old_name, new_name in self.legacy_config_fields.items():
+            old[old_name] = old.pop(new_name)
+        (tmp_path / "config.json").write_text(json.dumps(old))
+        loaded = AutoConfig.from_pretrained(tmp_path)
+        assert type(loaded) is self.config_class and loaded.num_layers == 2
+        fields = {key: value for key, value in loaded.to_dict().items() if key != "_name_or_path"}
+        assert fields == {key: value for key, value in config.to_dict().items() if key != "_name_or_path"}
+        assert not set(self.legacy_config_fields) & set(fields)

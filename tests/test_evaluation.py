@@ -86,3 +86,21 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="num_importance_samples"):
         evaluate(_model(), _Images(), num_importance_samples=-1)
     assert isinstance(Metric(1.0, "nats", "exact", "x").to_dict(), dict)
+
+
+def test_token_prior_evaluation_reads_indices_and_is_exact():
+    """A prior is scored on `indices` grids (its main input) with the exact likelihood: the mean NLL equals
+    -log_likelihood averaged over the examples, in any batching."""
+    from hf_vae import TransformerPriorConfig, TransformerPriorModel
+
+    torch.manual_seed(0)
+    prior = TransformerPriorModel(TransformerPriorConfig(vocab_size=5, grid_size=3, num_classes=2, num_layers=1,
+                                                         num_heads=2, hidden_size=8)).eval()
+    g = torch.Generator().manual_seed(0)
+    indices, labels = torch.randint(0, 5, (6, 3, 3), generator=g), torch.tensor([0, 1, 0, 1, 1, 0])
+    examples = [{"indices": indices[i], "labels": labels[i]} for i in range(6)]
+    metrics = evaluate(prior, examples, batch_size=4, progress=False)
+    expected = -prior.log_likelihood(indices, labels).mean().item()
+    assert metrics["num_examples"].value == 6 and metrics["nll"].estimator == "exact"
+    assert metrics["nll"].value == pytest.approx(expected, rel=1e-6)
+    assert metrics["bits_per_token"].value == pytest.approx(expected / (9 * math.log(2)), rel=1e-6)

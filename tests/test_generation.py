@@ -21,7 +21,7 @@ def _vqvae():
 
 def _code_prior(cls=TransformerPriorModel, config_cls=TransformerPriorConfig, **kw):
     torch.manual_seed(0)
-    extra = dict(n_layer=1, n_head=2, n_embd=16) if cls is TransformerPriorModel else dict(hidden_channels=8, num_layers=2, output_channels=8)
+    extra = dict(num_layers=1, num_heads=2, hidden_size=16) if cls is TransformerPriorModel else dict(hidden_size=8, num_layers=2, output_channels=8)
     return cls(config_cls(vocab_size=16, grid_size=4, token_source="vqvae_codes", **extra, **kw)).eval()
 
 
@@ -51,7 +51,7 @@ def test_two_stage_rejects_a_mismatched_vqvae():
 def test_pixel_prior_generates_binary_images():
     torch.manual_seed(0)
     prior = PixelCNNPriorModel(PixelCNNPriorConfig(vocab_size=2, grid_size=4, token_source="pixels",
-                                                   hidden_channels=8, num_layers=2, output_channels=8)).eval()
+                                                   hidden_size=8, num_layers=2, output_channels=8)).eval()
     images = generate_images(prior, 2, generator=torch.Generator().manual_seed(0), progress=False)
     assert images.shape == (2, 1, 4, 4) and set(images.unique().tolist()) <= {0.0, 1.0}
 
@@ -74,7 +74,7 @@ def test_code_prior_recipe_encodes_the_dataset_once(tmp_path):
     recipe = Recipe.from_dict({
         "model": {"family": "transformer_prior", "config": {
             "vocab_size": 16, "grid_size": 4, "token_source": "vqvae_codes", "vqvae_name_or_path": str(tmp_path / "vq"),
-            "n_layer": 1, "n_head": 2, "n_embd": 16}},
+            "num_layers": 1, "num_heads": 2, "hidden_size": 16}},
         "data": {"dataset": "digits"},
         "training": {"output_dir": str(tmp_path / "prior"), "max_steps": 10, "batch_size": 32, "eval_every": 10,
                      "save_every": 10, "log_every": 5, "progress": False},
@@ -82,7 +82,7 @@ def test_code_prior_recipe_encodes_the_dataset_once(tmp_path):
     })
     run_dir = train(recipe)
     cached = torch.load(run_dir / "codes.pt")
-    assert cached["splits"]["test"]["input_ids"].shape == (300, 4, 4)
+    assert cached["splits"]["test"]["indices"].shape == (300, 4, 4)
     assert json.loads((run_dir / "metrics.json").read_text())["test"]["bits_per_token"]["value"] > 0
     # A grid that does not match the codes fails before training.
     bad = Recipe.from_dict({**recipe.to_dict(), "training": {**recipe.to_dict()["training"], "output_dir": str(tmp_path / "bad")},
@@ -99,13 +99,31 @@ def test_code_cache_is_rebuilt_when_the_vqvae_weights_change(tmp_path):
     recipe = Recipe.from_dict({
         "model": {"family": "pixelcnn_prior", "config": {
             "vocab_size": 16, "grid_size": 4, "token_source": "vqvae_codes", "vqvae_name_or_path": str(tmp_path / "vq"),
-            "hidden_channels": 8, "num_layers": 2, "output_channels": 8}},
+            "hidden_size": 8, "num_layers": 2, "output_channels": 8}},
         "data": {"dataset": "digits"},
     })
     splits, model = load_data(recipe), build_model(recipe)
-    first = prepare_prior_data(model, splits, recipe, tmp_path / "run")["test"]["input_ids"]
+    first = prepare_prior_data(model, splits, recipe, tmp_path / "run")["test"]["indices"]
     torch.manual_seed(5)  # retrain in the same folder: other weights, same path
     VQVAEModel(vqvae.config).save_pretrained(tmp_path / "vq")
-    second = prepare_prior_data(model, splits, recipe, tmp_path / "run")["test"]["input_ids"]
+    second = prepare_prior_data(model, splits, recipe, tmp_path / "run")["test"]["indices"]
     assert not torch.equal(first, second)
-    assert torch.equal(second, prepare_prior_data(model, splits, recipe, tmp_path / "run")["test"]["input_ids"])
+    assert torch.equal(second, prepare_prior_data(model, splits, recipe, tmp_path / "run")["test"]["indices"])
+
+
+def test_cli_samples_images_from_a_pixel_prior(tmp_path):
+    """`hf-vae sample` on a prior writes images (the token grids mapped to pixels), one per sample."""
+    from PIL import Image
+
+    from hf_vae.cli import main
+    from hf_vae.images import image_grid
+
+    torch.manual_seed(0)
+    prior = PixelCNNPriorModel(PixelCNNPriorConfig(vocab_size=2, grid_size=4, token_source="pixels", num_classes=2,
+                                                   hidden_size=8, num_layers=2, output_channels=8)).eval()
+    prior.save_pretrained(tmp_path / "prior")
+    main(["sample", str(tmp_path / "prior"), "--num-samples", "4", "--labels", "0,1", "--output", str(tmp_path / "s.png")])
+    expected = generate_images(prior, 4, labels=torch.tensor([0, 0, 1, 1]), generator=torch.Generator().manual_seed(0),
+                               progress=False)
+    image_grid(expected, scale=2).save(tmp_path / "expected.png")
+    assert Image.open(tmp_path / "s.png").tobytes() == Image.open(tmp_path / "expected.png").tobytes()

@@ -55,11 +55,11 @@ def models():
         "cvae": build(CVAEModel, CVAEConfig, latent_dim=4, num_classes=3, label_embedding_dim=4, label_dropout=0.2, **image),
         "vqvae": build(VQVAEModel, VQVAEConfig, codebook_size=8, embedding_dim=4, **image),
         # over the VQ-VAE's 4 x 4 code grid
-        "code_prior": build(TransformerPriorModel, TransformerPriorConfig, vocab_size=8, grid_size=4, n_layer=1, n_head=2,
-                            n_embd=8, token_source="vqvae_codes"),
+        "code_prior": build(TransformerPriorModel, TransformerPriorConfig, vocab_size=8, grid_size=4, num_layers=1, num_heads=2,
+                            hidden_size=8, token_source="vqvae_codes"),
         # over binarized 4 x 4 pixels, class-conditional with label dropout (guidance)
         "pixel_prior": build(PixelCNNPriorModel, PixelCNNPriorConfig, vocab_size=2, grid_size=4, token_source="pixels",
-                             hidden_channels=4, num_layers=2, output_channels=4, num_classes=2, label_dropout=0.2),
+                             hidden_size=4, num_layers=2, output_channels=4, num_classes=2, label_dropout=0.2),
     }
 
 
@@ -179,14 +179,14 @@ def test_generation_rejects_bad_arguments(models):
         vae_pipe(seed=1, generator=seeded())
     with pytest.raises(ValueError, match="`labels`"):
         pipeline(GEN, model=models["pixel_prior"].__class__(PixelCNNPriorConfig(
-            vocab_size=2, grid_size=4, token_source="pixels", hidden_channels=4, num_layers=1, output_channels=4)))(labels=0)
+            vocab_size=2, grid_size=4, token_source="pixels", hidden_size=4, num_layers=1, output_channels=4)))(labels=0)
     with pytest.raises(ValueError, match="`model`"):
         pipeline(GEN, model=models["vqvae"])  # a VQ-VAE has no prior
     with pytest.raises(ValueError, match="`vqvae`"):
         pipeline(GEN, model=models["vae"], vqvae=models["vqvae"])
     with pytest.raises(ValueError, match="vqvae_name_or_path"):
         pipeline(GEN, model=TransformerPriorModel(TransformerPriorConfig(
-            vocab_size=8, grid_size=4, n_layer=1, n_head=2, n_embd=8, token_source="vqvae_codes")))
+            vocab_size=8, grid_size=4, num_layers=1, num_heads=2, hidden_size=8, token_source="vqvae_codes")))
 
 
 # --------------------------------------------------------------------------------------------------

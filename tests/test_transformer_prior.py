@@ -7,9 +7,9 @@ from transformers import DynamicCache
 from hf_vae import TransformerPriorConfig, TransformerPriorModel
 from hf_vae.models.transformer_prior.modeling_transformer_prior import sincos_2d_table
 
-from .test_pixelcnn_prior import TokenPriorTesterMixin, all_binary_grids, single_thread  # noqa: F401 (autouse fixture)
+from .model_tester import TokenPriorTesterMixin, all_binary_grids, single_thread  # noqa: F401 (autouse fixture)
 
-TINY = dict(vocab_size=5, grid_size=4, num_classes=3, label_dropout=0.25, n_layer=2, n_head=2, n_embd=16)
+TINY = dict(vocab_size=5, grid_size=4, num_classes=3, label_dropout=0.25, num_layers=2, num_heads=2, hidden_size=16)
 
 
 class TestTransformerPrior(TokenPriorTesterMixin):
@@ -18,6 +18,7 @@ class TestTransformerPrior(TokenPriorTesterMixin):
     model_class = TransformerPriorModel
     config_class = TransformerPriorConfig
     config_kwargs = {**TINY, "position_embedding": "2d_sincos"}
+    legacy_config_fields = {"n_layer": "num_layers", "n_head": "num_heads", "n_embd": "hidden_size"}
     bad_config_values = [
         ("vocab_size", 0),
         ("grid_size", -1),
@@ -25,9 +26,9 @@ class TestTransformerPrior(TokenPriorTesterMixin):
         ("label_dropout", -0.1),
         ("token_source", "codes"),
         ("vqvae_revision", 3),
-        ("n_layer", 0),
-        ("n_head", 3),  # does not divide n_embd
-        ("n_embd", 18),  # not divisible by 4 for 2d_sincos
+        ("num_layers", 0),
+        ("num_heads", 3),  # does not divide hidden_size
+        ("hidden_size", 18),  # not divisible by 4 for 2d_sincos
         ("dropout", 1.0),
         ("bias", "yes"),
         ("position_embedding", "rope"),
@@ -47,11 +48,11 @@ class TestTransformerPrior(TokenPriorTesterMixin):
         model = self.get_model().eval()
         inputs = self.get_inputs()
         grid = model(**inputs)
-        flat = model(inputs["input_ids"].flatten(1), labels=inputs["labels"])
+        flat = model(inputs["indices"].flatten(1), labels=inputs["labels"])
         assert grid.logits.shape == (4, 16, 5)
         torch.testing.assert_close(grid.log_likelihood, flat.log_likelihood)
-        with pytest.raises(ValueError, match="input_ids"):
-            model(inputs["input_ids"].flatten(1)[:, :7], labels=inputs["labels"])  # a prefix only when decoding
+        with pytest.raises(ValueError, match="indices"):
+            model(inputs["indices"].flatten(1)[:, :7], labels=inputs["labels"])  # a prefix only when decoding
 
 
 def _model(**overrides):
@@ -110,7 +111,7 @@ def test_incremental_decoding_matches_the_full_pass():
         assert step.loss is None and step.log_likelihood is None
         pieces.append(step.logits)
     torch.testing.assert_close(torch.cat(pieces, dim=1), full.logits, atol=1e-5, rtol=1e-5)
-    with pytest.raises(ValueError, match="input_ids"):
+    with pytest.raises(ValueError, match="indices"):
         model(x[:, 15:], labels=labels, past_key_values=cache)  # the grid is full
 
 
@@ -130,16 +131,17 @@ def test_hf_generate_completes_grids():
     """`GenerationMixin.generate` works from an empty prefix or a partial grid, conditioned through `labels`."""
     model = _model(grid_size=3)
     labels = torch.tensor([0, 2])
-    generated = model.generate(input_ids=torch.zeros(2, 0, dtype=torch.long), labels=labels, max_new_tokens=9, do_sample=False)
+    generated = model.generate(indices=torch.zeros(2, 0, dtype=torch.long), labels=labels, max_new_tokens=9, do_sample=False)
     assert generated.shape == (2, 9)
     # Greedy decoding through the cache picks the argmax of the one-pass logits at every position.
     assert torch.equal(model(generated, labels=labels).logits.argmax(-1), generated)
-    completed = model.generate(input_ids=generated[:, :4], labels=labels, max_new_tokens=5, do_sample=False)
+    completed = model.generate(indices=generated[:, :4], labels=labels, max_new_tokens=5, do_sample=False)
     assert torch.equal(completed, generated)
+    assert torch.equal(model.generate(generated[:, :4], labels=labels, max_new_tokens=5, do_sample=False), generated)
     torch.manual_seed(0)
-    drawn = model.generate(input_ids=torch.zeros(2, 0, dtype=torch.long), labels=labels, max_new_tokens=9, do_sample=True)
+    drawn = model.generate(indices=torch.zeros(2, 0, dtype=torch.long), labels=labels, max_new_tokens=9, do_sample=True)
     assert drawn.shape == (2, 9) and drawn.max() < 5
     with pytest.raises(ValueError, match="use_cache"):
-        model.generate(input_ids=generated[:, :4], labels=labels, max_new_tokens=5, use_cache=False)
-    with pytest.raises(ValueError, match="input_ids"):
-        model.generate(input_ids=generated[:, :4], labels=labels, max_new_tokens=6)  # past the end of the grid
+        model.generate(indices=generated[:, :4], labels=labels, max_new_tokens=5, use_cache=False)
+    with pytest.raises(ValueError, match="indices"):
+        model.generate(indices=generated[:, :4], labels=labels, max_new_tokens=6)  # past the end of the grid

@@ -96,10 +96,15 @@ def call_with_options(method, owner, /, *args, **options):
     (`guidance_scale=1`). `None` means "the method's default": it is passed only to a parameter that has
     no default, so the method's own check names it (e.g. a CVAE's required `labels`)."""
     accepted = inspect.signature(method).parameters
+    # A method that forwards `**kwargs` (`generate_images` to `prior.sample`) leaves the check to its target.
+    forwards = any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in accepted.values())
     kwargs = {}
     for name, value in options.items():
         if name not in accepted:
             if value is None or NEUTRAL_VALUES.get(name, object()) == value:
+                continue
+            if forwards:
+                kwargs[name] = value
                 continue
             takes = sorted(p for p in accepted if p not in ("self", "num_samples", "pixel_values", "progress"))
             raise ValueError(

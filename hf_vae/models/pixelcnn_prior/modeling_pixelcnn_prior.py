@@ -2,8 +2,9 @@
 "Conditional Image Generation with PixelCNN Decoders").
 
 Read top-down: the shifts that make a convolution causal -> one gated layer of the vertical and
-horizontal stacks -> `PixelCNNPriorModel` (forward = exact NLL per token, then `log_likelihood`,
-`bits_per_token`, `bits_per_dim`, `sample`). Sampling runs through `hf_vae/sampling.py`.
+horizontal stacks -> `PixelCNNPriorModel` (forward = exact NLL per token, then `log_likelihood` and the logits
+function `sample` draws with; `sample`, `bits_per_token` and `bits_per_dim` come from
+`TokenPriorPreTrainedModel`). Sampling runs through `hf_vae/sampling.py`.
 
 Causality without a blind spot (paper section 2.2): the vertical stack at row i sees only rows < i
 (a shift down before the first layer, kernels that never look below their own row after it); the
@@ -18,11 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...distributions import uniform
 from ...modeling_outputs import TokenPriorOutput
 from ...modeling_utils import TokenPriorPreTrainedModel
-from ...validation import check_generator, check_indices, check_labels
-from ...sampling import sample_tokens
+from ...sampling import LogitsFn
+from ...validation import check_generator, check_indices
 from .configuration_pixelcnn_prior import PixelCNNPriorConfig
 
 
@@ -46,7 +46,8 @@ class GatedLayer(nn.Module):
     """One layer of both stacks (paper Fig. 2): (vertical, horizontal) -> (vertical, horizontal, skip).
 
     Type A (`first=True`) shifts its inputs so the current token is excluded; type B keeps it (its
-    inputs already exclude it). Class conditioning adds a learned per-class bias to every gate.
+    inputs already exclude it). Class conditioning adds a learned per-class bias to every gate
+    (`class_ids` (B,); ignored by an unconditional model, which has no bias table).
     """
 
     def __init__(self, channels: int, kernel_size: int, first: bool, num_conditions: int | None):
@@ -61,7 +62,7 @@ class GatedLayer(nn.Module):
         self.vertical_to_horizontal = nn.Conv2d(2 * channels, 2 * channels, 1)
         self.residual = nn.Conv2d(channels, channels, 1)
         self.skip = nn.Conv2d(channels, channels, 1)
-        # Bias V^T h for the vertical and horizontal gates (paper eq. 4); the last class is the null one.
+        # Bias V^T h for the vertical and horizontal gates (paper eq. 4); the last class is the null label.
         self.class_bias = nn.Embedding(num_conditions, 4 * channels) if num_conditions else None
 
     def forward(self, vertical, horizontal, class_ids=None):
@@ -85,7 +86,7 @@ class PixelCNNPriorPreTrainedModel(TokenPriorPreTrainedModel):
 class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
     """Gated PixelCNN p(x) = prod_i p(x_i | x_<i, class) over a (grid_size x grid_size) token grid.
 
-    `forward(input_ids)` returns the mean NLL per token (`loss`), the logits (B, vocab_size, H, W) and
+    `forward(indices)` returns the mean NLL per token (`loss`), the logits (B, vocab_size, H, W) and
     the exact per-example log-likelihood in nats.
     """
 
@@ -93,7 +94,7 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
 
     def __init__(self, config: PixelCNNPriorConfig):
         super().__init__(config)
-        channels = config.hidden_channels
+        channels = config.hidden_size
         num_conditions = None if config.num_classes is None else config.num_classes + 1
         self.token_embedding = nn.Embedding(config.vocab_size, channels)
         self.layers = nn.ModuleList(
@@ -108,34 +109,11 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
         )
         self.post_init()
 
-    # -- checks and conditioning ----------------------------------------------------------------------
-
-    def _check_indices(self, input_ids, name: str = "input_ids") -> None:
-        check_indices(input_ids, self.config.vocab_size, self.config.grid_size, name)
-
-    def _class_ids(self, labels, batch_size: int, generator=None, drop_labels: bool = False):
-        """Labels (B,) -> class ids (B,) for the gates (None when unconditional), with label dropout if asked."""
-        check_labels(labels, self.config.num_classes, batch_size)
-        if self.config.num_classes is None:
-            return None
-        if labels is None:
-            if self.config.label_dropout == 0:
-                raise ValueError(
-                    "`labels` are required: this prior is class-conditional and was configured without label "
-                    "dropout (label_dropout=0), so it has no unconditional mode; got None"
-                )
-            return torch.full((batch_size,), self.null_class, dtype=torch.long, device=self.device)
-        labels = labels.to(self.device)
-        if drop_labels and self.config.label_dropout > 0:
-            drop = uniform((batch_size,), generator=generator, device=labels.device) < self.config.label_dropout
-            labels = labels.masked_fill(drop, self.null_class)
-        return labels
-
     # -- the network ------------------------------------------------------------------------------
 
-    def _logits(self, input_ids: torch.Tensor, class_ids: torch.Tensor | None) -> torch.Tensor:
+    def _logits(self, indices: torch.Tensor, class_ids: torch.Tensor) -> torch.Tensor:
         """Token grid (B, H', W) -> logits (B, vocab_size, H', W); any number of rows H' (causal in rows)."""
-        x = self.token_embedding(input_ids).permute(0, 3, 1, 2)  # (B, C, H', W)
+        x = self.token_embedding(indices).permute(0, 3, 1, 2)  # (B, C, H', W)
         vertical, horizontal, skips = x, x, 0
         for layer in self.layers:
             vertical, horizontal, skip = layer(vertical, horizontal, class_ids)
@@ -145,79 +123,49 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
 
     def forward(
         self,
-        input_ids: torch.Tensor,
+        indices: torch.Tensor,
         labels: torch.Tensor | None = None,
+        *,
         generator: torch.Generator | None = None,
         return_dict: bool = True,
     ) -> TokenPriorOutput | tuple:
         """Exact negative log-likelihood of token grids.
 
         Args:
-            input_ids: (B, grid_size, grid_size) integer tokens in [0, vocab_size).
-            labels: (B,) class ids in [0, num_classes) for a conditional prior; None = the null class
+            indices: (B, grid_size, grid_size) integer tokens in [0, vocab_size).
+            labels: (B,) class ids in [0, num_classes) for a conditional prior; None = the null label
                 (needs `label_dropout > 0`). Must be None for an unconditional prior.
             generator: drives label dropout in training (reproducible losses).
             return_dict: return a `TokenPriorOutput` (default) or a tuple.
         """
-        self._check_indices(input_ids)
+        check_indices(indices, self.config.vocab_size, self.config.grid_size)
         check_generator(generator)
-        class_ids = self._class_ids(labels, input_ids.shape[0], generator, drop_labels=self.training)
-        input_ids = input_ids.to(self.device)
-        logits = self._logits(input_ids, class_ids)
-        token_nll = F.cross_entropy(logits, input_ids, reduction="none")  # (B, H, W) in nats
+        class_ids = self._condition_ids(labels, indices.shape[0], generator, drop_labels=self.training)
+        indices = indices.to(self.device)
+        logits = self._logits(indices, class_ids)
+        token_nll = F.cross_entropy(logits, indices, reduction="none")  # (B, H, W) in nats
         output = TokenPriorOutput(loss=token_nll.mean(), logits=logits, log_likelihood=-token_nll.sum(dim=(1, 2)))
         return output if return_dict else output.to_tuple()
 
-    # -- public methods -------------------------------------------------------------------------------
+    # -- public methods (`sample`, `bits_per_token`, `bits_per_dim`: `TokenPriorPreTrainedModel`) ------
 
     @torch.no_grad()
-    def log_likelihood(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Exact log p(input_ids | labels) per example in nats, shape (B,) (no label dropout)."""
-        self._check_indices(input_ids)
-        class_ids = self._class_ids(labels, input_ids.shape[0])
-        input_ids = input_ids.to(self.device)
-        logits = self._logits(input_ids, class_ids)
-        return -F.cross_entropy(logits, input_ids, reduction="none").sum(dim=(1, 2))
+    def log_likelihood(self, indices: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Exact log p(indices | labels) per example in nats, shape (B,) (no label dropout)."""
+        check_indices(indices, self.config.vocab_size, self.config.grid_size)
+        class_ids = self._condition_ids(labels, indices.shape[0])
+        indices = indices.to(self.device)
+        return -F.cross_entropy(self._logits(indices, class_ids), indices, reduction="none").sum(dim=(1, 2))
 
-    @torch.no_grad()
-    def sample(
-        self,
-        num_samples: int,
-        labels: torch.Tensor | int | None = None,
-        guidance_scale: float = 1.0,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        generator: torch.Generator | None = None,
-        progress: bool = True,
-    ) -> torch.Tensor:
-        """Draw `num_samples` token grids (N, H, W) in raster order through `hf_vae.sampling.sample_tokens`.
-
-        Each position reruns the network on the rows drawn so far (cost O(H * W) passes: fine for small
-        grids such as VQ-VAE codes or 28 x 28 binarized digits).
-
-        Args:
-            labels: (N,) class ids, or one int for all samples, for a conditional prior; None samples the
-                unconditional model (null class, needs `label_dropout > 0`).
-            guidance_scale: classifier-free guidance scale; != 1 needs `labels` and `label_dropout > 0`.
-            temperature, top_k, top_p: see `hf_vae.sampling.sample_from_logits`.
-            generator: drives every draw (reproducible samples).
-            progress: show a progress bar over the H * W positions.
-        """
-        labels, guided = self._check_sampling(num_samples, labels, temperature, top_k, top_p, guidance_scale, generator)
-        class_ids = self._class_ids(labels, num_samples)
-        if guided:  # one unconditional (null-class) row per sample for classifier-free guidance
-            class_ids = torch.cat([class_ids, torch.full_like(class_ids, self.null_class)])
+    def _next_token_logits(self, condition_ids: torch.Tensor) -> LogitsFn:
+        """Each position reruns the network on the rows drawn so far (O(H * W) passes: fine for small grids
+        such as VQ-VAE codes or 28 x 28 binarized digits)."""
         size = self.config.grid_size
 
         def logits_fn(tokens, position, state):
             row, col = divmod(position, size)
             # Rows below `row` cannot influence it (causal), so only rows 0..row are computed.
             grid = tokens.view(-1, size, size)[:, : row + 1]
-            return self._logits(grid, class_ids)[:, :, row, col], state
+            return self._logits(grid, condition_ids)[:, :, row, col], state
 
-        tokens = sample_tokens(
-            logits_fn, num_samples, size * size, temperature=temperature, top_k=top_k, top_p=top_p,
-            guidance_scale=guidance_scale, generator=generator, device=self.device, progress=progress,
-        )
-        return tokens.view(num_samples, size, size)
+        return logits_fn

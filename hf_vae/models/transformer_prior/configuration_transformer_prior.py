@@ -2,71 +2,57 @@
 
 from __future__ import annotations
 
-from ...configuration_utils import HfVaeConfig
-
-from ...validation import check_choice, check_float, check_int
-from ...modeling_utils import check_token_prior_fields
+from ...configuration_utils import TokenPriorConfig
+from ...validation import check_bool, check_choice, check_float, check_int
 
 POSITION_EMBEDDINGS = ("learned", "2d_sincos")
 
 
-class TransformerPriorConfig(HfVaeConfig):
+class TransformerPriorConfig(TokenPriorConfig):
     r"""Configuration of a decoder-only transformer over a square grid of integer tokens in raster order.
 
     The sequence is a start token (the class token of a conditional prior, a single BOS token otherwise)
     followed by the grid tokens; the output at each position is the distribution of the next grid token.
-    The fields shared by every token prior come first and carry the same names there.
+    The fields every token prior shares (`vocab_size`, `grid_size`, `num_classes`, `label_dropout`,
+    `vqvae_name_or_path`, `vqvae_revision`, `token_source`, `pixel_levels`) are documented on
+    `TokenPriorConfig`; with `num_classes` set, the start token is the class token (index `num_classes`:
+    the null label).
 
     Args:
-        vocab_size (`int`, defaults to 512): number of distinct tokens; ids live in [0, vocab_size).
-        grid_size (`int`, defaults to 8): height and width of the square token grid.
-        num_classes (`int`, *optional*): number of classes for class-conditional modelling; `None` is
-            unconditional. The start token is then the class token, with index `num_classes` the null class.
-        label_dropout (`float`, defaults to 0.0): probability that a training label is replaced by the
-            null class, so one model is also unconditional (needed for classifier-free guidance).
-        vqvae_name_or_path (`str`, *optional*): the VQ-VAE whose codes this prior models (recorded only).
-        vqvae_revision (`str`, *optional*): its revision (recorded only).
-        token_source (`str`, defaults to `"vqvae_codes"`): `"vqvae_codes"` or `"pixels"` (quantized pixels).
-        pixel_levels (`int`, *optional*): for pixel tokens, the number of grey levels; token t is the pixel
-            value t / (pixel_levels - 1). Must equal `vocab_size`; `None` fills it in. Must be `None` for codes.
-        n_layer (`int`, defaults to 4): transformer blocks.
-        n_head (`int`, defaults to 4): attention heads; must divide `n_embd`.
-        n_embd (`int`, defaults to 128): width of the residual stream.
+        num_layers (`int`, defaults to 4): transformer blocks (nanoGPT's `n_layer`).
+        num_heads (`int`, defaults to 4): attention heads; must divide `hidden_size` (nanoGPT's `n_head`).
+        hidden_size (`int`, defaults to 128): width of the residual stream (nanoGPT's `n_embd`).
         dropout (`float`, defaults to 0.0): dropout on embeddings, attention weights and residual branches.
         bias (`bool`, defaults to True): biases in the linear layers and layer norms.
         position_embedding (`str`, defaults to `"learned"`): `"learned"` (a table over the grid positions)
-            or `"2d_sincos"` (fixed sin/cos of row and column; `n_embd` must be divisible by 4).
+            or `"2d_sincos"` (fixed sin/cos of row and column; `hidden_size` must be divisible by 4).
+
+    Configs saved before the refactor name the first three `n_layer`, `n_head`, `n_embd`; they still load.
     """
 
     model_type = "transformer_prior"
-    # The transformers names of the GPT fields, so generation utilities (caches) find them.
-    attribute_map = {"hidden_size": "n_embd", "num_hidden_layers": "n_layer", "num_attention_heads": "n_head"}
+    legacy_field_names = {"n_layer": "num_layers", "n_head": "num_heads", "n_embd": "hidden_size"}
+    # The transformers names of these fields, so generation utilities (caches) find them.
+    attribute_map = {"num_hidden_layers": "num_layers", "num_attention_heads": "num_heads"}
 
-    vocab_size: int = 512
-    grid_size: int = 8
-    num_classes: int | None = None
-    label_dropout: float = 0.0
-    vqvae_name_or_path: str | None = None
-    vqvae_revision: str | None = None
-    token_source: str = "vqvae_codes"
-    pixel_levels: int | None = None
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    hidden_size: int = 128
     dropout: float = 0.0
     bias: bool = True
     position_embedding: str = "learned"
 
     def _check_fields(self) -> None:
-        check_token_prior_fields(self)
-        check_int("n_layer", self.n_layer, minimum=1)
-        check_int("n_head", self.n_head, minimum=1)
-        check_int("n_embd", self.n_embd, minimum=1)
-        if self.n_embd % self.n_head != 0:
-            raise ValueError(f"`n_head` must divide n_embd={self.n_embd}, got {self.n_head!r}")
+        super()._check_fields()
+        check_int("num_layers", self.num_layers, minimum=1)
+        check_int("num_heads", self.num_heads, minimum=1)
+        check_int("hidden_size", self.hidden_size, minimum=1)
+        if self.hidden_size % self.num_heads != 0:
+            raise ValueError(f"`num_heads` must divide hidden_size={self.hidden_size}, got {self.num_heads!r}")
         check_float("dropout", self.dropout, minimum=0.0, maximum=1.0, exclusive_maximum=True)
-        if not isinstance(self.bias, bool):
-            raise ValueError(f"`bias` must be a bool, got {self.bias!r}")
+        check_bool("bias", self.bias)
         check_choice("position_embedding", self.position_embedding, POSITION_EMBEDDINGS)
-        if self.position_embedding == "2d_sincos" and self.n_embd % 4 != 0:
-            raise ValueError(f"`n_embd` must be divisible by 4 for 2d_sincos position embeddings, got {self.n_embd!r}")
+        if self.position_embedding == "2d_sincos" and self.hidden_size % 4 != 0:
+            raise ValueError(
+                f"`hidden_size` must be divisible by 4 for 2d_sincos position embeddings, got {self.hidden_size!r}"
+            )

@@ -1,12 +1,13 @@
 """A GPT-style transformer prior over token grids as a Hugging Face model (nanoGPT's model.py, on a grid).
 
 Read top-down: position tables -> attention with a key/value cache -> MLP -> block ->
-`TransformerPriorModel` (forward = exact NLL per token, then `log_likelihood`, `bits_per_token`,
-`bits_per_dim`, `sample`). Sampling runs through `hf_vae/sampling.py`, with or without the cache.
+`TransformerPriorModel` (forward = exact NLL per token, then `log_likelihood` and the logits function
+`sample` draws with; `sample`, `bits_per_token` and `bits_per_dim` come from `TokenPriorPreTrainedModel`).
+Sampling runs through `hf_vae/sampling.py`, with or without the cache.
 
 The sequence for a grid x_0 .. x_{N-1} (N = H * W, raster order) is [start, x_0, ..., x_{N-2}]: the
 output at sequence position p is the distribution of x_p, so logits line up with the grid tokens. The
-start token is the class token of a conditional prior (index `num_classes` = null class, for label
+start token is the class token of a conditional prior (index `num_classes` = the null label, for label
 dropout and classifier-free guidance) or a single BOS token. Position p carries the (row, column) of
 the token it predicts.
 """
@@ -21,11 +22,10 @@ from torch import nn
 from transformers import DynamicCache, GenerationMixin
 from transformers import initialization as init
 
-from ...distributions import uniform
 from ...modeling_outputs import TokenPriorOutput
 from ...modeling_utils import TokenPriorPreTrainedModel
-from ...validation import check_generator, check_indices, check_labels
-from ...sampling import sample_tokens
+from ...sampling import LogitsFn
+from ...validation import check_bool, check_generator, check_indices
 from .configuration_transformer_prior import TransformerPriorConfig
 
 
@@ -63,17 +63,17 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, config: TransformerPriorConfig, layer_idx: int):
         super().__init__()
         self.layer_idx = layer_idx
-        self.n_head = config.n_head
+        self.num_heads = config.num_heads
         self.dropout = config.dropout
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.c_attn = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.bias)
+        self.c_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=config.bias)
         self.c_proj.is_residual_projection = True  # scaled init (GPT-2), see `_init_weights`
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, past_key_values: DynamicCache | None, past_length: int) -> torch.Tensor:
         B, T, C = x.shape
-        # (B, T, 3C) -> three (B, n_head, T, head_dim)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in self.c_attn(x).split(C, dim=2))
+        # (B, T, 3C) -> three (B, num_heads, T, head_dim)
+        q, k, v = (t.view(B, T, self.num_heads, C // self.num_heads).transpose(1, 2) for t in self.c_attn(x).split(C, dim=2))
         if past_key_values is not None:
             k, v = past_key_values.update(k, v, self.layer_idx)
         if past_length == 0:
@@ -93,9 +93,9 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, config: TransformerPriorConfig):
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_fc = nn.Linear(config.hidden_size, 4 * config.hidden_size, bias=config.bias)
         self.gelu = nn.GELU()
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.hidden_size, config.hidden_size, bias=config.bias)
         self.c_proj.is_residual_projection = True
         self.dropout = nn.Dropout(config.dropout)
 
@@ -108,9 +108,9 @@ class Block(nn.Module):
 
     def __init__(self, config: TransformerPriorConfig, layer_idx: int):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_1 = nn.LayerNorm(config.hidden_size, bias=config.bias)
         self.attn = CausalSelfAttention(config, layer_idx)
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_2 = nn.LayerNorm(config.hidden_size, bias=config.bias)
         self.mlp = MLP(config)
 
     def forward(self, x, past_key_values, past_length):
@@ -124,10 +124,10 @@ class TransformerPriorPreTrainedModel(TokenPriorPreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        # GPT-2 / nanoGPT init: N(0, 0.02), residual projections scaled by 1/sqrt(2 * n_layer). The
+        # GPT-2 / nanoGPT init: N(0, 0.02), residual projections scaled by 1/sqrt(2 * num_layers). The
         # torch.nn.init calls are guarded by transformers, so loaded weights are never overwritten.
         if isinstance(module, nn.Linear):
-            std = 0.02 / math.sqrt(2 * self.config.n_layer) if getattr(module, "is_residual_projection", False) else 0.02
+            std = 0.02 / math.sqrt(2 * self.config.num_layers) if getattr(module, "is_residual_projection", False) else 0.02
             nn.init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
@@ -144,26 +144,28 @@ class TransformerPriorPreTrainedModel(TokenPriorPreTrainedModel):
 class TransformerPriorModel(TransformerPriorPreTrainedModel, GenerationMixin):
     """Decoder-only transformer p(x) = prod_i p(x_i | x_<i, class) over a (grid_size x grid_size) token grid.
 
-    `forward(input_ids)` returns the mean NLL per token (`loss`), the logits (B, sequence, vocab_size)
+    `forward(indices)` returns the mean NLL per token (`loss`), the logits (B, sequence, vocab_size)
     and the exact per-example log-likelihood in nats; `use_cache=True` also returns the key/value cache.
+    `sample` (from `TokenPriorPreTrainedModel`) also takes `use_cache` (default True; same draws).
     """
 
     card_template = "transformer_prior.md.j2"
+    decoding_options = frozenset({"use_cache"})
 
     def __init__(self, config: TransformerPriorConfig):
         super().__init__(config)
         self.num_positions = config.grid_size**2
-        self.token_embedding = nn.Embedding(config.vocab_size, config.n_embd)
-        # Start tokens: one per class plus the null class, or a single BOS token when unconditional.
-        self.start_embedding = nn.Embedding(1 if config.num_classes is None else config.num_classes + 1, config.n_embd)
+        self.token_embedding = nn.Embedding(config.vocab_size, config.hidden_size)
+        # Start tokens: one per class plus the null label, or a single BOS token when unconditional.
+        self.start_embedding = nn.Embedding(1 if config.num_classes is None else config.num_classes + 1, config.hidden_size)
         if config.position_embedding == "learned":
-            self.position_embedding = nn.Embedding(self.num_positions, config.n_embd)
+            self.position_embedding = nn.Embedding(self.num_positions, config.hidden_size)
         else:
-            self.position_embedding = SinCos2dPositionEmbedding(config.grid_size, config.n_embd)
+            self.position_embedding = SinCos2dPositionEmbedding(config.grid_size, config.hidden_size)
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
-        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.num_layers))
+        self.ln_f = nn.LayerNorm(config.hidden_size, bias=config.bias)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -172,55 +174,48 @@ class TransformerPriorModel(TransformerPriorPreTrainedModel, GenerationMixin):
     def get_output_embeddings(self) -> nn.Linear:
         return self.lm_head
 
-    def prepare_inputs_for_generation(self, input_ids, labels=None, **kwargs):
-        """`GenerationMixin` hook: the default one, plus the class `labels` (which it never forwards).
+    # -- transformers `generate` ------------------------------------------------------------------------
+    # GenerationMixin names its running sequence `input_ids` (the text convention) wherever the model's
+    # main input is called something else; these two methods translate at its edges, so callers and
+    # `forward` only ever see `indices`.
 
-        So `generate(input_ids=prefix (B, L), labels=..., max_new_tokens=N - L)` completes grids; an empty
-        prefix (B, 0) samples whole ones. It decodes with the key/value cache (forward accepts prefixes
-        only then); `sample` is the hf_vae way (guidance, with or without the cache).
+    def generate(self, indices: torch.Tensor, **kwargs):
+        """`GenerationMixin.generate` from a raster-order prefix `indices` (B, L): returns (B, L + new tokens)
+        (or generate's output object with `return_dict_in_generate=True`).
+
+        `generate(indices=prefix, labels=..., max_new_tokens=N - L)` completes grids (N = grid_size**2); an
+        empty prefix (B, 0) samples whole ones. It decodes with the key/value cache (`use_cache=False`
+        raises); `sample` is the hf_vae way (guidance, with or without the cache).
         """
+        kwargs["input_ids"] = indices  # the sequence generate() grows, under its own name
+        return super().generate(indices, **kwargs)
+
+    def prepare_inputs_for_generation(self, input_ids, labels=None, **kwargs):
+        """`GenerationMixin` hook: the default one, with the running sequence handed to `forward` as
+        `indices` and the class `labels` (which the default never forwards) passed along."""
         if kwargs.get("use_cache") is False:
             raise ValueError("`use_cache` must be True for generate (it decodes with the key/value cache), got False")
         model_inputs = super().prepare_inputs_for_generation(input_ids, **kwargs)
+        model_inputs["indices"] = model_inputs.pop("input_ids")
         model_inputs["labels"] = labels
         return model_inputs
 
-    # -- checks and conditioning ----------------------------------------------------------------------
-
-    def _start_ids(self, labels, batch_size: int, generator=None, drop_labels: bool = False) -> torch.Tensor:
-        """Labels (B,) -> start-token ids (B,): the class tokens (null where dropped), or BOS (0) if unconditional."""
-        check_labels(labels, self.config.num_classes, batch_size)
-        if self.config.num_classes is None:
-            return torch.zeros(batch_size, dtype=torch.long, device=self.device)
-        if labels is None:
-            if self.config.label_dropout == 0:
-                raise ValueError(
-                    "`labels` are required: this prior is class-conditional and was configured without label "
-                    "dropout (label_dropout=0), so it has no unconditional mode; got None"
-                )
-            return torch.full((batch_size,), self.null_class, dtype=torch.long, device=self.device)
-        labels = labels.to(self.device)
-        if drop_labels and self.config.label_dropout > 0:
-            drop = uniform((batch_size,), generator=generator, device=labels.device) < self.config.label_dropout
-            labels = labels.masked_fill(drop, self.null_class)
-        return labels
-
     # -- the network ------------------------------------------------------------------------------
 
-    def _run(self, input_ids: torch.Tensor, start_ids: torch.Tensor, past_key_values: DynamicCache | None):
-        """Grid tokens (B, T) -> logits (B, T', V).
+    def _run(self, tokens: torch.Tensor, start_ids: torch.Tensor, past_key_values: DynamicCache | None):
+        """Grid tokens in raster order (B, T) -> logits (B, T', V).
 
-        With an empty cache the sequence is [start, input_ids] cut to the grid's N positions (T' =
-        min(T + 1, N)); otherwise `input_ids` continue the cached sequence (T' = T).
+        With an empty cache the sequence is [start, tokens] cut to the grid's N positions (T' =
+        min(T + 1, N)); otherwise `tokens` continue the cached sequence (T' = T).
         """
         past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
-        x = self.token_embedding(input_ids)  # (B, T, n_embd)
+        x = self.token_embedding(tokens)  # (B, T, hidden_size)
         if past_length == 0:
             x = torch.cat([self.start_embedding(start_ids)[:, None], x], dim=1)[:, : self.num_positions]
         if past_length + x.shape[1] > self.num_positions:
             raise ValueError(
-                f"`input_ids` must end within the grid: the cache holds {past_length} of {self.num_positions} "
-                f"positions, got {input_ids.shape[1]} more tokens"
+                f"`indices` must end within the grid: the cache holds {past_length} of {self.num_positions} "
+                f"positions, got {tokens.shape[1]} more tokens"
             )
         positions = torch.arange(past_length, past_length + x.shape[1], device=x.device)
         x = self.drop(x + self.position_embedding(positions))
@@ -231,8 +226,9 @@ class TransformerPriorModel(TransformerPriorPreTrainedModel, GenerationMixin):
 
     def forward(
         self,
-        input_ids: torch.Tensor,
+        indices: torch.Tensor,
         labels: torch.Tensor | None = None,
+        *,
         past_key_values: DynamicCache | None = None,
         use_cache: bool = False,
         generator: torch.Generator | None = None,
@@ -242,12 +238,12 @@ class TransformerPriorModel(TransformerPriorPreTrainedModel, GenerationMixin):
         """Exact negative log-likelihood of token grids (or raster-order prefixes of them).
 
         Args:
-            input_ids: (B, grid_size, grid_size) integer tokens in [0, vocab_size), or the same flattened
+            indices: (B, grid_size, grid_size) integer tokens in [0, vocab_size), or the same flattened
                 in raster order (B, N). When decoding with a cache (`use_cache=True` or `past_key_values`,
                 as `generate` does) a raster-order prefix (B, L < N) is accepted too. From an empty cache
                 the output at position p is p(x_p | x_<p) for p = 0 .. min(L, N - 1); with a non-empty
-                cache, `input_ids` continue the cached sequence.
-            labels: (B,) class ids in [0, num_classes) for a conditional prior; None = the null class
+                cache, `indices` continue the cached sequence.
+            labels: (B,) class ids in [0, num_classes) for a conditional prior; None = the null label
                 (needs `label_dropout > 0`). Must be None for an unconditional prior.
             past_key_values: a `DynamicCache` to continue; `use_cache=True` creates one when None.
             use_cache: return the key/value cache in `past_key_values`.
@@ -259,18 +255,17 @@ class TransformerPriorModel(TransformerPriorPreTrainedModel, GenerationMixin):
         scores its own tokens); `None` when continuing a cache.
         """
         decoding = use_cache or past_key_values is not None
-        flat = "prefix" if decoding else "full"
-        check_indices(input_ids, self.config.vocab_size, self.config.grid_size, "input_ids", flat=flat)
+        check_indices(indices, self.config.vocab_size, self.config.grid_size, flat="prefix" if decoding else "full")
         check_generator(generator)
         if attention_mask is not None and not bool(torch.all(attention_mask == 1)):
-            raise ValueError("`attention_mask` must be None or all ones: grids have no padding")
+            raise ValueError("`attention_mask` must be None or all ones (grids have no padding), got a mask with zeros")
         if past_key_values is not None and not isinstance(past_key_values, DynamicCache):
             got = type(past_key_values).__name__
             raise ValueError(f"`past_key_values` must be a transformers DynamicCache or None, got {got}")
         if use_cache and past_key_values is None:
             past_key_values = DynamicCache()
-        tokens = input_ids.flatten(1).to(self.device)  # (B, L) raster order
-        start_ids = self._start_ids(labels, tokens.shape[0], generator, drop_labels=self.training)
+        tokens = indices.flatten(1).to(self.device)  # (B, L) raster order
+        start_ids = self._condition_ids(labels, tokens.shape[0], generator, drop_labels=self.training)
         continuing = past_key_values is not None and past_key_values.get_seq_length() > 0
         logits = self._run(tokens, start_ids, past_key_values)
 
@@ -288,60 +283,31 @@ class TransformerPriorModel(TransformerPriorPreTrainedModel, GenerationMixin):
         )
         return output if return_dict else output.to_tuple()
 
-    # -- public methods -------------------------------------------------------------------------------
+    # -- public methods (`bits_per_token`, `bits_per_dim`: `TokenPriorPreTrainedModel`) -------------
 
     @torch.no_grad()
-    def log_likelihood(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Exact log p(input_ids | labels) per example in nats, shape (B,) (no label dropout).
+    def log_likelihood(self, indices: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Exact log p(indices | labels) per example in nats, shape (B,) (no label dropout).
 
-        `input_ids`: grids (B, H, W), or flattened in raster order (B, H * W).
+        `indices`: grids (B, H, W), or flattened in raster order (B, H * W).
         """
-        check_indices(input_ids, self.config.vocab_size, self.config.grid_size, "input_ids", flat="full")
-        tokens = input_ids.flatten(1).to(self.device)
-        logits = self._run(tokens, self._start_ids(labels, tokens.shape[0]), None)
+        check_indices(indices, self.config.vocab_size, self.config.grid_size, flat="full")
+        tokens = indices.flatten(1).to(self.device)
+        logits = self._run(tokens, self._condition_ids(labels, tokens.shape[0]), None)
         return -F.cross_entropy(logits.transpose(1, 2), tokens, reduction="none").sum(dim=1)
 
-    @torch.no_grad()
-    def sample(
-        self,
-        num_samples: int,
-        labels: torch.Tensor | int | None = None,
-        guidance_scale: float = 1.0,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        generator: torch.Generator | None = None,
-        use_cache: bool = True,
-        progress: bool = True,
-    ) -> torch.Tensor:
-        """Draw `num_samples` token grids (N, H, W) in raster order through `hf_vae.sampling.sample_tokens`.
-
-        Args:
-            labels: (N,) class ids, or one int for all samples, for a conditional prior; None samples the
-                unconditional model (null class, needs `label_dropout > 0`).
-            guidance_scale: classifier-free guidance scale; != 1 needs `labels` and `label_dropout > 0`.
-            temperature, top_k, top_p: see `hf_vae.sampling.sample_from_logits`.
-            generator: drives every draw (reproducible samples).
-            use_cache: feed one token per step against a key/value cache (O(N) work per step) instead of
-                rerunning the whole prefix (O(N^2)); the draws are the same.
-            progress: show a progress bar over the H * W positions.
-        """
-        labels, guided = self._check_sampling(num_samples, labels, temperature, top_k, top_p, guidance_scale, generator)
-        start_ids = self._start_ids(labels, num_samples)
-        if guided:  # one unconditional (null-class) row per sample for classifier-free guidance
-            start_ids = torch.cat([start_ids, torch.full_like(start_ids, self.null_class)])
+    def _next_token_logits(self, condition_ids: torch.Tensor, use_cache: bool = True) -> LogitsFn:
+        """`sample(..., use_cache=True)` feeds one token per step against a key/value cache (O(N) work per
+        step); `use_cache=False` reruns the whole prefix (O(N^2)). The draws are the same."""
+        check_bool("use_cache", use_cache)
 
         def logits_fn(tokens, position, cache):
             if use_cache:
                 cache = DynamicCache() if cache is None else cache
                 # Position 0 feeds the start token alone; position p feeds x_{p-1}, the last token drawn.
-                logits = self._run(tokens[:, max(position - 1, 0) : position], start_ids, cache)
+                logits = self._run(tokens[:, max(position - 1, 0) : position], condition_ids, cache)
             else:
-                logits = self._run(tokens[:, :position], start_ids, None)
+                logits = self._run(tokens[:, :position], condition_ids, None)
             return logits[:, -1], cache
 
-        tokens = sample_tokens(
-            logits_fn, num_samples, self.num_positions, temperature=temperature, top_k=top_k, top_p=top_p,
-            guidance_scale=guidance_scale, generator=generator, device=self.device, progress=progress,
-        )
-        return tokens.view(num_samples, self.config.grid_size, self.config.grid_size)
+        return logits_fn
