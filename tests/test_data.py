@@ -129,7 +129,7 @@ def test_interrupted_materialization_leaves_no_folder(tmp_path, monkeypatch):
         (folder / "data" / "train-00000-of-00001.parquet").write_bytes(b"half")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(hd, "_build_embedded", crash)
+    monkeypatch.setattr(hd.embedded, "_build_embedded", crash)
     with pytest.raises(KeyboardInterrupt):
         hd.materialize_embedded_dataset("digits", tmp_path)
     assert list((tmp_path / "datasets").iterdir()) == []
