@@ -39,8 +39,8 @@ import torch
 from report import command_line, processor, write_markdown
 
 import hf_vae  # noqa: F401
-from hf_vae.evaluation import evaluate
 from hf_vae.data import TensorDictDataset
+from hf_vae.evaluation import evaluate
 from hf_vae.training import Recipe, build_model, load_data, train
 
 HERE = Path(__file__).resolve().parent

@@ -81,8 +81,8 @@ def test_code_prior_recipe_encodes_the_dataset_once(tmp_path):
         "evaluation": {"num_samples": 4},
     })
     run_dir = train(recipe)
-    cached = torch.load(run_dir / "codes.pt")
-    assert cached["splits"]["test"]["indices"].shape == (300, 4, 4)
+    cached = torch.load(run_dir / "codes.pt")  # code grids under the prior's forward keyword
+    assert cached["splits"]["test"][TransformerPriorModel.main_input_name].shape == (300, 4, 4)
     assert json.loads((run_dir / "metrics.json").read_text())["test"]["bits_per_token"]["value"] > 0
     # A grid that does not match the codes fails before training.
     bad = Recipe.from_dict({**recipe.to_dict(), "training": {**recipe.to_dict()["training"], "output_dir": str(tmp_path / "bad")},
@@ -103,9 +103,9 @@ def test_code_cache_is_rebuilt_when_the_vqvae_weights_change(tmp_path):
         "data": {"dataset": "digits"},
     })
     splits, model = load_data(recipe), build_model(recipe)
-    first = prepare_prior_data(model, splits, recipe, tmp_path / "run")["test"]["indices"]
+    first = prepare_prior_data(model, splits, recipe, tmp_path / "run")["test"][model.main_input_name]
     torch.manual_seed(5)  # retrain in the same folder: other weights, same path
     VQVAEModel(vqvae.config).save_pretrained(tmp_path / "vq")
-    second = prepare_prior_data(model, splits, recipe, tmp_path / "run")["test"]["indices"]
+    second = prepare_prior_data(model, splits, recipe, tmp_path / "run")["test"][model.main_input_name]
     assert not torch.equal(first, second)
-    assert torch.equal(second, prepare_prior_data(model, splits, recipe, tmp_path / "run")["test"]["indices"])
+    assert torch.equal(second, prepare_prior_data(model, splits, recipe, tmp_path / "run")["test"][model.main_input_name])

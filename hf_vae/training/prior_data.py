@@ -2,8 +2,10 @@
 
     {"pixel_values": (N, C, H, W), "labels": (N,)} ──► VQ-VAE.encode_to_indices ──► {"indices": (N, h, w), "labels": (N,)}
 
-The cache (`<run>/codes.pt`) is keyed by the VQ-VAE's name, revision and weights and by the recipe's data
-section, so a VQ-VAE retrained in the same folder or a different dataset never reuses stale codes.
+The code grids are stored under the prior's `main_input_name` (its forward keyword, `indices`), so a batch
+is passed to `forward` as it is. The cache (`<run>/codes.pt`) is keyed by that name, the VQ-VAE's name,
+revision and weights, and the recipe's data section, so a VQ-VAE retrained in the same folder or another
+dataset never reuses stale codes.
 """
 
 from __future__ import annotations
@@ -18,12 +20,9 @@ from .recipe import Recipe
 
 __all__ = ["encode_splits_to_indices", "prepare_prior_data"]
 
-# Part of the cache key: caches written before the code grids were called `indices` are rebuilt.
-_CACHE_LAYOUT = "indices"
 
-
-def encode_splits_to_indices(splits: dict, vqvae, batch_size: int = 256) -> dict:
-    """Replace the images of every split by the VQ-VAE's code grids (`indices`, (N, h, w) int64)."""
+def encode_splits_to_indices(splits: dict, vqvae, batch_size: int = 256, key: str = "indices") -> dict:
+    """Replace the images of every split by the VQ-VAE's code grids ((N, h, w) int64, stored under `key`)."""
     vqvae.eval()
     encoded = {}
     for name, tensors in splits.items():
@@ -34,7 +33,7 @@ def encode_splits_to_indices(splits: dict, vqvae, batch_size: int = 256) -> dict
         with torch.no_grad():
             indices = torch.cat([vqvae.encode_to_indices(images[i : i + batch_size].to(vqvae.device)).cpu()
                                  for i in range(0, len(images), batch_size)])
-        encoded[name] = {"indices": indices, **({"labels": tensors["labels"]} if "labels" in tensors else {})}
+        encoded[name] = {key: indices, **({"labels": tensors["labels"]} if "labels" in tensors else {})}
     return encoded
 
 
@@ -60,13 +59,13 @@ def prepare_prior_data(model, splits: dict, recipe: Recipe, cache_dir: Path) -> 
 
     vqvae = load_vqvae(model)
     key = {"vqvae": model.config.vqvae_name_or_path, "revision": model.config.vqvae_revision,
-           "weights_sha256": _weights_sha256(vqvae), "data": dataclasses.asdict(recipe.data), "layout": _CACHE_LAYOUT}
+           "weights_sha256": _weights_sha256(vqvae), "data": dataclasses.asdict(recipe.data), "input_name": model.main_input_name}
     cache = cache_dir / "codes.pt"
     if cache.exists():
         saved = torch.load(cache)
         if saved["key"] == key:
             return saved["splits"]
-    encoded = encode_splits_to_indices(splits, vqvae)
+    encoded = encode_splits_to_indices(splits, vqvae, key=model.main_input_name)
     cache.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"key": key, "splits": encoded}, cache)
     return encoded

@@ -1,7 +1,7 @@
 """The recipe's data as in-memory splits, the model/data compatibility check, and the inputs of one step.
 
     recipe.data ──► load_data ──► {"train", "validation", "test"}: {"pixel_values": (N, C, H, W), "labels": (N,)}
-                                  (or {"indices": (N, h, w), "labels"} once `prior_data` encoded them)
+                                  (or {<main_input_name>: (N, h, w) code grids, "labels"} from `prior_data`)
     one batch + the step's generator ──► model_inputs ──► the keyword arguments of `model.forward`
 
 Every decision reads the family protocol (`input_kind`, `main_input_name`, `takes_global_step`,
@@ -62,9 +62,9 @@ def check_compatible(model, splits: dict, dynamic_binarization: bool = False) ->
     config = model.config
     train = splits["train"]
     if type(model).input_kind == "tokens":
-        if "indices" in train:
+        if model.main_input_name in train:
             # A prior over VQ-VAE codes: `prior_data` replaced the images by (N, h, w) code grids.
-            grid = tuple(train["indices"].shape[1:])
+            grid = tuple(train[model.main_input_name].shape[1:])
             if grid != (config.grid_size, config.grid_size):
                 raise ValueError(f"`model.config.grid_size` must match the {grid[0]}x{grid[1]} VQ-VAE code grids, got {config.grid_size}")
         else:
@@ -113,16 +113,14 @@ def model_inputs(model, batch: dict, *, generator: torch.Generator, global_step:
     conditional models, `global_step` only to families that take it.
     """
     inputs: dict[str, Any] = {"generator": generator}
-    if "indices" in batch:
-        inputs[model.main_input_name] = batch["indices"]
+    name, tokens = model.main_input_name, type(model).input_kind == "tokens"
+    if tokens and name in batch:
+        inputs[name] = batch[name]  # (B, h, w) VQ-VAE code grids from `prior_data`
     else:
         pixel_values = batch["pixel_values"]
         if dynamic_binarization:
             pixel_values = binarize_pixels(pixel_values, generator=generator)
-        if type(model).input_kind == "tokens":
-            inputs[model.main_input_name] = pixels_to_tokens(pixel_values, model.config.pixel_levels)
-        else:
-            inputs[model.main_input_name] = pixel_values
+        inputs[name] = pixels_to_tokens(pixel_values, model.config.pixel_levels) if tokens else pixel_values
     if type(model).takes_global_step:
         inputs["global_step"] = global_step
     if "labels" in batch and model.is_conditional:
