@@ -17,11 +17,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .binarization import BINARIZE_MODES, binarize_pixels, derived_seed, seeded_generator
 from ..validation import check_choice, check_int
+from .binarization import BINARIZE_MODES, binarize_pixels, derived_seed, seeded_generator
 from .loading import detect_columns, get_num_classes, load_image_dataset
 
 __all__ = ["ImageDataset", "TensorDictDataset", "load_split", "load_tensors", "make_dataloader"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Pixels
+# --------------------------------------------------------------------------------------------------
 
 def _channels_of_mode(mode: str, where: str) -> int:
     if mode.startswith(("I", "F")):
@@ -166,7 +171,7 @@ class ImageDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         index = int(index)
         if not -len(self) <= index < len(self):
-            raise IndexError(f"index: expected in [-{len(self)}, {len(self)}), received {index}")
+            raise IndexError(f"`index` must be in [-{len(self)}, {len(self)}), got {index}")
         index %= len(self)
         row = self.dataset[index]
         pixel_values = self._to_tensor(_as_pil(row[self.image_column], self.image_column, index), index)

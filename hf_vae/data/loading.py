@@ -19,6 +19,7 @@ __all__ = ["IMAGE_COLUMN_NAMES", "LABEL_COLUMN_NAMES", "detect_columns", "get_nu
 IMAGE_COLUMN_NAMES: tuple[str, ...] = ("image", "img", "pixel_values")
 LABEL_COLUMN_NAMES: tuple[str, ...] = ("label", "labels", "class")
 
+
 def _looks_like_local_path(name_or_path: str) -> bool:
     # Hub ids are "name" or "owner/name"; anything else is meant as a path on this machine.
     return (
