@@ -126,7 +126,7 @@ class Recipe:
         """Build a recipe, rejecting unknown sections and keys by name."""
         if not isinstance(raw, dict):
             raise ValueError(f"`recipe` must be a mapping of sections, got {type(raw).__name__}")
-        sections = {f.name: f.default_factory for f in dataclasses.fields(cls)}
+        sections = {f.name: f.default_factory for f in dataclasses.fields(cls)}  # section name -> its dataclass
         kwargs = {}
         for section, values in raw.items():
             check_choice("recipe section", section, sorted(sections))
@@ -135,7 +135,7 @@ class Recipe:
             values = values or {}
             for key in values:
                 if key not in known:
-                    raise ValueError(f"keys of recipe section `{section}` must be one of {sorted(known)}, got `{section}.{key}`")
+                    raise ValueError(f"recipe key `{section}.{key}` must be one of the `{section}` keys {sorted(known)}, got {key!r}")
             kwargs[section] = section_cls(**values)
         recipe = cls(**kwargs)
         recipe.check()
