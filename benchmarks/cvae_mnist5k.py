@@ -28,9 +28,10 @@ import torch
 from report import command_line, machine, write_markdown
 
 import hf_vae  # noqa: F401  (registers the families with AutoModel)
+from hf_vae.data import TensorDictDataset
 from hf_vae.evaluation import conditional_fidelity, evaluate
 from hf_vae.reference_classifier import load_reference_classifier, train_reference_classifier
-from hf_vae.trainer import Recipe, _TensorDataset, load_data, train
+from hf_vae.training import Recipe, load_data, train
 
 HERE = Path(__file__).resolve().parent
 RECIPE = HERE.parent / "training" / "configs" / "cvae_mnist5k.yaml"
@@ -82,7 +83,7 @@ def main() -> None:
     splits = load_data(recipe)
     seed = recipe.training.seed
     start = time.time()
-    metrics = evaluate(model, _TensorDataset(splits["test"]), num_importance_samples=0, seed=seed, progress=False,
+    metrics = evaluate(model, TensorDictDataset(splits["test"]), num_importance_samples=0, seed=seed, progress=False,
                        classifier=classifier, num_per_label=args.num_per_label, guidance_scale=args.guidance_scales)
     fidelity_rows = []
     for scale in args.guidance_scales:

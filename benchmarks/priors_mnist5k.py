@@ -37,7 +37,7 @@ from report import command_line, machine, write_markdown
 
 import hf_vae  # noqa: F401  (registers the families with AutoModel)
 from hf_vae import TransformerPriorConfig, TransformerPriorModel
-from hf_vae.trainer import Recipe, train
+from hf_vae.training import Recipe, train
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

@@ -39,8 +39,9 @@ import torch
 from report import command_line, processor, write_markdown
 
 import hf_vae  # noqa: F401
+from hf_vae.data import TensorDictDataset
 from hf_vae.evaluation import evaluate
-from hf_vae.trainer import Recipe, _TensorDataset, build_model, load_data, train
+from hf_vae.training import Recipe, build_model, load_data, train
 
 HERE = Path(__file__).resolve().parent
 RECIPE = HERE.parent / "training" / "configs" / "vae_mnist5k.yaml"
@@ -130,7 +131,7 @@ def run_pythae(recipe: Recipe, splits: dict, output_dir: Path) -> dict:
     # Score pythae's best model with the very same estimator: load its modules into an hf_vae model.
     reference.encoder.load_state_dict(best.encoder.net.state_dict())
     reference.decoder.load_state_dict(best.decoder.net.state_dict())
-    metrics = evaluate(reference, _TensorDataset(splits["test"]), batch_size=recipe.evaluation.batch_size,
+    metrics = evaluate(reference, TensorDictDataset(splits["test"]), batch_size=recipe.evaluation.batch_size,
                        num_importance_samples=recipe.evaluation.num_importance_samples, seed=t.seed,
                        max_examples=recipe.evaluation.max_examples, progress=False)
     return {

@@ -29,8 +29,9 @@ import torch
 from report import command_line, machine, write_markdown
 
 import hf_vae  # noqa: F401  (registers the families with AutoModel)
+from hf_vae.data import TensorDictDataset
 from hf_vae.evaluation import evaluate
-from hf_vae.trainer import Recipe, _TensorDataset, load_data, train
+from hf_vae.training import Recipe, load_data, train
 
 HERE = Path(__file__).resolve().parent
 RECIPE = HERE.parent / "training" / "configs" / "vqvae_mnist5k.yaml"
@@ -51,7 +52,7 @@ def run(recipe_path: str, overrides: list[str], output_dir: Path, restarts: str,
     # The stored training images are grey (the loop binarizes them per step): score one fixed binarization.
     generator = torch.Generator().manual_seed(recipe.data.binarize_seed)
     train_split["pixel_values"] = torch.bernoulli(train_split["pixel_values"], generator=generator)
-    on_train = evaluate(model, _TensorDataset(train_split), progress=False)
+    on_train = evaluate(model, TensorDictDataset(train_split), progress=False)
     return {"summary": summary, "test": summary["test"], "train": {k: m.to_dict() for k, m in on_train.items()},
             "grid": model.code_grid_size}
 

@@ -17,7 +17,7 @@ from transformers import AutoModel
 
 import hf_vae  # noqa: F401  (registers the families with AutoModel)
 from hf_vae.images import image_grid
-from hf_vae.trainer import Recipe, train
+from hf_vae.training import Recipe, train
 
 RECIPE = Path(__file__).resolve().parents[1] / "training" / "configs" / "vae_mnist5k.yaml"
 

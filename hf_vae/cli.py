@@ -17,7 +17,7 @@ from pathlib import Path
 
 
 def _train(args) -> None:
-    from .trainer import Recipe, train
+    from .training import Recipe, train
 
     overrides = list(args.set or [])
     if args.output_dir:

@@ -132,11 +132,10 @@ def load_reference_classifier(directory: str | os.PathLike, device: str | torch.
 def _load_tensors(dataset: str, split: str, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
     from . import data as hf_data
 
-    view = hf_data.load_split(dataset, split, **kwargs)
-    batches = list(torch.utils.data.DataLoader(view, batch_size=512, shuffle=False))
-    if "labels" not in batches[0]:
+    tensors = hf_data.load_tensors(hf_data.load_split(dataset, split, **kwargs))
+    if "labels" not in tensors:
         raise ValueError(f"`dataset` must have a label column to train a classifier, got {dataset!r} without one")
-    return torch.cat([b["pixel_values"] for b in batches]), torch.cat([b["labels"] for b in batches])
+    return tensors["pixel_values"], tensors["labels"]
 
 
 def _augment(images: torch.Tensor, max_shift: int, binarize_probability: float, generator: torch.Generator) -> torch.Tensor:

@@ -15,7 +15,7 @@ import yaml
 from hf_vae import cards
 from hf_vae import data as hd
 from hf_vae.evaluation import evaluate
-from hf_vae.trainer import Recipe, build_model, save_pngs
+from hf_vae.training import Recipe, build_model, save_pngs
 
 from .model_tester import REPO_ROOT
 
@@ -36,7 +36,7 @@ def run_dir(tmp_path_factory):
     model.save_pretrained(run)
     summary = {"recipe": recipe.to_dict(), "steps": 0, "test": {k: m.to_dict() for k, m in metrics.items()}}
     (run / "metrics.json").write_text(json.dumps(summary, indent=2))
-    save_pngs(model, {"pixel_values": torch.stack([test[i]["pixel_values"] for i in range(8)])}, run, num_images=16)
+    save_pngs(model, {"pixel_values": torch.stack([test[i]["pixel_values"] for i in range(8)])}, run, num_samples=16)
     return run
 
 

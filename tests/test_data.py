@@ -129,7 +129,7 @@ def test_interrupted_materialization_leaves_no_folder(tmp_path, monkeypatch):
         (folder / "data" / "train-00000-of-00001.parquet").write_bytes(b"half")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(hd, "_build_embedded", crash)
+    monkeypatch.setattr(hd.embedded, "_build_embedded", crash)
     with pytest.raises(KeyboardInterrupt):
         hd.materialize_embedded_dataset("digits", tmp_path)
     assert list((tmp_path / "datasets").iterdir()) == []
@@ -324,3 +324,14 @@ def test_static_binarization_is_the_same_in_dataloader_workers(mnist5k):
     dynamic = hd.ImageDataset(mnist5k["test"].select([0] * 32), binarize="dynamic")
     batches = [b["pixel_values"] for b in hd.make_dataloader(dynamic, 16, num_workers=2)]
     assert not torch.equal(batches[0], batches[1])
+
+
+def test_load_tensors_reads_the_whole_view_in_order(digits):
+    view = hd.ImageDataset(digits["test"], binarize="static", seed=2)
+    tensors = hd.load_tensors(view, batch_size=64)
+    assert tensors["pixel_values"].shape == (300, 1, 8, 8) and tensors["labels"].shape == (300,)
+    assert torch.equal(tensors["pixel_values"][123], view[123]["pixel_values"])
+    in_memory = hd.TensorDictDataset(tensors)
+    assert len(in_memory) == 300 and torch.equal(in_memory[7]["labels"], view[7]["labels"])
+    with pytest.raises(ValueError, match="`tensors`.*lengths"):
+        hd.TensorDictDataset({"pixel_values": torch.zeros(3, 1), "labels": torch.zeros(2)})

@@ -9,7 +9,7 @@ from transformers import AutoModel
 
 from hf_vae import PixelCNNPriorConfig, PixelCNNPriorModel, TransformerPriorConfig, TransformerPriorModel, VQVAEConfig, VQVAEModel
 from hf_vae.generation import generate_images, load_vqvae
-from hf_vae.trainer import Recipe, train
+from hf_vae.training import Recipe, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,7 +59,7 @@ def test_pixel_prior_generates_binary_images():
 def test_pixelcnn_recipe_trains_on_binarized_pixels(tmp_path):
     recipe = Recipe.from_yaml(REPO / "training" / "configs" / "pixelcnn_digits_tiny.yaml",
                               [f"training.output_dir={tmp_path / 'run'}", "training.max_steps=30", "training.progress=false",
-                               "evaluation.num_sample_images=4"])
+                               "evaluation.num_samples=4"])
     run_dir = train(recipe)
     test = json.loads((run_dir / "metrics.json").read_text())["test"]
     assert test["nll"]["estimator"] == "exact" and test["bits_per_dim"]["unit"] == "bits/dim"
@@ -78,7 +78,7 @@ def test_code_prior_recipe_encodes_the_dataset_once(tmp_path):
         "data": {"dataset": "digits"},
         "training": {"output_dir": str(tmp_path / "prior"), "max_steps": 10, "batch_size": 32, "eval_every": 10,
                      "save_every": 10, "log_every": 5, "progress": False},
-        "evaluation": {"num_sample_images": 4},
+        "evaluation": {"num_samples": 4},
     })
     run_dir = train(recipe)
     cached = torch.load(run_dir / "codes.pt")
@@ -92,7 +92,7 @@ def test_code_prior_recipe_encodes_the_dataset_once(tmp_path):
 
 
 def test_code_cache_is_rebuilt_when_the_vqvae_weights_change(tmp_path):
-    from hf_vae.trainer import build_model, load_data, prepare_prior_data
+    from hf_vae.training import build_model, load_data, prepare_prior_data
 
     vqvae = _vqvae()
     vqvae.save_pretrained(tmp_path / "vq")

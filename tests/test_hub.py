@@ -20,7 +20,7 @@ from hf_vae import data as hd
 from hf_vae.cli import main as cli_main
 from hf_vae.evaluation import EVALUATORS, Metric, evaluate
 from hf_vae.hub import HubPushError, hf_vae_families, load_model, push_embedded_dataset, push_run, run_files
-from hf_vae.trainer import Recipe, train
+from hf_vae.training import Recipe, train
 
 from .hub_server import USER
 from .model_tester import REPO_ROOT, ModelTesterMixin, run_without_hf_vae

@@ -18,7 +18,7 @@ from transformers import AutoModel
 
 from hf_vae import data as hd
 from hf_vae.evaluation import evaluate
-from hf_vae.trainer import Recipe, train
+from hf_vae.training import Recipe, train
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_RECIPE = REPO / "training" / "configs" / "vae_digits_tiny.yaml"
@@ -178,3 +178,43 @@ def test_cli_card_writes_beside_the_run(finished_run, monkeypatch, tmp_path):
     card = (finished_run / "README.md").read_text()
     assert "library_name: hf_vae" in card and "IWAE, k=50" in card
     assert not (tmp_path / "README.md").exists()
+
+
+def test_step_seed_and_dynamic_binarization_draw_the_recorded_stream():
+    """The trainer's per-step generator and binarization are the data layer's; their stream is pinned,
+    since a change would change every run (and the benchmark numbers)."""
+    from hf_vae.data import binarize_pixels, derived_seed, seeded_generator
+    from hf_vae.training import build_model, model_inputs
+
+    # Values of the pre-refactor trainer's `_step_seed(seed, step, micro, rank)`.
+    assert derived_seed(0, 1, 2, 3) == 6463705122041852897 and derived_seed(7, 0, 0, 0) == 8460147692890830636
+    model = build_model(_recipe("unused"))
+    grey = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    inputs = model_inputs(model, {"pixel_values": grey, "labels": torch.zeros(4, dtype=torch.long)},
+                          generator=seeded_generator(0, 1, 2, 3), global_step=5, dynamic_binarization=True)
+    expected = torch.bernoulli(grey, generator=torch.Generator().manual_seed(6463705122041852897))
+    assert torch.equal(inputs["pixel_values"], expected)
+    assert torch.equal(binarize_pixels(grey, seeded_generator(0, 1, 2, 3)), expected)
+    # The family protocol decides the rest: the VAE takes the step, an unconditional model no labels.
+    assert inputs["global_step"] == 5 and "labels" not in inputs
+    static = model_inputs(model, {"pixel_values": grey}, generator=seeded_generator(0), global_step=0, dynamic_binarization=False)
+    assert static["pixel_values"] is grey
+
+
+def test_model_inputs_and_pngs_follow_the_family_protocol(tmp_path):
+    from hf_vae.training import build_model, model_inputs, save_pngs
+
+    configs = REPO / "training" / "configs"
+    vqvae = build_model(Recipe.from_yaml(configs / "vqvae_digits_tiny.yaml"))
+    cvae = build_model(Recipe.from_yaml(configs / "cvae_digits_tiny.yaml"))
+    batch = {"pixel_values": torch.rand(2, 1, 8, 8), "labels": torch.tensor([3, 4])}
+    vq_inputs = model_inputs(vqvae, batch, generator=torch.Generator(), global_step=3, dynamic_binarization=False)
+    assert set(vq_inputs) == {"generator", "pixel_values"}  # takes_global_step is False, unconditional
+    cvae_inputs = model_inputs(cvae, batch, generator=torch.Generator(), global_step=3, dynamic_binarization=False)
+    assert torch.equal(cvae_inputs["labels"], batch["labels"]) and cvae_inputs["global_step"] == 3
+    # capabilities: the VQ-VAE reconstructs but does not sample; the CVAE does both.
+    test = {"pixel_values": torch.rand(3, 1, 8, 8), "labels": torch.tensor([0, 1, 2])}
+    for name, model, written in (("vq", vqvae, ["reconstructions.png"]), ("cvae", cvae, ["reconstructions.png", "samples.png"])):
+        (tmp_path / name).mkdir()
+        save_pngs(model.eval(), test, tmp_path / name, num_samples=4)
+        assert sorted(p.name for p in (tmp_path / name).iterdir()) == written

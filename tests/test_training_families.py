@@ -13,7 +13,7 @@ from transformers import AutoModel
 
 from hf_vae import data as hd
 from hf_vae.evaluation import evaluate
-from hf_vae.trainer import Recipe, train
+from hf_vae.training import Recipe, train
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "training" / "configs"

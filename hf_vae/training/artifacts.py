@@ -1,0 +1,107 @@
+"""What a finished run leaves beside its weights: `metrics.json`, `samples.png`, `reconstructions.png`,
+`training_curves.png`, and optionally the push of the whole folder to the Hub.
+
+Which PNGs are written follows the family's `capabilities` ("sample", "reconstruct").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from ..images import image_grid
+
+__all__ = ["plot_training_curves", "push_to_hub", "save_pngs", "write_metrics"]
+
+
+def write_metrics(run_dir: Path, recipe, state, metrics: dict, num_processes: int) -> None:
+    """`metrics.json`: the recipe, the run's position and speed, and every test metric (`Metric.to_dict`)."""
+    summary = {
+        "recipe": recipe.to_dict(),
+        "steps": state.step,
+        "best_step": state.best_step,
+        "train_seconds": round(state.elapsed_seconds, 1),
+        "train_images_per_second": round(state.images_seen / max(state.step_seconds, 1e-9), 1),
+        "num_processes": num_processes,
+        "test": {name: m.to_dict() for name, m in metrics.items()},
+    }
+    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
+
+
+def save_pngs(model, test: dict[str, torch.Tensor], run_dir: Path, num_samples: int = 64, seed: int = 0) -> None:
+    """samples.png (`num_samples` images drawn with a generator seeded by `seed`; a conditional model
+    cycles through its classes) and reconstructions.png (up to 16 test images above their reconstructions)."""
+    capabilities = type(model).capabilities
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(num_samples) % model.config.num_classes if model.is_conditional else None
+    nrow = int(math.sqrt(num_samples)) or 1
+    if "sample" in capabilities:
+        with torch.no_grad():
+            if type(model).input_kind == "tokens":
+                # Token grids become images through the pixel levels or the prior's VQ-VAE.
+                from ..generation import generate_images
+
+                samples = generate_images(model, num_samples, labels=labels, generator=generator, progress=False)
+            else:
+                label_kwargs = {"labels": labels} if labels is not None else {}
+                samples = model.sample(num_samples, generator=generator, **label_kwargs)
+        image_grid(samples, nrow=nrow, scale=2).save(run_dir / "samples.png")
+    if "reconstruct" in capabilities:
+        count = min(16, len(test["pixel_values"]))
+        originals = test["pixel_values"][:count]
+        label_kwargs = {"labels": test["labels"][:count]} if model.is_conditional else {}
+        with torch.no_grad():
+            recon = model.reconstruct(originals.to(model.device), **label_kwargs).cpu()
+        image_grid(torch.cat([originals, recon]), nrow=count, scale=2).save(run_dir / "reconstructions.png")
+
+
+def plot_training_curves(log_path: Path, out_path: Path) -> None:
+    """Reconstruction and KL terms and the (negative) ELBO over steps, from the JSONL log."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not log_path.exists():
+        return
+    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line]
+    series: dict[str, tuple[list, list]] = {}
+    for row in rows:
+        for key, value in row.items():
+            if key != "step" and isinstance(value, (int, float)) and not key.startswith("test/"):
+                steps, values = series.setdefault(key, ([], []))
+                steps.append(row["step"])
+                values.append(value)
+    if "train/reconstruction_loss" in series and "train/kl_loss" in series:
+        steps, recon = series["train/reconstruction_loss"]
+        kl = series["train/kl_loss"][1]
+        series["train/-elbo"] = (steps, [r + k for r, k in zip(recon, kl)])
+    panels = [
+        ("loss terms (nats)", [k for k in ("train/reconstruction_loss", "train/-elbo", "train/loss", "train/codebook_loss", "train/commitment_loss") if k in series]),
+        ("KL (nats)", [k for k in ("train/kl_loss",) if k in series]),
+        ("validation", [k for k in series if k.startswith(("validation/", "test/")) and k.endswith(("elbo", "nll", "reconstruction_loss"))]),
+    ]
+    panels = [(title, keys) for title, keys in panels if keys]
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5), squeeze=False)
+    for ax, (title, keys) in zip(axes[0], panels):
+        for key in keys:
+            ax.plot(*series[key], label=key)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+
+
+def push_to_hub(run_dir: Path, hub_args) -> str:
+    """Push the run folder to `hub_args.hub_model_id` in one commit; returns the commit URL."""
+    from ..hub import push_run
+
+    commit = push_run(run_dir, hub_args.hub_model_id, private=hub_args.private)
+    return commit.commit_url

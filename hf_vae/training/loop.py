@@ -1,0 +1,237 @@
+"""The one training loop of every family, on Accelerate.
+
+`train(recipe)` builds the model, opens the data (`splits`, `prior_data`), and only logs and
+backpropagates the model's own `loss`. It checkpoints with `accelerator.save_state` (atomically, with
+the position in a registered `TrainState`, see `checkpoints`), resumes exactly with `resume=True`, and
+ends with `save_pretrained`, `metrics.json` and the PNGs (`artifacts`).
+
+Randomness: the shuffling comes from a loader seeded with `training.seed`; everything a step draws
+(dynamic binarization, then the model's own sampling) comes from one generator seeded by
+`derived_seed(seed, step, micro-batch, rank)`, so a resumed step draws exactly what it drew before.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.state import AcceleratorState
+from accelerate.utils import ProjectConfiguration, set_seed
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from ..data import TensorDictDataset, make_dataloader, seeded_generator
+from ..evaluation import Metric, evaluate, to_flat_dict
+from .artifacts import plot_training_curves, push_to_hub, save_pngs, write_metrics
+from .checkpoints import TrainState, atomic_save_pretrained, latest_checkpoint, save_checkpoint, save_pretrained_quietly
+from .prior_data import prepare_prior_data
+from .recipe import Recipe, build_model
+from .splits import check_compatible, load_data, model_inputs
+from .tracking import JSONLTracker
+
+__all__ = ["train"]
+
+
+def _has_accelerator_device() -> bool:
+    """A CUDA, XPU or MPS device is there for Accelerate to use."""
+    xpu = getattr(torch, "xpu", None)
+    mps = getattr(torch.backends, "mps", None)
+    return torch.cuda.is_available() or bool(xpu and xpu.is_available()) or bool(mps and mps.is_available())
+
+
+def _make_accelerator(t, run_dir: Path) -> Accelerator:
+    # Accelerate keeps its state in a process-wide singleton; a second `train()` in the same Python
+    # process (notebooks, tests) may ask for another precision, so start from a fresh state.
+    AcceleratorState._reset_state()
+    accelerator = Accelerator(
+        # On a machine without a GPU, `cpu=True` is what makes Accelerate join the gloo process group a
+        # multi-process launcher set up; without it every process would train alone on the full data.
+        cpu=not _has_accelerator_device(),
+        mixed_precision=t.mixed_precision,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        # Each global batch is split across processes, so 1 and N processes see the same batches.
+        dataloader_config=DataLoaderConfiguration(split_batches=True, use_seedable_sampler=True),
+        log_with=[tr if tr != "jsonl" else JSONLTracker("hf_vae", run_dir / "logs") for tr in t.trackers],
+        project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")),
+    )
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if accelerator.num_processes != launched:
+        raise RuntimeError(f"launched as {launched} processes (WORLD_SIZE) but Accelerate formed a group of "
+                           f"{accelerator.num_processes}: the processes would train independently")
+    if t.batch_size % accelerator.num_processes:
+        raise ValueError(f"`training.batch_size` must be divisible by the {accelerator.num_processes} processes, got {t.batch_size}")
+    return accelerator
+
+
+def train(recipe: Recipe, resume: bool = False) -> Path:
+    """Train `recipe`; returns the run directory (model, metrics.json, PNGs, logs, checkpoints)."""
+    t = recipe.training
+    run_dir = Path(t.output_dir)
+    checkpoints_dir = run_dir / "checkpoints"
+    accelerator = _make_accelerator(t, run_dir)
+    if run_dir.exists() and not resume and any(run_dir.glob("checkpoints/checkpoint-*")):
+        raise ValueError(f"`output_dir` must not hold checkpoints unless --resume is passed, got {str(run_dir)!r}")
+    set_seed(t.seed)
+
+    splits = load_data(recipe)
+    model = build_model(recipe)
+    splits = prepare_prior_data(model, splits, recipe, run_dir)
+    dynamic_binarization = recipe.data.train_binarize == "dynamic"
+    check_compatible(model, splits, dynamic_binarization=dynamic_binarization)
+    if t.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2), weight_decay=t.weight_decay)
+    scheduler = get_scheduler(t.lr_scheduler, optimizer, num_warmup_steps=t.warmup_steps, num_training_steps=t.max_steps)
+    train_loader = make_dataloader(TensorDictDataset(splits["train"]), t.batch_size, shuffle=True, seed=t.seed, drop_last=True)
+    if len(train_loader) == 0:
+        raise ValueError(f"`training.batch_size` must not exceed the {len(train_loader.dataset)} training examples, got {t.batch_size}")
+    model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
+    state = TrainState()
+    accelerator.register_for_checkpointing(state)
+
+    if resume:
+        latest = latest_checkpoint(checkpoints_dir)
+        if latest is None:
+            accelerator.print(f"--resume: no checkpoint in {checkpoints_dir}, starting from scratch")
+        else:
+            accelerator.load_state(str(latest))
+            accelerator.print(f"resumed from {latest.name} at step {state.step}")
+            if accelerator.is_main_process:
+                JSONLTracker.truncate(run_dir / "logs" / "metrics.jsonl", state.step)
+    accelerator.init_trackers("hf_vae", config=recipe.to_flat_dict())
+
+    # Training autocasts explicitly (`accelerator.autocast()` below), so drop the autocast wrapper that
+    # `prepare` put on `forward`: evaluation, the test metrics and the saved model then run in fp32.
+    unwrapped = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
+    running: dict[str, list[float]] = {}
+    progress = tqdm(total=t.max_steps, initial=state.step, desc="train", disable=not (t.progress and accelerator.is_local_main_process), dynamic_ncols=True)
+    start_time = time.time() - state.elapsed_seconds
+    stop = False
+    model.train()
+    while state.step < t.max_steps and not stop:
+        train_loader.set_epoch(state.epoch)
+        loader = accelerator.skip_first_batches(train_loader, state.batches_in_epoch) if state.batches_in_epoch else train_loader
+        step_start = time.perf_counter()
+        for batch in loader:
+            generator = seeded_generator(t.seed, state.step, state.batches_in_epoch, accelerator.process_index)
+            inputs = model_inputs(unwrapped, batch, generator=generator, global_step=state.step, dynamic_binarization=dynamic_binarization)
+            with accelerator.accumulate(model):
+                with accelerator.autocast():
+                    output = model(**inputs)
+                accelerator.backward(output.loss)
+                if accelerator.sync_gradients and t.max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            state.batches_in_epoch += 1
+            state.images_seen += len(inputs[unwrapped.main_input_name]) * accelerator.num_processes
+            for key, value in _scalar_terms(output).items():
+                running.setdefault(key, []).append(value)
+            if not accelerator.sync_gradients:
+                continue
+
+            state.step += 1
+            state.step_seconds += time.perf_counter() - step_start
+            state.elapsed_seconds = time.time() - start_time
+            progress.update(1)
+            if state.step % t.log_every == 0 or state.step == t.max_steps:
+                logs = {f"train/{k}": float(np.mean(v)) for k, v in running.items()}
+                logs["train/lr"] = scheduler.get_last_lr()[0]
+                logs.update({f"train/{name}": value for name, value in unwrapped.schedule_values(state.step).items()})
+                running = {}
+                accelerator.log(logs, step=state.step)
+                progress.set_postfix({k.removeprefix("train/"): f"{v:.3g}" for k, v in logs.items() if k != "train/lr"})
+            if state.step % t.eval_every == 0 or state.step == t.max_steps:
+                stop = _evaluate_and_track(recipe, accelerator, unwrapped, splits, state, run_dir) or stop
+                model.train()
+            if t.max_time_minutes is not None and state.elapsed_seconds > 60 * t.max_time_minutes:
+                accelerator.print(f"time budget of {t.max_time_minutes} min reached at step {state.step}")
+                stop = True
+            if state.step % t.save_every == 0 or state.step == t.max_steps or stop:
+                save_checkpoint(accelerator, checkpoints_dir, state, t.save_total_limit)
+            if stop or state.step >= t.max_steps:
+                break
+            step_start = time.perf_counter()
+        else:
+            state.epoch += 1
+            state.batches_in_epoch = 0
+    progress.close()
+    accelerator.wait_for_everyone()
+
+    if accelerator.is_main_process:
+        _finish(recipe, accelerator, unwrapped, splits, state, run_dir)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return run_dir
+
+
+def _scalar_terms(output) -> dict[str, float]:
+    """Every 0-dim tensor of a ModelOutput (the named loss terms and health numbers)."""
+    return {k: float(v.detach()) for k, v in output.items() if isinstance(v, torch.Tensor) and v.ndim == 0}
+
+
+def _validation_metric(metrics: dict[str, Metric]) -> float:
+    """Lower is better: -ELBO for latent-variable families, else NLL or the loss."""
+    for name, sign in (("elbo", -1.0), ("nll", 1.0), ("loss", 1.0), ("reconstruction_loss", 1.0)):
+        if name in metrics:
+            return sign * float(metrics[name].value)
+    raise ValueError(f"`metrics` must hold one of elbo, nll, loss or reconstruction_loss, got {sorted(metrics)}")
+
+
+def _evaluate_and_track(recipe, accelerator, model, splits, state, run_dir) -> bool:
+    """Evaluate on the validation split (or test when none is carved), log, keep the best weights.
+
+    Only the main process evaluates (on the unwrapped model); the stop decision reaches every process
+    through Accelerate's trigger. Returns True when early stopping fires.
+    """
+    t, e = recipe.training, recipe.evaluation
+    split = "validation" if splits["validation"] else "test"
+    if accelerator.is_main_process:
+        with warnings.catch_warnings():
+            # Early in training most units are inactive; the collapse warning is for the final model.
+            warnings.simplefilter("ignore", UserWarning)
+            metrics = evaluate(model, TensorDictDataset(splits[split]), batch_size=e.batch_size,
+                               num_importance_samples=e.validation_importance_samples, seed=t.seed, progress=False)
+        accelerator.log(to_flat_dict(metrics, prefix=f"{split}/"), step=state.step)
+        value = _validation_metric(metrics)
+        if value < state.best_metric:
+            state.best_metric, state.best_step, state.evals_without_improvement = value, state.step, 0
+            if t.keep_best:
+                atomic_save_pretrained(model, run_dir / "best_model")
+        else:
+            state.evals_without_improvement += 1
+            if t.early_stopping_patience is not None and state.evals_without_improvement >= t.early_stopping_patience:
+                accelerator.print(f"early stopping at step {state.step}: best {split} value {state.best_metric:.3f} at step {state.best_step}")
+                accelerator.set_trigger()
+    return accelerator.check_trigger()
+
+
+def _finish(recipe, accelerator, model, splits, state, run_dir: Path) -> None:
+    """Best weights -> final test evaluation -> save_pretrained, metrics.json, the PNGs, the push."""
+    t, e = recipe.training, recipe.evaluation
+    best = run_dir / "best_model"
+    if t.keep_best and best.exists():
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(best / "model.safetensors"))
+    model.eval()
+    metrics = evaluate(model, TensorDictDataset(splits["test"]), batch_size=e.batch_size,
+                       num_importance_samples=e.num_importance_samples, seed=t.seed,
+                       max_examples=e.max_examples, progress=t.progress)
+    accelerator.log(to_flat_dict(metrics, prefix="test/"), step=state.step)
+    save_pretrained_quietly(model, run_dir)
+    write_metrics(run_dir, recipe, state, metrics, accelerator.num_processes)
+    save_pngs(model, splits["test"], run_dir, num_samples=e.num_samples, seed=t.seed)
+    plot_training_curves(run_dir / "logs" / "metrics.jsonl", run_dir / "training_curves.png")
+    for name, metric in metrics.items():
+        if not isinstance(metric.value, list):
+            accelerator.print(f"  {name:>20}: {metric}")
+    if recipe.hub.push_to_hub:
+        accelerator.print(f"pushed to {push_to_hub(run_dir, recipe.hub)}")

@@ -1,0 +1,71 @@
+"""The data of a prior over VQ-VAE codes: every split encoded once to code grids, cached in the run dir.
+
+    {"pixel_values": (N, C, H, W), "labels": (N,)} ──► VQ-VAE.encode_to_indices ──► {"indices": (N, h, w), "labels": (N,)}
+
+The code grids are stored under the prior's `main_input_name` (its forward keyword, `indices`), so a batch
+is passed to `forward` as it is. The cache (`<run>/codes.pt`) is keyed by that name, the VQ-VAE's name,
+revision and weights, and the recipe's data section, so a VQ-VAE retrained in the same folder or another
+dataset never reuses stale codes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import torch
+
+from .recipe import Recipe
+
+__all__ = ["encode_splits_to_indices", "prepare_prior_data"]
+
+
+def encode_splits_to_indices(splits: dict, vqvae, batch_size: int = 256, key: str = "indices") -> dict:
+    """Replace the images of every split by the VQ-VAE's code grids ((N, h, w) int64, stored under `key`)."""
+    vqvae.eval()
+    encoded = {}
+    for name, tensors in splits.items():
+        if not tensors:
+            encoded[name] = tensors
+            continue
+        images = tensors["pixel_values"]
+        with torch.no_grad():
+            indices = torch.cat([vqvae.encode_to_indices(images[i : i + batch_size].to(vqvae.device)).cpu()
+                                 for i in range(0, len(images), batch_size)])
+        encoded[name] = {key: indices, **({"labels": tensors["labels"]} if "labels" in tensors else {})}
+    return encoded
+
+
+def _weights_sha256(model) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def prepare_prior_data(model, splits: dict, recipe: Recipe, cache_dir: Path) -> dict:
+    """For a prior over VQ-VAE codes, encode the dataset to code grids once and cache them in `cache_dir`.
+
+    Any other model gets `splits` back unchanged.
+    """
+    if type(model).input_kind != "tokens" or model.config.token_source != "vqvae_codes":
+        return splits
+    if recipe.data.train_binarize == "dynamic":
+        raise ValueError("`data.train_binarize` must be 'none' or 'static' for a prior over VQ-VAE codes "
+                         "(codes are computed once), got 'dynamic'")
+    from ..generation import load_vqvae
+
+    vqvae = load_vqvae(model)
+    key = {"vqvae": model.config.vqvae_name_or_path, "revision": model.config.vqvae_revision,
+           "weights_sha256": _weights_sha256(vqvae), "data": dataclasses.asdict(recipe.data), "input_name": model.main_input_name}
+    cache = cache_dir / "codes.pt"
+    if cache.exists():
+        saved = torch.load(cache)
+        if saved["key"] == key:
+            return saved["splits"]
+    encoded = encode_splits_to_indices(splits, vqvae, key=model.main_input_name)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"key": key, "splits": encoded}, cache)
+    return encoded

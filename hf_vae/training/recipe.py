@@ -1,0 +1,208 @@
+"""The recipe: a YAML file of five sections (`model`, `data`, `training`, `evaluation`, `hub`), every key
+known and every value checked before anything is built, plus `--set section.key=value` overrides.
+
+See `training/configs/` for the recipes of every family.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ..data import BINARIZE_MODES
+from ..validation import check_choice, check_float, check_int
+
+__all__ = ["DataArgs", "EvaluationArgs", "HubArgs", "ModelArgs", "Recipe", "TrainingArgs", "build_model"]
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """YAML 1.1 reads `1e-3` (no dot) as a string; recipes and `--set` read it as the float people mean."""
+
+
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|\.[0-9_]+(?:[eE][-+]?[0-9]+)?"
+               r"|[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."),
+)
+
+
+def _load_yaml(text: str):
+    return yaml.load(text, Loader=_RecipeLoader)
+
+
+@dataclass
+class ModelArgs:
+    """`model:` section. `family` is the model_type (vae, cvae, vqvae, ...); `config` its fields."""
+
+    family: str = "vae"
+    config: dict = field(default_factory=dict)
+
+
+@dataclass
+class DataArgs:
+    """`data:` section: which dataset and how its images become tensors."""
+
+    dataset: str = "mnist5k"
+    revision: str | None = None
+    train_split: str = "train"
+    test_split: str = "test"
+    validation_size: int = 0  # examples carved (stratified) from train for evaluation / early stopping
+    image_column: str | None = None
+    label_column: str | None = None
+    image_size: int | None = None
+    num_channels: int | None = None
+    train_binarize: str = "none"  # none | static | dynamic (dynamic: a fresh Bernoulli draw every step)
+    eval_binarize: str = "none"  # none | static (the fixed binarization the benchmarks report on)
+    binarize_seed: int = 0
+
+
+@dataclass
+class TrainingArgs:
+    """`training:` section: optimisation, logging, evaluation and checkpoint cadence."""
+
+    output_dir: str = "runs/run"
+    seed: int = 0
+    batch_size: int = 64
+    max_steps: int = 1000
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    lr_scheduler: str = "cosine"
+    warmup_steps: int = 0
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float | None = 1.0
+    mixed_precision: str = "no"  # no | bf16 | fp16
+    channels_last: bool = False  # NHWC convolutions (faster with oneDNN on CPU, esp. with bf16)
+    log_every: int = 50
+    eval_every: int = 500
+    save_every: int = 500
+    save_total_limit: int = 2
+    early_stopping_patience: int | None = None  # evaluations without improvement before stopping
+    keep_best: bool = True  # end with the weights of the best validation evaluation
+    trackers: list = field(default_factory=lambda: ["tensorboard", "jsonl"])
+    progress: bool = True
+    max_time_minutes: float | None = None  # stop (and save) after this wall-clock budget
+
+
+@dataclass
+class EvaluationArgs:
+    """`evaluation:` section: the final test evaluation and the PNGs."""
+
+    batch_size: int = 100
+    num_importance_samples: int = 1000  # k of the final test NLL (0: ELBO only)
+    validation_importance_samples: int = 0  # k during training (0: ELBO only, fast)
+    max_examples: int | None = None
+    num_samples: int = 64  # images in samples.png
+
+
+@dataclass
+class HubArgs:
+    """`hub:` section: push the finished run to the Hub."""
+
+    push_to_hub: bool = False
+    hub_model_id: str | None = None
+    private: bool = False
+
+
+@dataclass
+class Recipe:
+    """A whole training run: `Recipe.from_yaml(path, overrides)`, then `hf_vae.training.train(recipe)`."""
+
+    model: ModelArgs = field(default_factory=ModelArgs)
+    data: DataArgs = field(default_factory=DataArgs)
+    training: TrainingArgs = field(default_factory=TrainingArgs)
+    evaluation: EvaluationArgs = field(default_factory=EvaluationArgs)
+    hub: HubArgs = field(default_factory=HubArgs)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> Recipe:
+        """Build a recipe, rejecting unknown sections and keys by name."""
+        if not isinstance(raw, dict):
+            raise ValueError(f"`recipe` must be a mapping of sections, got {type(raw).__name__}")
+        sections = {f.name: f.default_factory for f in dataclasses.fields(cls)}  # section name -> its dataclass
+        kwargs = {}
+        for section, values in raw.items():
+            check_choice("recipe section", section, sorted(sections))
+            section_cls = sections[section]
+            known = {f.name for f in dataclasses.fields(section_cls)}
+            values = values or {}
+            for key in values:
+                if key not in known:
+                    raise ValueError(f"recipe key `{section}.{key}` must be one of the `{section}` keys {sorted(known)}, got {key!r}")
+            kwargs[section] = section_cls(**values)
+        recipe = cls(**kwargs)
+        recipe.check()
+        return recipe
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike, overrides: list[str] | None = None) -> Recipe:
+        """Load a YAML recipe; `overrides` are `section.key=value` strings (value parsed as YAML)."""
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"`recipe` must be a YAML file, got {str(path)!r} which does not exist")
+        raw = _load_yaml(path.read_text()) or {}
+        for override in overrides or []:
+            key, sep, value = override.partition("=")
+            if not sep or "." not in key:
+                raise ValueError(f"`override` must look like `section.key=value`, got {override!r}")
+            section, _, name = key.partition(".")
+            target = raw.setdefault(section, {}) or {}
+            raw[section] = target
+            if section == "model" and name.startswith("config."):
+                target.setdefault("config", {})[name.removeprefix("config.")] = _load_yaml(value)
+            else:
+                target[name] = _load_yaml(value)
+        return cls.from_dict(raw)
+
+    def to_dict(self) -> dict:
+        """The recipe as nested plain dicts (what `metrics.json` records)."""
+        return dataclasses.asdict(self)
+
+    def to_flat_dict(self) -> dict:
+        """`{"section.key": value}` (and `"model.config.field"`) with scalar values, for the trackers' hparams."""
+        flat = {}
+        for section, values in self.to_dict().items():
+            for key, value in values.items():
+                items = {f"{key}.{sub}": v for sub, v in value.items()} if isinstance(value, dict) else {key: value}
+                for name, item in items.items():
+                    flat[f"{section}.{name}"] = item if isinstance(item, (int, float, str, bool)) else str(item)
+        return flat
+
+    def check(self) -> None:
+        """Reject bad values before anything is built, naming the recipe field."""
+        t, d, e = self.training, self.data, self.evaluation
+        for name in ("batch_size", "max_steps", "log_every", "eval_every", "save_every", "gradient_accumulation_steps", "save_total_limit"):
+            check_int(f"training.{name}", getattr(t, name), minimum=1)
+        check_int("evaluation.batch_size", e.batch_size, minimum=1)
+        check_int("evaluation.num_samples", e.num_samples, minimum=1)
+        check_int("data.validation_size", d.validation_size, minimum=0)
+        check_float("training.learning_rate", t.learning_rate, minimum=0, exclusive_minimum=True)
+        check_choice("training.mixed_precision", t.mixed_precision, ("no", "bf16", "fp16"))
+        check_choice("data.train_binarize", d.train_binarize, BINARIZE_MODES)
+        # Evaluation needs fixed data: no dynamic binarization there.
+        check_choice("data.eval_binarize", d.eval_binarize, ("none", "static"))
+        if not set(t.trackers) <= {"tensorboard", "jsonl"}:
+            raise ValueError(f"`training.trackers` must list 'tensorboard' and/or 'jsonl', got {t.trackers!r}")
+        if self.hub.push_to_hub and not self.hub.hub_model_id:
+            raise ValueError("`hub.hub_model_id` must be set when `hub.push_to_hub` is true, got None")
+
+
+def build_model(recipe: Recipe):
+    """A fresh model of `recipe.model.family` from `recipe.model.config` (config errors name the field)."""
+    from transformers import AutoConfig, AutoModel
+
+    from ..families import model_types  # importing hf_vae registers every family
+
+    check_choice("model.family", recipe.model.family, model_types())
+    try:
+        config = AutoConfig.for_model(recipe.model.family, **recipe.model.config)
+    except ValueError as error:
+        raise ValueError(f"{error} (recipe section `model.config`)") from None
+    return AutoModel.from_config(config)
