@@ -115,6 +115,15 @@ class VAEModel(VAEPreTrainedModel):
         check_labels(labels, num_classes, num_samples)
         return labels
 
+    def _check_guidance(self, guidance_scale, labels) -> None:
+        check_number("guidance_scale", guidance_scale, minimum=0.0)
+        if guidance_scale != 1 and labels is None:
+            kind = "a conditional model without `labels`" if self.is_conditional else "an unconditional model"
+            raise ValueError(
+                f"`guidance_scale` must be 1 for {kind} (guidance contrasts conditional and unconditional "
+                f"decoding), got {guidance_scale!r}"
+            )
+
     # -- the objective ------------------------------------------------------------------------------
 
     def kl_weight(self, global_step: int | None = None) -> float:
@@ -208,14 +217,8 @@ class VAEModel(VAEPreTrainedModel):
         """
         self._check_latents(latents)
         self._check_decode_args(output, generator)
-        check_number("guidance_scale", guidance_scale, minimum=0.0)
+        self._check_guidance(guidance_scale, labels)
         condition = self._condition(labels, latents.shape[0])
-        if guidance_scale != 1 and condition is None:
-            raise ValueError(
-                "`guidance_scale` must be 1 without `labels` (guidance contrasts conditional and unconditional "
-                f"decoding; {type(self).__name__} is {'un' if not self.is_conditional else ''}conditional), "
-                f"got {guidance_scale!r}"
-            )
         params = self.decoder(latents, condition)
         if guidance_scale != 1:
             unconditional = self.decoder(latents, self._condition(None, latents.shape[0]))
@@ -253,6 +256,7 @@ class VAEModel(VAEPreTrainedModel):
         check_number("temperature", temperature, minimum=0.0, exclusive_minimum=True)
         check_generator(generator)
         labels = self._sample_labels(labels, num_samples)
+        self._check_guidance(guidance_scale, labels)
         latents = temperature * standard_normal(
             (num_samples, self.config.latent_dim), generator=generator, device=self.device, dtype=self.dtype
         )

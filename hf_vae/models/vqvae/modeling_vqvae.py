@@ -135,11 +135,12 @@ class VQVAEModel(VQVAEPreTrainedModel):
         `decode(encode(x).latents)` is `reconstruct(x)`; code vectors (`quantizer.embed(indices)`) decode
         as their own ids. `output` and `generator` as in `decode_from_indices`.
         """
-        grid = self.code_grid_size
-        if not isinstance(latents, torch.Tensor) or latents.ndim != 4 or tuple(latents.shape[1:]) != (self.config.embedding_dim, grid, grid):
+        expected = (self.config.embedding_dim, self.code_grid_size, self.code_grid_size)
+        if not isinstance(latents, torch.Tensor) or latents.ndim != 4 or tuple(latents.shape[1:]) != expected:
             got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
-            raise ValueError(f"`latents` must be a tensor of shape (batch, {self.config.embedding_dim}, {grid}, {grid}), got {got}")
-        return self.decode_from_indices(self.quantizer.encode(latents), generator=generator, output=output, return_dict=return_dict)
+            raise ValueError(f"`latents` must be a tensor of shape (batch, {', '.join(map(str, expected))}), got {got}")
+        self._check_decode_args(output, generator)
+        return self._images(self._decode_indices(self.quantizer.encode(latents)), output, generator, return_dict)
 
     @torch.no_grad()
     def encode_to_indices(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -147,25 +148,21 @@ class VQVAEModel(VQVAEPreTrainedModel):
         return self.encode(pixel_values).indices
 
     def decode_from_indices(
-        self,
-        indices: torch.Tensor,
-        *,
-        generator: torch.Generator | None = None,
-        output: str = "mean",
-        return_dict: bool = False,
-    ):
+        self, indices: torch.Tensor, *, generator: torch.Generator | None = None, output: str = "mean"
+    ) -> torch.Tensor:
         """Images (B, C, H, W) from code ids (B, h, w): the mean of p(x|z_q), or a draw from it.
 
         Args:
             indices: integer code ids in [0, codebook_size), grid (code_grid_size, code_grid_size).
             output: `"mean"` (probabilities for Bernoulli) or `"sample"` (pixels drawn with `generator`).
-            return_dict: `False` (default) returns the images tensor; `True` a `DecoderOutput`.
         """
         self._check_indices(indices)
         self._check_decode_args(output, generator)
-        quantized = self.quantizer.embed(indices.to(self.device)).to(self.dtype)  # code vectors (B, D, h, w)
-        decoded = self._images(self.decoder(quantized), output, generator, return_dict=True)
-        return decoded if return_dict else decoded.sample
+        return self._images(self._decode_indices(indices), output, generator, return_dict=True).sample
+
+    def _decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
+        """The parameters of p(x|z_q) for code ids (B, h, w): their code vectors (B, D, h, w), decoded."""
+        return self.decoder(self.quantizer.embed(indices.to(self.device)).to(self.dtype))
 
     @torch.no_grad()
     def reconstruct(self, pixel_values: torch.Tensor) -> torch.Tensor:
