@@ -3,8 +3,9 @@ builds from `vae.py`).
 
 Read top-down: activations -> `ResidualBlock` -> `ConvEncoder` (stride-2 stages that halve the
 resolution) -> `ConvDecoder` (the mirror: stages that double it, then the likelihood's parameters) ->
-`AutoencoderPreTrainedModel` (what the three families' models share: image checks, turning decoder
-parameters into images, the `DecoderOutput` they return). Each family adds its bottleneck: a Gaussian
+`AutoencoderPreTrainedModel` (what the three families' models share: `forward`'s signature and checks
+around each family's `_objective`, image checks, turning decoder parameters into images, the
+`DecoderOutput` they return). Each family adds its bottleneck: a Gaussian
 posterior (`modeling_vae.py`) or a codebook (`modeling_vqvae.py`).
 
 The module keeps its layers in `convs` (an `nn.Sequential`), so the weights of folders saved before this
@@ -100,6 +101,32 @@ class AutoencoderPreTrainedModel(HfVaePreTrainedModel):
 
     input_kind = "images"
     main_input_name = "pixel_values"
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        global_step: int | None = None,
+        return_dict: bool = True,
+    ):
+        """The family's training objective for `pixel_values` (B, C, H, W) in [0, 1]: `loss` and its named terms.
+
+        Args:
+            pixel_values: images in [0, 1]; binary for the Bernoulli likelihood, 8-bit for the discretized one.
+            labels: class ids (B,) of a conditional family; ignored by an unconditional one (every family
+                takes the same batch).
+            generator: drives the objective's randomness (the family's `_objective` says which).
+            global_step: the optimizer step, read by families with `takes_global_step` (a KL warm-up).
+            return_dict: return the family's `ModelOutput` (default) or a tuple.
+        """
+        self._check_pixel_values(pixel_values)
+        check_generator(generator)
+        output = self._objective(pixel_values, labels, generator, global_step)
+        return output if return_dict else output.to_tuple()
+
+    def _objective(self, pixel_values, labels, generator, global_step):
+        raise NotImplementedError
 
     def _check_pixel_values(self, pixel_values, name: str = "pixel_values") -> None:
         check_pixel_values(pixel_values, self.config.num_channels, self.config.image_size, name)

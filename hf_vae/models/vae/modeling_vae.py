@@ -136,25 +136,9 @@ class VAEModel(VAEPreTrainedModel):
         """The KL weight at `global_step` (logged by the trainer)."""
         return {"kl_weight": self.kl_weight(global_step)}
 
-    def forward(
-        self,
-        pixel_values: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-        global_step: int | None = None,
-        return_dict: bool = True,
-    ) -> VAEOutput | tuple:
-        """Negative ELBO of `pixel_values` (B, C, H, W) in [0, 1] with one posterior sample.
-
-        Args:
-            pixel_values: images in [0, 1]; binary for the Bernoulli likelihood, 8-bit for the discretized one.
-            labels: ignored by the VAE (accepted so every family takes the same batch); the CVAE's classes.
-            generator: drives the posterior sample (reproducible losses); the CVAE's label dropout first.
-            global_step: optimizer step, for the KL warm-up; `None` uses the full `beta`.
-            return_dict: return a `VAEOutput` (default) or a tuple.
-        """
-        self._check_pixel_values(pixel_values)
-        check_generator(generator)
+    def _objective(self, pixel_values, labels, generator, global_step) -> VAEOutput:
+        """`forward`: the negative ELBO with one posterior sample, drawn with `generator` (the CVAE drops
+        labels with it first); the KL is weighted by `kl_weight(global_step)`, `None` giving the full `beta`."""
         condition = self._forward_condition(labels, pixel_values.shape[0], generator)
         posterior = DiagonalGaussian(*self.encoder(pixel_values, condition).chunk(2, dim=1))
         latents = posterior.rsample(generator)
@@ -170,7 +154,7 @@ class VAEModel(VAEPreTrainedModel):
             kl_objective = kl.mean()
         loss = reconstruction_loss + self.kl_weight(global_step) * kl_objective
 
-        output = VAEOutput(
+        return VAEOutput(
             loss=loss,
             reconstruction_loss=reconstruction_loss,
             kl_loss=kl.mean(),
@@ -180,7 +164,6 @@ class VAEModel(VAEPreTrainedModel):
             latents=latents,
             reconstruction=self.likelihood.mean(params),
         )
-        return output if return_dict else output.to_tuple()
 
     # -- public methods -------------------------------------------------------------------------------
 
@@ -263,14 +246,8 @@ class VAEModel(VAEPreTrainedModel):
         return self.decode(latents, labels, generator=generator, output=output, guidance_scale=guidance_scale).sample
 
     @torch.no_grad()
-    def reconstruct(
-        self,
-        pixel_values: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        *,
-        generator: torch.Generator | None = None,
-        sample_posterior: bool = False,
-    ) -> torch.Tensor:
+    def reconstruct(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, *,
+                    generator: torch.Generator | None = None, sample_posterior: bool = False) -> torch.Tensor:
         """Mean of p(x|z) at the posterior mean (or at a posterior sample when `sample_posterior`); CVAE: given `labels`."""
         posterior = self.encode(pixel_values, labels).latent_dist
         latents = posterior.sample(generator) if sample_posterior else posterior.mode()

@@ -50,8 +50,12 @@ class VQVAEConfig(AutoencoderConfig):
     dead_code_threshold: float = 1.0
     dead_code_window: int = 100
 
+    @property
+    def code_grid_size(self) -> int:
+        """Side of the square grid of codes: image_size / 2 ** len(hidden_channels)."""
+        return self.latent_grid_size
+
     def _check_fields(self) -> None:
-        super()._check_fields()
         check_int("codebook_size", self.codebook_size, minimum=2)
         check_int("embedding_dim", self.embedding_dim, minimum=1)
         check_float("commitment_cost", self.commitment_cost, minimum=0.0)
@@ -62,8 +66,4 @@ class VQVAEConfig(AutoencoderConfig):
         check_bool("restart_dead_codes", self.restart_dead_codes)
         check_float("dead_code_threshold", self.dead_code_threshold, minimum=0.0)
         check_int("dead_code_window", self.dead_code_window, minimum=1)
-
-    @property
-    def code_grid_size(self) -> int:
-        """Side of the square grid of codes: image_size / 2 ** len(hidden_channels)."""
-        return self.latent_grid_size
+        super()._check_fields()  # the shared autoencoder fields

@@ -15,7 +15,7 @@ import torch
 from ...distributions import get_likelihood
 from ...modeling_outputs import VQEncoderOutput, VQVAEOutput
 from ...quantization import VectorQuantizer
-from ...validation import check_generator, check_indices
+from ...validation import check_indices
 from ..modeling_autoencoder import AutoencoderPreTrainedModel, ConvDecoder, ConvEncoder
 from .configuration_vqvae import VQVAEConfig
 
@@ -70,31 +70,15 @@ class VQVAEModel(VQVAEPreTrainedModel):
 
     # -- the objective ------------------------------------------------------------------------------
 
-    def forward(
-        self,
-        pixel_values: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-        global_step: int | None = None,
-        return_dict: bool = True,
-    ) -> VQVAEOutput | tuple:
-        """The VQ-VAE objective for `pixel_values` (B, C, H, W) in [0, 1].
-
-        Args:
-            pixel_values: images in [0, 1]; binary for the Bernoulli likelihood, 8-bit for the discretized one.
-            labels: ignored (the VQ-VAE is unconditional); accepted so every family takes the same batch.
-            generator: drives the random picks of k-means initialisation and dead-code restarts
-                (training mode); eval-mode outputs are deterministic.
-            global_step: ignored; accepted so every family takes the same trainer call.
-            return_dict: return a `VQVAEOutput` (default) or a tuple.
-        """
-        self._check_pixel_values(pixel_values)
-        check_generator(generator)
+    def _objective(self, pixel_values, labels, generator, global_step) -> VQVAEOutput:
+        """`forward`: reconstruction + codebook + commitment terms. `labels` and `global_step` are ignored;
+        `generator` drives the random picks of k-means initialisation and dead-code restarts (training
+        mode); eval-mode outputs are deterministic."""
         quantized = self.quantizer(self.encoder(pixel_values), generator=generator)
         params = self.decoder(quantized.quantized)
         reconstruction_loss = -self.likelihood.log_prob(params, pixel_values).mean()
         loss = reconstruction_loss + quantized.codebook_loss + quantized.commitment_loss
-        output = VQVAEOutput(
+        return VQVAEOutput(
             loss=loss,
             reconstruction_loss=reconstruction_loss,
             codebook_loss=quantized.codebook_loss,
@@ -106,7 +90,6 @@ class VQVAEModel(VQVAEPreTrainedModel):
             indices=quantized.indices,
             reconstruction=self.likelihood.mean(params),
         )
-        return output if return_dict else output.to_tuple()
 
     # -- public methods -------------------------------------------------------------------------------
 
