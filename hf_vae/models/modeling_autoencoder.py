@@ -70,16 +70,22 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    """(B, hidden_channels[-1], h, w) -> (B, num_channels * num_params, H, W): the parameters of p(x|z).
+    """The mirror of `ConvEncoder`: (B, hidden_channels[-1], h, w) -> (B, num_channels * num_params, H, W),
+    the parameters of p(x|z); float32 even under bf16 autocast (the likelihood sums C*H*W terms).
 
-    With `in_channels`, a first 3x3 conv maps (B, in_channels, h, w) inputs (the VQ-VAE's code vectors)
-    to the widest stage. The output is float32 even under bf16 autocast: the likelihood sums C*H*W terms.
+    Its input enters through one of two stems: `in_features` vectors (B, in_features) through a dense
+    layer reshaped to the grid (the VAE's z), or `in_channels` grids (B, in_channels, h, w) through a
+    3x3 conv (the VQ-VAE's code vectors).
     """
 
-    def __init__(self, config, num_params: int, in_channels: int | None = None):
+    def __init__(self, config, num_params: int, *, in_features: int | None = None, in_channels: int | None = None):
         super().__init__()
         widths = list(reversed(config.hidden_channels))
-        layers = [] if in_channels is None else [nn.Conv2d(in_channels, widths[0], 3, padding=1)]
+        self.width = widths[0]  # channels of the (B, width, h, w) grid the stages start from
+        self.bottom = config.image_size // 2 ** len(widths)
+        # Built before the stages, so a seeded model initialises as before this module existed.
+        self.from_latent = None if in_features is None else nn.Linear(in_features, self.width * self.bottom**2)
+        layers = [] if in_channels is None else [nn.Conv2d(in_channels, self.width, 3, padding=1)]
         for i, width in enumerate(widths):
             out_width = widths[i + 1] if i + 1 < len(widths) else widths[-1]
             layers += [ResidualBlock(width, config.activation, config.dropout) for _ in range(config.num_res_blocks)]
@@ -87,11 +93,11 @@ class ConvDecoder(nn.Module):
             layers += [ACTIVATIONS[config.activation](), nn.ConvTranspose2d(width, out_width, 4, stride=2, padding=1)]
         layers += [ACTIVATIONS[config.activation](), nn.Conv2d(widths[-1], config.num_channels * num_params, 3, padding=1)]
         self.convs = nn.Sequential(*layers)
-        self.width = widths[0]  # channels of the (B, width, h, w) grid the stages start from
-        self.bottom = config.image_size // 2 ** len(widths)
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.convs(hidden).float()
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        if self.from_latent is not None:
+            latents = self.from_latent(latents).view(-1, self.width, self.bottom, self.bottom)
+        return self.convs(latents).float()
 
 
 class AutoencoderPreTrainedModel(HfVaePreTrainedModel):

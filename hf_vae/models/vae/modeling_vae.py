@@ -49,13 +49,12 @@ class GaussianDecoder(ConvDecoder):
     the parameters of p(x|z[, c]) (logits, or mean and log-scale)."""
 
     def __init__(self, config: VAEConfig, num_params: int, condition_dim: int = 0):
-        super().__init__(config, num_params)
-        self.from_latent = nn.Linear(config.latent_dim + condition_dim, self.width * self.bottom**2)
+        super().__init__(config, num_params, in_features=config.latent_dim + condition_dim)
 
     def forward(self, latents: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         if condition is not None:
             latents = torch.cat([latents, condition], dim=1)
-        return super().forward(self.from_latent(latents).view(-1, self.width, self.bottom, self.bottom))
+        return super().forward(latents)
 
 
 class VAEPreTrainedModel(AutoencoderPreTrainedModel):
