@@ -95,13 +95,14 @@ class ModelTesterMixin:
         """A random public method of the family (for the determinism test)."""
         return model.sample(2, generator=generator)
 
-    def named_term_identities(self, model, out) -> dict:
-        """{identity: (left, right)} that the named terms of `forward`'s output must satisfy."""
-        raise NotImplementedError("each family states how its loss is made of its named terms")
+    def named_term_identities(self, model, out) -> dict | None:
+        """{identity: (left, right)} that the named terms of `forward`'s output must satisfy. Every image
+        autoencoder family states them; `None` (a family that has not yet) skips that part of the test."""
+        return None
 
-    def per_example_outputs(self, model, inputs: dict) -> dict:
-        """Eval-mode outputs with one row per example (for the batching contract)."""
-        raise NotImplementedError("each family lists its deterministic per-example outputs")
+    def per_example_outputs(self, model, inputs: dict) -> dict | None:
+        """Eval-mode outputs with one row per example, for the batching contract (`None`: not declared)."""
+        return None
 
     # -- the contracts ------------------------------------------------------------------------------
 
@@ -112,6 +113,9 @@ class ModelTesterMixin:
         as_tuple = model(**self.get_inputs(), generator=torch.Generator().manual_seed(0), return_dict=False)
         assert torch.equal(as_tuple[0], out.loss)
         identities = self.named_term_identities(model, out)
+        if identities is None:
+            assert model.input_kind != "images", "every image autoencoder states its named-term identities"
+            pytest.skip(f"{type(model).__name__} states no named-term identities")
         assert identities
         for name, (left, right) in identities.items():
             torch.testing.assert_close(left, right, rtol=1e-6, atol=1e-5, msg=lambda m: f"{name}: {m}")
@@ -121,6 +125,9 @@ class ModelTesterMixin:
         model = self.get_model().eval()
         inputs = self.get_inputs(batch_size=4)
         batched = self.per_example_outputs(model, inputs)
+        if batched is None:
+            assert model.input_kind != "images", "every image autoencoder declares its per-example outputs"
+            pytest.skip(f"{type(model).__name__} declares no per-example outputs")
         singles = [self.per_example_outputs(model, {k: v[i : i + 1] for k, v in inputs.items()}) for i in range(4)]
         assert batched
         for name, value in batched.items():
@@ -130,9 +137,12 @@ class ModelTesterMixin:
 
     def test_protocol_and_sample_vocabulary(self):
         model = self.get_model().eval()
-        assert model.input_kind == "images" and model.main_input_name == "pixel_values"
+        assert model.input_kind in ("images", "tokens") and model.main_input_name in self.get_inputs()
         assert model.capabilities <= {"sample", "encode", "reconstruct", "score", "interpolate"}
         assert isinstance(model.schedule_values(0), dict)
+        if model.input_kind != "images":
+            # Token priors: their `sample` moves to the keyword-only vocabulary on another branch; drop this then.
+            pytest.skip("sample vocabulary checked for image autoencoders only (token priors: pending)")
         if "sample" not in model.capabilities:
             assert not hasattr(model, "sample"), "a family without the sample capability has no `sample`"
             return

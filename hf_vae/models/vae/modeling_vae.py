@@ -236,7 +236,7 @@ class VAEModel(VAEPreTrainedModel):
         """
         check_int("num_samples", num_samples, minimum=1)
         check_number("temperature", temperature, minimum=0.0, exclusive_minimum=True)
-        check_generator(generator)
+        self._check_decode_args(output, generator)
         labels = self._sample_labels(labels, num_samples)
         self._check_guidance(guidance_scale, labels)
         latents = temperature * standard_normal(
