@@ -132,6 +132,7 @@ class AutoencoderPreTrainedModel(HfVaePreTrainedModel):
         return output if return_dict else output.to_tuple()
 
     def _objective(self, pixel_values, labels, generator, global_step):
+        """The family's objective on checked inputs: its `ModelOutput` with `loss` and the named terms."""
         raise NotImplementedError
 
     def _check_pixel_values(self, pixel_values, name: str = "pixel_values") -> None:
