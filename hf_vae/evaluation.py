@@ -272,7 +272,7 @@ def conditional_fidelity(
     """Fraction of class-conditional samples that `classifier` assigns to the label they were drawn for.
 
     Args:
-        sampler: a class-conditional hf_vae model (anything with `sample(labels=..., guidance_scale=...,
+        sampler: a class-conditional hf_vae model (anything with `sample(n, labels=..., guidance_scale=...,
             generator=..., output=...)` and `config.num_classes`, e.g. a CVAE), or a function
             `labels (n,) long -> images (n, C, H, W) in [0, 1]`, e.g. a two-stage VQ-VAE + prior
             sampler. A function that takes a `generator` keyword receives `generator`.
