@@ -29,8 +29,8 @@ class VAEConfig(AutoencoderConfig):
     free_bits: float = 0.0
 
     def _check_fields(self) -> None:
-        super()._check_fields()
         check_int("latent_dim", self.latent_dim, minimum=1)
         check_float("beta", self.beta, minimum=0.0)
         check_int("kl_warmup_steps", self.kl_warmup_steps, minimum=0)
         check_float("free_bits", self.free_bits, minimum=0.0)
+        super()._check_fields()  # the shared autoencoder fields
