@@ -105,10 +105,6 @@ def to_flat_dict(metrics: dict[str, Metric], prefix: str = "") -> dict[str, floa
     return {prefix + name: float(m.value) for name, m in metrics.items() if isinstance(m.value, (int, float, bool))}
 
 
-def _takes_labels(method) -> bool:
-    return "labels" in inspect.signature(method).parameters
-
-
 def _batch_to(batch: dict, device) -> tuple[torch.Tensor, torch.Tensor | None]:
     labels = batch.get("labels")
     return batch["pixel_values"].to(device), None if labels is None else labels.to(device)
@@ -131,7 +127,7 @@ def evaluate_gaussian_latent(
     `active_unit_threshold`. Fewer than `collapse_fraction` of the dimensions active triggers a
     posterior-collapse warning (and `posterior_collapse = True`).
     """
-    conditional = _takes_labels(model.encode)
+    conditional = model.is_conditional
     generator = torch.Generator().manual_seed(seed)
     totals = {"elbo": 0.0, "reconstruction": 0.0, "kl": 0.0, "nll": 0.0}
     kl_per_dim, means = 0.0, []
@@ -146,7 +142,7 @@ def evaluate_gaussian_latent(
         totals["elbo"] += out.elbo.sum().item()
         totals["reconstruction"] += out.reconstruction_loss.item() * n
         totals["kl"] += out.kl_loss.item() * n
-        posterior = model.encode(pixel_values, **label_kwargs)
+        posterior = model.encode(pixel_values, **label_kwargs).latent_dist
         kl_per_dim = kl_per_dim + posterior.kl_per_dim().sum(dim=0)
         means.append(posterior.mean.float())
         if num_importance_samples:
@@ -276,7 +272,7 @@ def conditional_fidelity(
     """Fraction of class-conditional samples that `classifier` assigns to the label they were drawn for.
 
     Args:
-        sampler: a class-conditional hf_vae model (anything with `sample(labels=..., guidance_scale=...,
+        sampler: a class-conditional hf_vae model (anything with `sample(n, labels=..., guidance_scale=...,
             generator=..., output=...)` and `config.num_classes`, e.g. a CVAE), or a function
             `labels (n,) long -> images (n, C, H, W) in [0, 1]`, e.g. a two-stage VQ-VAE + prior
             sampler. A function that takes a `generator` keyword receives `generator`.
@@ -310,8 +306,8 @@ def conditional_fidelity(
         num_classes = num_classes or sampler.config.num_classes
 
         def draw(labels):
-            return sampler.sample(labels=labels.to(sampler.device), guidance_scale=guidance_scale, generator=generator,
-                                  output=output)
+            return sampler.sample(len(labels), labels=labels.to(sampler.device), guidance_scale=guidance_scale,
+                                  generator=generator, output=output)
 
         what = f"{type(sampler).__name__} sample(output={output!r}), guidance scale {guidance_scale:g}"
     elif callable(sampler):

@@ -83,3 +83,39 @@ class VQVAEOutput(ModelOutput):
     restarted_codes: torch.Tensor | None = None
     indices: torch.Tensor | None = None
     reconstruction: torch.Tensor | None = None
+
+
+@dataclass
+class EncoderOutput(ModelOutput):
+    """Output of the VAE / CVAE `encode` (the shape of diffusers' `AutoencoderKLOutput`).
+
+    Args:
+        latent_dist: the posterior q(z|x) (CVAE: q(z|x, y)), a `hf_vae.distributions.DiagonalGaussian`
+            over (B, latent_dim): `.mean`, `.logvar`, `.std`, `.mode()`, `.sample(generator)`, `.kl()`.
+    """
+
+    latent_dist: object | None = None
+
+
+@dataclass
+class VQEncoderOutput(ModelOutput):
+    """Output of the VQ-VAE `encode`.
+
+    Args:
+        latents: (B, embedding_dim, h, w) the encoder outputs z_e, before quantization.
+        indices: (B, h, w) long, the ids of their nearest codes (the tokens a prior models).
+    """
+
+    latents: torch.Tensor | None = None
+    indices: torch.Tensor | None = None
+
+
+@dataclass
+class DecoderOutput(ModelOutput):
+    """Output of `decode` (VAE, CVAE, VQ-VAE), as diffusers' `DecoderOutput`.
+
+    Args:
+        sample: (B, C, H, W) images in [0, 1]: the mean of p(x|z), or a draw from it (`output="sample"`).
+    """
+
+    sample: torch.Tensor | None = None

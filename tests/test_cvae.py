@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from hf_vae import CVAEConfig, CVAEModel, VAEConfig
+from hf_vae import CVAEConfig, CVAEModel, VAEConfig, VAEModel
+from hf_vae.distributions import DiagonalGaussian, standard_normal_log_prob
 
-from .model_tester import ModelTesterMixin
+from .model_tester import ModelTesterMixin, gaussian_latent_identities, gaussian_latent_per_example
 
 TINY = dict(image_size=8, num_channels=1, hidden_channels=[8, 16], latent_dim=4, num_res_blocks=1,
             num_classes=3, label_embedding_dim=4)
@@ -35,7 +36,13 @@ class TestCVAE(ModelTesterMixin):
         return inputs
 
     def sample_outputs(self, model, generator):
-        return model.sample(labels=torch.tensor([0, 2]), guidance_scale=2.0, generator=generator)
+        return model.sample(2, labels=torch.tensor([0, 2]), guidance_scale=2.0, generator=generator)
+
+    def named_term_identities(self, model, out):
+        return gaussian_latent_identities(model, out)
+
+    def per_example_outputs(self, model, inputs):
+        return gaussian_latent_per_example(model, inputs)
 
 
 def _model(**overrides):
@@ -48,9 +55,13 @@ def _batch(n=3, seed=0):
     return torch.rand(n, 1, 8, 8, generator=g).round(), torch.randint(0, 3, (n,), generator=g)
 
 
-def test_config_extends_the_vae_config():
+def test_config_and_model_extend_the_vae():
     config = CVAEConfig(**TINY)
     assert isinstance(config, VAEConfig) and config.model_type == "cvae"
+    # The CVAE is the VAE with condition hooks: objective, importance sampling and interpolation are the VAE's.
+    assert issubclass(CVAEModel, VAEModel)
+    for method in ("forward", "encode", "decode", "sample", "reconstruct", "log_likelihood", "kl_weight"):
+        assert getattr(CVAEModel, method) is getattr(VAEModel, method), method
     assert config.label_dim == 4
     assert CVAEConfig(**{**TINY, "label_embedding": "one_hot"}).label_dim == 4  # 3 classes + null
 
@@ -90,7 +101,7 @@ def test_bad_sample_arguments_raise():
     with pytest.raises(ValueError, match="labels"):
         model.sample(2, labels=torch.tensor([0, 1, 2]))  # length disagrees with num_samples
     with pytest.raises(ValueError, match="num_samples"):
-        model.sample(labels=1)
+        model.sample(None, labels=1)  # the number of images is always num_samples
     with pytest.raises(ValueError, match="guidance_scale"):
         model.sample(2, labels=1, guidance_scale=-1.0)
     with pytest.raises(ValueError, match="guidance_scale"):
@@ -103,26 +114,26 @@ def test_labels_condition_encoder_and_decoder():
     model = _model()
     x, y = _batch()
     other = (y + 1) % 3
-    assert not torch.equal(model.encode(x, y).mean, model.encode(x, other).mean)
+    assert not torch.equal(model.encode(x, y).latent_dist.mean, model.encode(x, other).latent_dist.mean)
     z = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
-    assert not torch.equal(model.decode(z, y), model.decode(z, other))
+    assert not torch.equal(model.decode(z, y).sample, model.decode(z, other).sample)
     # `labels=None` is the null label.
     null = torch.full((3,), model.null_label)
     params = model.decoder(z, model.label_embedding(null, torch.float32))
-    torch.testing.assert_close(model.decode(z), torch.sigmoid(params))
+    torch.testing.assert_close(model.decode(z).sample, torch.sigmoid(params))
 
 
 def test_guidance_scale_one_is_plain_conditional_decoding():
     model = _model()
     _, y = _batch()
     z = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(model.decode(z, y, guidance_scale=1.0), model.decode(z, y))
-    sampled = model.sample(labels=y, guidance_scale=1.0, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(model.decode(z, y, guidance_scale=1.0).sample, model.decode(z, y).sample)
+    sampled = model.sample(3, labels=y, guidance_scale=1.0, generator=torch.Generator().manual_seed(3))
     drawn = torch.randn(3, 4, generator=torch.Generator().manual_seed(3))
-    assert torch.equal(sampled, model.decode(drawn, y))
+    assert torch.equal(sampled, model.decode(drawn, y).sample)
     # One class id for every sample is the same as a tensor of that id.
     a = model.sample(3, labels=2, generator=torch.Generator().manual_seed(3))
-    b = model.sample(labels=torch.tensor([2, 2, 2]), generator=torch.Generator().manual_seed(3))
+    b = model.sample(3, labels=torch.tensor([2, 2, 2]), generator=torch.Generator().manual_seed(3))
     assert torch.equal(a, b)
 
 
@@ -132,10 +143,10 @@ def test_guidance_mixes_logits_for_bernoulli():
     z = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
     cond = model.decoder(z, model.label_embedding(y, torch.float32))
     uncond = model.decoder(z, model.label_embedding(torch.full_like(y, 3), torch.float32))
-    guided = model.decode(z, y, guidance_scale=3.0)
+    guided = model.decode(z, y, guidance_scale=3.0).sample
     torch.testing.assert_close(guided, torch.sigmoid(uncond + 3.0 * (cond - uncond)))
-    assert not torch.allclose(guided, model.decode(z, y))
-    torch.testing.assert_close(model.decode(z, y, guidance_scale=0.0), model.decode(z))
+    assert not torch.allclose(guided, model.decode(z, y).sample)
+    torch.testing.assert_close(model.decode(z, y, guidance_scale=0.0).sample, model.decode(z).sample)
 
 
 def test_guidance_moves_the_mean_for_gaussians():
@@ -144,10 +155,10 @@ def test_guidance_moves_the_mean_for_gaussians():
     z = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
     cond = model.decoder(z, model.label_embedding(y, torch.float32))
     uncond = model.decoder(z, model.label_embedding(torch.full_like(y, 3), torch.float32))
-    guided = model.decode(z, y, guidance_scale=2.5)
+    guided = model.decode(z, y, guidance_scale=2.5).sample
     torch.testing.assert_close(guided, uncond[:, :1] + 2.5 * (cond[:, :1] - uncond[:, :1]))
     # A draw uses the guided mean with the conditional scale.
-    drawn = model.decode(z, y, guidance_scale=2.5, output="sample", generator=torch.Generator().manual_seed(1))
+    drawn = model.decode(z, y, guidance_scale=2.5, output="sample", generator=torch.Generator().manual_seed(1)).sample
     eps = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(drawn, guided + torch.exp(cond[:, 1:].clamp(min=-7.0)) * eps)
 
@@ -190,10 +201,13 @@ def test_log_likelihood_shape_finite_and_chunk_independent():
     b = model.log_likelihood(x, y, num_samples=20, generator=torch.Generator().manual_seed(0), chunk_size=10_000)
     assert a.shape == (3,) and torch.isfinite(a).all()
     torch.testing.assert_close(a, b)
-    # k = 1 with the forward's noise is the forward's ELBO sample (eval mode: no label dropout).
+    # k = 1 with the forward's noise is the forward's ELBO sample (eval mode: no label dropout): the
+    # forward's closed-form KL swapped for the single-sample log p(z) - log q(z|x, y) at its z.
     k1 = model.log_likelihood(x, y, num_samples=1, generator=torch.Generator().manual_seed(5))
-    elbo = model(x, y, generator=torch.Generator().manual_seed(5)).elbo
-    assert k1.shape == elbo.shape
+    out = model(x, y, generator=torch.Generator().manual_seed(5))
+    posterior = DiagonalGaussian(out.posterior_mean, out.posterior_logvar)
+    monte_carlo = out.elbo + posterior.kl() + standard_normal_log_prob(out.latents) - posterior.log_prob(out.latents)
+    torch.testing.assert_close(k1, monte_carlo, rtol=1e-5, atol=1e-4)
     unconditional = model.log_likelihood(x, None, num_samples=20, generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(unconditional).all() and not torch.allclose(unconditional, a)
     with pytest.raises(ValueError, match="num_samples"):
@@ -203,7 +217,7 @@ def test_log_likelihood_shape_finite_and_chunk_independent():
 def test_reconstruct_and_interpolate_endpoints():
     model = _model()
     x, y = _batch(2)
-    torch.testing.assert_close(model.reconstruct(x, y), model.decode(model.encode(x, y).mean, y))
+    torch.testing.assert_close(model.reconstruct(x, y), model.decode(model.encode(x, y).latent_dist.mean, y).sample)
     path = model.interpolate(x[0], x[1], int(y[0]), y[1], steps=4, method="slerp")
     assert path.shape == (4, 1, 8, 8)
     torch.testing.assert_close(path[0], model.reconstruct(x[:1], y[:1])[0], atol=1e-5, rtol=1e-5)

@@ -133,7 +133,7 @@ def test_cvae_generation_with_labels_and_guidance(models):
     cvae = models["cvae"]
     pipe = pipeline(GEN, model=cvae, output_type="pt")
     per_image = pipe(labels=[0, 2, 1], guidance_scale=2.0, seed=0)  # num_images = len(labels)
-    expected = cvae.sample(labels=torch.tensor([0, 2, 1]), guidance_scale=2.0, generator=seeded(0))
+    expected = cvae.sample(3, labels=torch.tensor([0, 2, 1]), guidance_scale=2.0, generator=seeded(0))
     assert torch.equal(per_image, expected)
     one_class = pipe(num_images=2, labels=1, seed=0)
     assert torch.equal(one_class, cvae.sample(2, labels=1, generator=seeded(0)))
@@ -198,17 +198,17 @@ def test_image_to_latents(models):
     x = binary_images()
     vae_latents = pipeline(LATENTS, model=models["vae"])
     one = vae_latents(x[0])  # one image: compared with a batch of one (batched convs may differ in the last bit)
-    first = models["vae"].encode(x[:1])
+    first = models["vae"].encode(x[:1]).latent_dist
     assert set(one) == {"posterior_mean", "posterior_logvar"}
     assert torch.equal(one["posterior_mean"], first.mean[0]) and torch.equal(one["posterior_logvar"], first.logvar[0])
-    posterior = models["vae"].encode(x)
+    posterior = models["vae"].encode(x).latent_dist
     batch = vae_latents(list(x))
     assert len(batch) == 3 and torch.equal(torch.stack([b["posterior_mean"] for b in batch]), posterior.mean)
     assert torch.equal(vae_latents(x)[2]["posterior_logvar"], posterior.logvar[2])  # a (B, C, H, W) tensor is a batch
 
     cvae_latents = pipeline(LATENTS, model=models["cvae"])
     assert torch.equal(cvae_latents(list(x), labels=[0, 1, 2])[1]["posterior_mean"],
-                       models["cvae"].encode(x, torch.tensor([0, 1, 2])).mean[1])
+                       models["cvae"].encode(x, torch.tensor([0, 1, 2])).latent_dist.mean[1])
     with pytest.raises(ValueError, match="labels"):
         cvae_latents(x[0])  # a CVAE encodes q(z|x, y)
 
@@ -454,7 +454,7 @@ def test_diffusers_vae_pipeline_outputs_and_errors(models):
 
     cvae_pipe = VAEGenerationPipeline(vae=models["cvae"])
     guided = cvae_pipe(batch_size=2, labels=[0, 1], guidance_scale=2.0, generator=seeded(0), output_type="pt").images
-    assert torch.equal(guided, models["cvae"].sample(labels=torch.tensor([0, 1]), guidance_scale=2.0, generator=seeded(0)))
+    assert torch.equal(guided, models["cvae"].sample(2, labels=torch.tensor([0, 1]), guidance_scale=2.0, generator=seeded(0)))
 
 
 def test_diffusers_save_load_round_trip_gives_identical_images(models, tmp_path):

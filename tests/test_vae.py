@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from hf_vae import VAEConfig, VAEModel
-from hf_vae.distributions import DiagonalGaussian
+from hf_vae.distributions import DiagonalGaussian, standard_normal_log_prob
+from hf_vae.modeling_outputs import DecoderOutput, EncoderOutput
 
-from .model_tester import ModelTesterMixin
+from .model_tester import ModelTesterMixin, gaussian_latent_identities, gaussian_latent_per_example
 
 TINY = dict(image_size=8, num_channels=1, hidden_channels=[8, 16], latent_dim=4, num_res_blocks=1)
 
@@ -31,12 +32,16 @@ class TestVAE(ModelTesterMixin):
         ("activation", "tanh"),
     ]
 
+    def named_term_identities(self, model, out):
+        return gaussian_latent_identities(model, out)
 
-class TestGaussianVAE(ModelTesterMixin):
+    def per_example_outputs(self, model, inputs):
+        return gaussian_latent_per_example(model, inputs)
+
+
+class TestGaussianVAE(TestVAE):
     """The same contracts with a learned-scale discretized Gaussian likelihood (8-bit images)."""
 
-    model_class = VAEModel
-    config_class = VAEConfig
     config_kwargs = {**TINY, "num_channels": 3, "likelihood": "discretized_gaussian"}
     bad_config_values = [("likelihood_scale", -1.0)]
 
@@ -84,11 +89,17 @@ def test_free_bits_floor_each_dimension():
 
 def test_encode_returns_distribution_and_decode_images():
     model = _model()
-    posterior = model.encode(_images())
+    encoded = model.encode(_images())
+    assert isinstance(encoded, EncoderOutput)
+    posterior = encoded.latent_dist
     assert isinstance(posterior, DiagonalGaussian) and posterior.mean.shape == (3, 4)
-    images = model.decode(posterior.mode())
+    assert model.encode(_images(), return_dict=False)[0].mean.equal(posterior.mean)
+    decoded = model.decode(posterior.mode())
+    assert isinstance(decoded, DecoderOutput)
+    images = decoded.sample
     assert images.shape == (3, 1, 8, 8) and images.min() >= 0 and images.max() <= 1
-    binary = model.decode(posterior.mode(), generator=torch.Generator().manual_seed(0), output="sample")
+    assert torch.equal(model.decode(posterior.mode(), return_dict=False)[0], images)
+    binary = model.decode(posterior.mode(), generator=torch.Generator().manual_seed(0), output="sample").sample
     assert set(binary.unique().tolist()) <= {0.0, 1.0}
     with pytest.raises(ValueError, match="latents"):
         model.decode(torch.zeros(3, 5))
@@ -99,7 +110,7 @@ def test_encode_returns_distribution_and_decode_images():
 def test_sample_temperature_and_bad_arguments():
     model = _model()
     cold = model.sample(4, generator=torch.Generator().manual_seed(0), temperature=1e-6)
-    zero = model.decode(torch.zeros(4, 4))
+    zero = model.decode(torch.zeros(4, 4)).sample
     torch.testing.assert_close(cold, zero, atol=1e-4, rtol=0)
     with pytest.raises(ValueError, match="num_samples"):
         model.sample(0)
@@ -107,12 +118,21 @@ def test_sample_temperature_and_bad_arguments():
         model.sample(2, temperature=0.0)
     with pytest.raises(ValueError, match="generator"):
         model.sample(2, generator=1234)
+    # The unconditional VAE takes the shared vocabulary and refuses what it cannot use, before any work.
+    with pytest.raises(ValueError, match="`labels` must be None"):
+        model.sample(2, labels=1)
+    with pytest.raises(ValueError, match="`guidance_scale` must be 1"):
+        model.sample(2, guidance_scale=2.0)
+    with pytest.raises(ValueError, match="`labels` must be None"):
+        model.encode(_images(), torch.tensor([0, 1, 2]))
+    with pytest.raises(TypeError):
+        model.sample(2, torch.Generator())  # keyword-only after num_samples
 
 
 def test_reconstruct_is_deterministic_at_posterior_mean():
     model = _model()
     x = _images()
-    torch.testing.assert_close(model.reconstruct(x), model.decode(model.encode(x).mean))
+    torch.testing.assert_close(model.reconstruct(x), model.decode(model.encode(x).latent_dist.mean).sample)
     a = model.reconstruct(x, generator=torch.Generator().manual_seed(1), sample_posterior=True)
     b = model.reconstruct(x, generator=torch.Generator().manual_seed(1), sample_posterior=True)
     assert torch.equal(a, b)
@@ -141,9 +161,16 @@ def test_slerp_keeps_norm_between_orthogonal_unit_vectors():
     torch.testing.assert_close(path[3], torch.tensor([math.sqrt(0.5), math.sqrt(0.5)]))
 
 
-def test_log_likelihood_k1_is_an_unbiased_elbo_sample():
+def test_log_likelihood_k1_is_the_single_sample_elbo():
     model = _model()
     x = _images(2)
+    # With the forward's noise, one importance weight is exactly the single-sample (Monte Carlo) ELBO
+    # log p(x|z) + log p(z) - log q(z|x) at the forward's z; the forward's `elbo` has the closed-form KL.
+    out = model(x, generator=torch.Generator().manual_seed(5))
+    posterior = DiagonalGaussian(out.posterior_mean, out.posterior_logvar)
+    monte_carlo = out.elbo + posterior.kl() + standard_normal_log_prob(out.latents) - posterior.log_prob(out.latents)
+    k1 = model.log_likelihood(x, num_samples=1, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(k1, monte_carlo, rtol=1e-5, atol=1e-4)
     # One importance weight is a single-sample estimate of the ELBO. With the same noise as forward()
     # the two differ by log p(z) - log q(z|x) + KL, which has mean zero.
     gaps = []
@@ -180,11 +207,11 @@ def _linear_gaussian_vae(encoder_shift: float = 0.0):
             super().__init__()
             self.unused = torch.nn.Parameter(torch.zeros(()))  # the model reads its device from a parameter
 
-        def forward(self, z):
+        def forward(self, z, condition=None):
             return (z @ W.t() + b).view(-1, 1, 4, 4)
 
     class PosteriorEncoder(torch.nn.Module):
-        def forward(self, x):
+        def forward(self, x, condition=None):
             mean = (x.flatten(1) - b) @ W @ cov / 0.25 + encoder_shift
             return torch.cat([mean, torch.log(torch.diagonal(cov)).expand(x.shape[0], 2)], dim=1)
 

@@ -5,6 +5,7 @@ import torch
 from transformers import AutoModel
 
 from hf_vae import VQVAEConfig, VQVAEModel
+from hf_vae.modeling_outputs import DecoderOutput, VQEncoderOutput
 
 from .model_tester import ModelTesterMixin
 
@@ -30,6 +31,16 @@ class TestVQVAE(ModelTesterMixin):
         ("image_size", 10),
         ("activation", "tanh"),
     ]
+
+    def named_term_identities(self, model, out):
+        return {"loss = reconstruction_loss + codebook_loss + commitment_loss":
+                (out.loss, out.reconstruction_loss + out.codebook_loss + out.commitment_loss)}
+
+    def per_example_outputs(self, model, inputs):
+        encoded = model.encode(inputs["pixel_values"])
+        out = model(**inputs)
+        assert torch.equal(out.indices, encoded.indices)
+        return {"latents": encoded.latents, "indices": encoded.indices, "reconstruction": out.reconstruction}
 
     def sample_outputs(self, model, generator):
         # No prior of its own: decode random code grids drawn with the generator.
@@ -100,10 +111,32 @@ def test_round_trip_equals_forward_reconstruction():
     assert set(drawn.unique().tolist()) <= {0.0, 1.0}
 
 
+def test_encode_decode_are_the_vector_view_of_the_code_ids():
+    model = _train(_model(), steps=3)
+    x = _images(5, seed=9)
+    encoded = model.encode(x)
+    assert isinstance(encoded, VQEncoderOutput)
+    assert encoded.latents.shape == (5, 4, 2, 2) and encoded.indices.shape == (5, 2, 2)
+    assert torch.equal(encoded.indices, model.encode_to_indices(x))
+    latents, indices = model.encode(x, return_dict=False)
+    assert torch.equal(latents, encoded.latents) and torch.equal(indices, encoded.indices)
+    # decode quantizes its input: the encoder outputs decode to the reconstruction, code vectors to their ids.
+    decoded = model.decode(encoded.latents)
+    assert isinstance(decoded, DecoderOutput) and torch.equal(decoded.sample, model.reconstruct(x))
+    codes = model.quantizer.embed(encoded.indices)
+    assert torch.equal(model.decode(codes).sample, model.decode_from_indices(encoded.indices))
+    assert torch.equal(model.decode(codes, return_dict=False)[0], decoded.sample)
+    with pytest.raises(ValueError, match="latents"):
+        model.decode(torch.zeros(5, 3, 2, 2))
+    with pytest.raises(ValueError, match="output"):
+        model.decode(codes, output="median")
+
+
 def test_public_methods_never_change_the_codebook_state():
     model = _model().train()
     state = {k: v.clone() for k, v in model.state_dict().items()}
     model.encode_to_indices(_images())
+    model.decode(model.encode(_images()).latents)
     model.reconstruct(_images())
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
     model(_images(), generator=torch.Generator().manual_seed(0))  # a training forward does

@@ -201,7 +201,7 @@ class ImageToLatentsPipeline(_ImageInputPipeline):
         if model_type(self.model) == "vqvae":
             reject_options(self.model, "a VQ-VAE is unconditional", labels=labels)
             return {"indices": self.model.encode_to_indices(pixel_values), "is_batch": model_inputs["is_batch"]}
-        posterior = call_with_options(self.model.encode, self.model, pixel_values, labels=labels)
+        posterior = call_with_options(self.model.encode, self.model, pixel_values, labels=labels).latent_dist
         return {"posterior_mean": posterior.mean, "posterior_logvar": posterior.logvar,
                 "is_batch": model_inputs["is_batch"]}
 

@@ -1,87 +1,63 @@
 """A convolutional VAE / β-VAE as a Hugging Face model (Kingma & Welling 2014; Higgins et al. 2017).
 
-Read top-down: blocks -> encoder -> decoder -> `VAEModel` (forward = negative ELBO with named terms,
-then the public methods `encode`, `decode`, `sample`, `reconstruct`, `interpolate`, `log_likelihood`).
-The probability maths lives in `hf_vae/distributions.py`.
+Read top-down: the Gaussian encoder and decoder (the shared convolutional core of
+`models/modeling_autoencoder.py` plus a dense bottleneck) -> `VAEModel` (forward = negative ELBO with
+named terms, then the public methods `encode`, `decode`, `sample`, `reconstruct`, `interpolate`,
+`log_likelihood`). The probability maths lives in `hf_vae/distributions.py`.
+
+`VAEModel` is also the body of the conditional VAE: everything that depends on a condition goes through
+two hooks, `_condition` (labels -> the vector the encoder and decoder read, `None` here) and
+`_forward_condition` (the same in `forward`, where the CVAE also drops labels), so the CVAE overrides
+how the label enters and reuses the objective, the importance sampling, interpolation and the checks.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import nn
 
 from ...distributions import DiagonalGaussian, get_likelihood, log_mean_exp, standard_normal, standard_normal_log_prob
-from ...modeling_outputs import VAEOutput
-from ...modeling_utils import HfVaePreTrainedModel
-from ...validation import check_generator, check_pixel_values
+from ...modeling_outputs import EncoderOutput, VAEOutput
+from ...validation import check_choice, check_generator, check_int, check_labels, check_number
+from ..modeling_autoencoder import AutoencoderPreTrainedModel, ConvDecoder, ConvEncoder
 from .configuration_vae import VAEConfig
 
-ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU, "elu": nn.ELU}
+INTERPOLATIONS = ("linear", "slerp")
 
 
-class ResidualBlock(nn.Module):
-    """x + conv3x3(act(dropout(conv3x3(act(x))))), width and resolution kept."""
+class GaussianEncoder(ConvEncoder):
+    """(B, C, H, W) images [and (B, L) condition vectors] -> (B, 2 * latent_dim): mean and log-variance
+    of q(z|x[, c]). A condition is broadcast over the image and enters as L extra input channels."""
 
-    def __init__(self, channels: int, activation: str, dropout: float):
-        super().__init__()
-        self.block = nn.Sequential(
-            ACTIVATIONS[activation](),
-            nn.Conv2d(channels, channels, 3, padding=1),
-            ACTIVATIONS[activation](),
-            nn.Dropout(dropout),
-            nn.Conv2d(channels, channels, 3, padding=1),
-        )
+    def __init__(self, config: VAEConfig, condition_dim: int = 0):
+        super().__init__(config, config.num_channels + condition_dim)
+        self.to_moments = nn.Linear(config.hidden_channels[-1] * self.bottom**2, 2 * config.latent_dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.block(x)
-
-
-class VAEEncoder(nn.Module):
-    """(B, C, H, W) -> (B, 2 * latent_dim): mean and log-variance of q(z|x)."""
-
-    def __init__(self, config: VAEConfig):
-        super().__init__()
-        layers, width = [], config.num_channels
-        for out_width in config.hidden_channels:
-            # Each stage halves the resolution: a 4x4 stride-2 conv, then residual blocks.
-            layers += [nn.Conv2d(width, out_width, 4, stride=2, padding=1), ACTIVATIONS[config.activation]()]
-            layers += [ResidualBlock(out_width, config.activation, config.dropout) for _ in range(config.num_res_blocks)]
-            width = out_width
-        self.convs = nn.Sequential(*layers)
-        bottom = config.image_size // 2 ** len(config.hidden_channels)
-        self.to_moments = nn.Linear(width * bottom * bottom, 2 * config.latent_dim)
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def forward(self, pixel_values: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        if condition is not None:
+            maps = condition[:, :, None, None].expand(-1, -1, *pixel_values.shape[2:])
+            pixel_values = torch.cat([pixel_values, maps], dim=1)
         # fp32 out even under bf16 autocast: the KL and likelihood are sums over many terms.
         return self.to_moments(self.convs(pixel_values).flatten(1)).float()
 
 
-class VAEDecoder(nn.Module):
-    """(B, latent_dim) -> (B, C * num_params, H, W): the parameters of p(x|z) (logits or mean/log-scale)."""
+class GaussianDecoder(ConvDecoder):
+    """(B, latent_dim) latents [and (B, L) condition vectors, concatenated to z] -> (B, C * num_params, H, W):
+    the parameters of p(x|z[, c]) (logits, or mean and log-scale)."""
 
-    def __init__(self, config: VAEConfig, num_params: int):
-        super().__init__()
-        widths = list(reversed(config.hidden_channels))
-        self.bottom = config.image_size // 2 ** len(widths)
-        self.from_latent = nn.Linear(config.latent_dim, widths[0] * self.bottom * self.bottom)
-        layers = []
-        for i, width in enumerate(widths):
-            out_width = widths[i + 1] if i + 1 < len(widths) else widths[-1]
-            layers += [ResidualBlock(width, config.activation, config.dropout) for _ in range(config.num_res_blocks)]
-            # Mirror of the encoder stage: a 4x4 stride-2 transposed conv doubles the resolution.
-            layers += [ACTIVATIONS[config.activation](), nn.ConvTranspose2d(width, out_width, 4, stride=2, padding=1)]
-        layers += [ACTIVATIONS[config.activation](), nn.Conv2d(widths[-1], config.num_channels * num_params, 3, padding=1)]
-        self.convs = nn.Sequential(*layers)
-        self.width = widths[0]
+    def __init__(self, config: VAEConfig, num_params: int, condition_dim: int = 0):
+        super().__init__(config, num_params, in_features=config.latent_dim + condition_dim)
 
-    def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        hidden = self.from_latent(latents).view(-1, self.width, self.bottom, self.bottom)
-        return self.convs(hidden).float()  # the likelihood sums C*H*W terms: keep it in fp32 under autocast
+    def forward(self, latents: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        if condition is not None:
+            latents = torch.cat([latents, condition], dim=1)
+        return super().forward(latents)
 
 
-class VAEPreTrainedModel(HfVaePreTrainedModel):
+class VAEPreTrainedModel(AutoencoderPreTrainedModel):
     config_class = VAEConfig
 
 
@@ -89,30 +65,63 @@ class VAEModel(VAEPreTrainedModel):
     """Convolutional VAE with a N(0, I) prior, a diagonal Gaussian posterior and a configurable p(x|z).
 
     `forward(pixel_values)` returns the negative ELBO (`loss`, KL weighted by `config.beta`) and its terms.
+    Methods take `labels` like the CVAE's, so the families share one vocabulary; here any `labels` other
+    than `None` (and any `guidance_scale` other than 1) raises.
     """
 
-    input_kind = "images"
     takes_global_step = True
     evaluator = "gaussian_latent"
     card_template = "vae.md.j2"
     capabilities = frozenset({"sample", "encode", "reconstruct", "score", "interpolate"})
+    sample_options = frozenset({"output"})
 
     def __init__(self, config: VAEConfig):
         super().__init__(config)
         self.likelihood = get_likelihood(config.likelihood, config.likelihood_scale)
-        self.encoder = VAEEncoder(config)
-        self.decoder = VAEDecoder(config, self.likelihood.num_params)
+        self._build(config)
         self.post_init()
 
-    # -- checks -----------------------------------------------------------------------------------
+    def _build(self, config: VAEConfig) -> None:
+        """The modules; the CVAE adds its label embedding and widens encoder and decoder by its size."""
+        self.encoder = GaussianEncoder(config)
+        self.decoder = GaussianDecoder(config, self.likelihood.num_params)
 
-    def _check_pixel_values(self, pixel_values, name: str = "pixel_values") -> None:
-        check_pixel_values(pixel_values, self.config.num_channels, self.config.image_size, name)
+    # -- hooks: how a condition enters (the CVAE overrides these) ------------------------------------
+
+    def _condition(self, labels, batch_size: int, required: bool = False, name: str = "labels") -> torch.Tensor | None:
+        """The (B, L) vector encoder and decoder read for `labels`; `None` for an unconditional model."""
+        check_labels(labels, None, batch_size, name)  # any labels raise: the VAE is unconditional
+        return None
+
+    def _forward_condition(self, labels, batch_size: int, generator: torch.Generator | None) -> torch.Tensor | None:
+        """The condition of `forward`'s batch; the VAE ignores the batch's labels (every family takes one batch)."""
+        return None
+
+    # -- checks -----------------------------------------------------------------------------------
 
     def _check_latents(self, latents) -> None:
         if not isinstance(latents, torch.Tensor) or latents.ndim != 2 or latents.shape[1] != self.config.latent_dim:
             got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
             raise ValueError(f"`latents` must be a tensor of shape (batch, {self.config.latent_dim}), got {got}")
+
+    def _sample_labels(self, labels, num_samples: int) -> torch.Tensor | None:
+        """`sample`'s labels (None, one class id, or (N,) ids) as checked (N,) ids, or None."""
+        if labels is None:
+            return None
+        num_classes = self.config.num_classes if self.is_conditional else None
+        if num_classes is not None and isinstance(labels, numbers.Integral) and not isinstance(labels, bool):
+            labels = torch.full((num_samples,), int(labels), dtype=torch.long, device=self.device)
+        check_labels(labels, num_classes, num_samples)
+        return labels
+
+    def _check_guidance(self, guidance_scale, labels) -> None:
+        check_number("guidance_scale", guidance_scale, minimum=0.0)
+        if guidance_scale != 1 and labels is None:
+            kind = "a conditional model without `labels`" if self.is_conditional else "an unconditional model"
+            raise ValueError(
+                f"`guidance_scale` must be 1 for {kind} (guidance contrasts conditional and unconditional "
+                f"decoding), got {guidance_scale!r}"
+            )
 
     # -- the objective ------------------------------------------------------------------------------
 
@@ -126,28 +135,13 @@ class VAEModel(VAEPreTrainedModel):
         """The KL weight at `global_step` (logged by the trainer)."""
         return {"kl_weight": self.kl_weight(global_step)}
 
-    def forward(
-        self,
-        pixel_values: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-        global_step: int | None = None,
-        return_dict: bool = True,
-    ) -> VAEOutput | tuple:
-        """Negative ELBO of `pixel_values` (B, C, H, W) in [0, 1] with one posterior sample.
-
-        Args:
-            pixel_values: images in [0, 1]; binary for the Bernoulli likelihood, 8-bit for the discretized one.
-            labels: ignored (the VAE is unconditional); accepted so every family takes the same batch.
-            generator: drives the posterior sample (reproducible losses).
-            global_step: optimizer step, for the KL warm-up; `None` uses the full `beta`.
-            return_dict: return a `VAEOutput` (default) or a tuple.
-        """
-        self._check_pixel_values(pixel_values)
-        check_generator(generator)
-        posterior = self.encode(pixel_values)
+    def _objective(self, pixel_values, labels, generator, global_step) -> VAEOutput:
+        """`forward`: the negative ELBO with one posterior sample, drawn with `generator` (the CVAE drops
+        labels with it first); the KL is weighted by `kl_weight(global_step)`, `None` giving the full `beta`."""
+        condition = self._forward_condition(labels, pixel_values.shape[0], generator)
+        posterior = DiagonalGaussian(*self.encoder(pixel_values, condition).chunk(2, dim=1))
         latents = posterior.rsample(generator)
-        params = self.decoder(latents)
+        params = self.decoder(latents, condition)
 
         log_px_z = self.likelihood.log_prob(params, pixel_values)  # (B,)
         kl = posterior.kl()  # (B,)
@@ -159,7 +153,7 @@ class VAEModel(VAEPreTrainedModel):
             kl_objective = kl.mean()
         loss = reconstruction_loss + self.kl_weight(global_step) * kl_objective
 
-        output = VAEOutput(
+        return VAEOutput(
             loss=loss,
             reconstruction_loss=reconstruction_loss,
             kl_loss=kl.mean(),
@@ -169,89 +163,141 @@ class VAEModel(VAEPreTrainedModel):
             latents=latents,
             reconstruction=self.likelihood.mean(params),
         )
-        return output if return_dict else output.to_tuple()
 
     # -- public methods -------------------------------------------------------------------------------
 
-    def encode(self, pixel_values: torch.Tensor) -> DiagonalGaussian:
-        """q(z|x) for images (B, C, H, W) in [0, 1]."""
-        self._check_pixel_values(pixel_values)
-        mean, logvar = self.encoder(pixel_values).chunk(2, dim=1)
-        return DiagonalGaussian(mean, logvar)
+    def encode(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, return_dict: bool = True):
+        """q(z|x) for images (B, C, H, W) in [0, 1] (CVAE: q(z|x, y), `labels` (B,) required).
 
-    def decode(self, latents: torch.Tensor, generator: torch.Generator | None = None, output: str = "mean") -> torch.Tensor:
-        """Images (B, C, H, W) from latents (B, latent_dim): the mean of p(x|z), or a draw from it.
+        Returns `EncoderOutput(latent_dist=DiagonalGaussian)` (or the tuple `(latent_dist,)`).
+        """
+        self._check_pixel_values(pixel_values)
+        condition = self._condition(labels, pixel_values.shape[0], required=True)
+        posterior = DiagonalGaussian(*self.encoder(pixel_values, condition).chunk(2, dim=1))
+        return EncoderOutput(latent_dist=posterior) if return_dict else (posterior,)
+
+    def decode(
+        self,
+        latents: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        output: str = "mean",
+        guidance_scale: float = 1.0,
+        return_dict: bool = True,
+    ):
+        """Images from latents (B, latent_dim): `DecoderOutput(sample=(B, C, H, W))`, the mean of p(x|z) or a draw.
 
         Args:
-            output: `"mean"` (probabilities for Bernoulli; smooth images) or `"sample"` (pixels drawn
-                from p(x|z) with `generator`).
+            labels: CVAE only: class ids (B,); `None` decodes unconditionally (the null label).
+            generator: drives the draw when `output="sample"`.
+            output: `"mean"` (probabilities for Bernoulli; smooth images) or `"sample"` (pixels drawn from p(x|z)).
+            guidance_scale: CVAE only, classifier-free guidance s >= 0: the decoder's logits (Bernoulli) or
+                mean (Gaussians) become uncond + s * (cond - uncond). 1 is plain conditional decoding,
+                0 unconditional, > 1 sharpens the class.
+            return_dict: return a `DecoderOutput` (default) or the tuple `(images,)`.
         """
         self._check_latents(latents)
-        if output not in ("mean", "sample"):
-            raise ValueError(f"`output` must be one of ('mean', 'sample'), got {output!r}")
-        params = self.decoder(latents)
-        if output == "mean":
-            return self.likelihood.mean(params)
-        return self.likelihood.sample(params, generator)
+        self._check_decode_args(output, generator)
+        self._check_guidance(guidance_scale, labels)
+        condition = self._condition(labels, latents.shape[0])
+        params = self.decoder(latents, condition)
+        if guidance_scale != 1:
+            unconditional = self.decoder(latents, self._condition(None, latents.shape[0]))
+            params = self._guide(params, unconditional, float(guidance_scale))
+        return self._images(params, output, generator, return_dict)
+
+    def _guide(self, cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
+        """uncond + scale * (cond - uncond) on the logits (Bernoulli) or the mean (Gaussians; a learned
+        log-scale is taken from the conditional pass)."""
+        if self.likelihood.num_params == 2:
+            cond_mean, cond_log_scale = cond.chunk(2, dim=1)
+            uncond_mean = uncond.chunk(2, dim=1)[0]
+            return torch.cat([uncond_mean + scale * (cond_mean - uncond_mean), cond_log_scale], dim=1)
+        return uncond + scale * (cond - uncond)
 
     @torch.no_grad()
     def sample(
         self,
         num_samples: int,
+        *,
         generator: torch.Generator | None = None,
+        labels: torch.Tensor | int | None = None,
         temperature: float = 1.0,
+        guidance_scale: float = 1.0,
         output: str = "mean",
     ) -> torch.Tensor:
-        """Draw `num_samples` images (N, C, H, W): z ~ N(0, temperature^2 I), then `decode(z, output=output)`."""
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"`num_samples` must be an int >= 1, got {num_samples!r}")
-        if not isinstance(temperature, (int, float)) or not temperature > 0:
-            raise ValueError(f"`temperature` must be a number > 0, got {temperature!r}")
-        check_generator(generator)
+        """Draw `num_samples` images (N, C, H, W): z ~ N(0, temperature^2 I), then `decode`.
+
+        Args:
+            labels: CVAE only: class ids (N,), one class id for all N, or `None` for unconditional samples.
+            guidance_scale: CVAE only: classifier-free guidance (see `decode`).
+            output: `"mean"` or `"sample"` (see `decode`).
+        """
+        check_int("num_samples", num_samples, minimum=1)
+        check_number("temperature", temperature, minimum=0.0, exclusive_minimum=True)
+        self._check_decode_args(output, generator)
+        labels = self._sample_labels(labels, num_samples)
+        self._check_guidance(guidance_scale, labels)
         latents = temperature * standard_normal(
             (num_samples, self.config.latent_dim), generator=generator, device=self.device, dtype=self.dtype
         )
-        return self.decode(latents, generator=generator, output=output)
+        return self.decode(latents, labels, generator=generator, output=output, guidance_scale=guidance_scale).sample
 
     @torch.no_grad()
-    def reconstruct(
-        self, pixel_values: torch.Tensor, generator: torch.Generator | None = None, sample_posterior: bool = False
-    ) -> torch.Tensor:
-        """Mean of p(x|z) at the posterior mean (or at a posterior sample when `sample_posterior`)."""
-        posterior = self.encode(pixel_values)
+    def reconstruct(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, *,
+                    generator: torch.Generator | None = None, sample_posterior: bool = False) -> torch.Tensor:
+        """Mean of p(x|z) at the posterior mean (or at a posterior sample when `sample_posterior`); CVAE: given `labels`."""
+        posterior = self.encode(pixel_values, labels).latent_dist
         latents = posterior.sample(generator) if sample_posterior else posterior.mode()
-        return self.decode(latents)
+        return self.decode(latents, labels).sample
 
     @torch.no_grad()
     def interpolate(
-        self, image_a: torch.Tensor, image_b: torch.Tensor, steps: int = 8, method: str = "linear"
+        self,
+        image_a: torch.Tensor,
+        image_b: torch.Tensor,
+        steps: int = 8,
+        method: str = "linear",
+        *,
+        label_a: int | torch.Tensor | None = None,
+        label_b: int | torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Decode `steps` points between the posterior means of two images; returns (steps, C, H, W).
 
         Args:
             image_a, image_b: (C, H, W) or (1, C, H, W) images in [0, 1].
             method: `"linear"`, or `"slerp"` (spherical, keeps the norm typical of N(0, I) samples).
+            label_a, label_b: CVAE only: the images' classes; the condition moves linearly alongside z,
+                so the ends are the reconstructions.
         """
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
-            raise ValueError(f"`steps` must be an int >= 2, got {steps!r}")
-        if method not in ("linear", "slerp"):
-            raise ValueError(f"`method` must be one of ('linear', 'slerp'), got {method!r}")
-        ends = []
-        for name, image in (("image_a", image_a), ("image_b", image_b)):
+        check_int("steps", steps, minimum=2)
+        check_choice("method", method, INTERPOLATIONS)
+        ends, conditions = [], []
+        for name, image, label_name, label in (("image_a", image_a, "label_a", label_a), ("image_b", image_b, "label_b", label_b)):
             if isinstance(image, torch.Tensor) and image.ndim == 3:
                 image = image.unsqueeze(0)
             if isinstance(image, torch.Tensor) and image.shape[0] != 1:
                 raise ValueError(f"`{name}` must be one image (C, H, W) or (1, C, H, W), got {tuple(image.shape)}")
             self._check_pixel_values(image, name)
-            ends.append(self.encode(image).mode()[0])
+            if isinstance(label, numbers.Integral) and not isinstance(label, bool):
+                label = torch.tensor([int(label)])
+            elif isinstance(label, torch.Tensor) and label.ndim == 0:
+                label = label.reshape(1)
+            condition = self._condition(label, 1, required=True, name=label_name)
+            ends.append(DiagonalGaussian(*self.encoder(image, condition).chunk(2, dim=1)).mode()[0])
+            conditions.append(condition)
         t = torch.linspace(0.0, 1.0, steps, device=ends[0].device, dtype=ends[0].dtype)[:, None]
         latents = slerp(ends[0], ends[1], t) if method == "slerp" else (1 - t) * ends[0] + t * ends[1]
-        return self.decode(latents)
+        condition = None if conditions[0] is None else (1 - t) * conditions[0] + t * conditions[1]
+        return self.likelihood.mean(self.decoder(latents, condition))
 
     @torch.no_grad()
     def log_likelihood(
         self,
         pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        *,
         num_samples: int = 1000,
         generator: torch.Generator | None = None,
         chunk_size: int = 128,
@@ -261,13 +307,15 @@ class VAEModel(VAEPreTrainedModel):
         log p(x) ~= log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x), z_i ~ q(z|x), k = `num_samples`. It is
         a lower bound that tightens as k grows (k = 1 is the ELBO). The k samples are drawn in chunks of
         about `chunk_size` decoder passes (at least one sample of the whole batch), so k = 1000 fits in
-        memory at any batch size; the estimate does not depend on `chunk_size`.
+        memory at any batch size; the estimate does not depend on `chunk_size`. CVAE: log p(x|y) given
+        `labels`, or log p(x) of the unconditional model (null label) for `labels=None`.
         """
-        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"`num_samples` must be an int >= 1, got {num_samples!r}")
+        check_int("num_samples", num_samples, minimum=1)
         check_generator(generator)
-        posterior = self.encode(pixel_values)
+        self._check_pixel_values(pixel_values)
         batch = pixel_values.shape[0]
+        condition = self._condition(labels, batch)
+        posterior = DiagonalGaussian(*self.encoder(pixel_values, condition).chunk(2, dim=1))
         # Small decoder batches stay in the CPU caches: 128 passes per call ran ~2x faster than 2048.
         per_chunk = max(1, chunk_size // batch)
         log_weights = []  # chunks of (s, B)
@@ -279,7 +327,7 @@ class VAEModel(VAEPreTrainedModel):
                 for _ in range(s)
             ])
             z = posterior.mean + posterior.std * eps  # (s, B, D)
-            params = self.decoder(z.flatten(0, 1))
+            params = self.decoder(z.flatten(0, 1), None if condition is None else condition.repeat(s, 1))
             log_px_z = self.likelihood.log_prob(params, pixel_values.repeat(s, 1, 1, 1)).view(s, batch)
             log_pz = standard_normal_log_prob(z.flatten(0, 1)).view(s, batch)
             log_qz_x = posterior.log_prob(z)  # broadcasts over the s samples: (s, B)

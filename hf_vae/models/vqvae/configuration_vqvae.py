@@ -2,33 +2,23 @@
 
 from __future__ import annotations
 
-from ...configuration_utils import HfVaeConfig
-
-from ...validation import check_choice, check_float, check_int, check_int_list
-from ...distributions import LIKELIHOODS
-
-ACTIVATIONS = ("silu", "relu", "gelu", "elu")
+from ...configuration_utils import AutoencoderConfig
+from ...validation import check_bool, check_float, check_int
 
 
-def _check_bool(name: str, value) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"`{name}` must be a bool, got {value!r}")
-
-
-class VQVAEConfig(HfVaeConfig):
+class VQVAEConfig(AutoencoderConfig):
     r"""Configuration of a convolutional VQ-VAE (van den Oord et al. 2017).
 
     The encoder maps an image to a grid of `embedding_dim`-vectors, each replaced by its nearest code in
     a codebook of `codebook_size` vectors; the decoder reconstructs the image from the codes. The code
     grid is `image_size / 2 ** len(hidden_channels)` on a side (28 with two stages: 7 x 7).
 
+    Takes every field of [`AutoencoderConfig`] (`image_size`, `num_channels`, `hidden_channels`,
+    `num_res_blocks`, `likelihood`, `likelihood_scale`, `dropout`, `activation`; with a fixed
+    `likelihood_scale` sigma the `"gaussian"` likelihood is the paper's MSE up to the factor
+    1 / (2 sigma^2) and a constant), plus:
+
     Args:
-        image_size (`int`, defaults to 28): height and width of the square input images.
-        num_channels (`int`, defaults to 1): image channels (1 grey, 3 RGB).
-        hidden_channels (`list[int]`, defaults to `[32, 64]`): encoder widths, one stride-2 stage each
-            (the decoder mirrors them); `image_size` must be divisible by `2 ** len(hidden_channels)`.
-        num_res_blocks (`int`, defaults to 1): residual blocks after each encoder stage and before each
-            decoder stage.
         codebook_size (`int`, defaults to 512): number of codes K (the vocabulary of a prior over the codes).
         embedding_dim (`int`, defaults to 64): size D of each code and of the encoder output vectors.
         commitment_cost (`float`, defaults to 0.25): beta, the weight of the commitment term
@@ -45,22 +35,10 @@ class VQVAEConfig(HfVaeConfig):
         dead_code_threshold (`float`, defaults to 1.0): assignments per window below which a code is dead
             (1.0: unused for the whole window). Also the threshold of the `dead_codes` statistic.
         dead_code_window (`int`, defaults to 100): training steps per usage window.
-        likelihood (`str`, defaults to `"bernoulli"`): p(x|z_q) of the reconstruction term; `"bernoulli"`
-            for binary images, `"gaussian"` for continuous ones (with a fixed `likelihood_scale` sigma it
-            is the paper's MSE up to the factor 1 / (2 sigma^2) and a constant), `"discretized_gaussian"`
-            for 8-bit images.
-        likelihood_scale (`float`, *optional*): fixed standard deviation of the Gaussian likelihoods;
-            `None` learns a per-pixel scale. Ignored by `"bernoulli"`.
-        dropout (`float`, defaults to 0.0): dropout inside the residual blocks.
-        activation (`str`, defaults to `"silu"`): non-linearity of encoder and decoder.
     """
 
     model_type = "vqvae"
 
-    image_size: int = 28
-    num_channels: int = 1
-    hidden_channels: list[int] | tuple[int, ...] = (32, 64)
-    num_res_blocks: int = 1
     codebook_size: int = 512
     embedding_dim: int = 64
     commitment_cost: float = 0.25
@@ -71,38 +49,21 @@ class VQVAEConfig(HfVaeConfig):
     restart_dead_codes: bool = True
     dead_code_threshold: float = 1.0
     dead_code_window: int = 100
-    likelihood: str = "bernoulli"
-    likelihood_scale: float | None = None
-    dropout: float = 0.0
-    activation: str = "silu"
-
-    def _check_fields(self) -> None:
-        check_int("image_size", self.image_size, minimum=1)
-        check_int("num_channels", self.num_channels, minimum=1)
-        check_int_list("hidden_channels", self.hidden_channels)
-        check_int("num_res_blocks", self.num_res_blocks, minimum=0)
-        check_int("codebook_size", self.codebook_size, minimum=2)
-        check_int("embedding_dim", self.embedding_dim, minimum=1)
-        check_float("commitment_cost", self.commitment_cost, minimum=0.0)
-        _check_bool("use_ema", self.use_ema)
-        check_float("ema_decay", self.ema_decay, minimum=0.0, maximum=1.0, exclusive_maximum=True)
-        check_float("ema_epsilon", self.ema_epsilon, minimum=0.0, exclusive_minimum=True)
-        _check_bool("kmeans_init", self.kmeans_init)
-        _check_bool("restart_dead_codes", self.restart_dead_codes)
-        check_float("dead_code_threshold", self.dead_code_threshold, minimum=0.0)
-        check_int("dead_code_window", self.dead_code_window, minimum=1)
-        check_choice("likelihood", self.likelihood, LIKELIHOODS)
-        if self.likelihood_scale is not None:
-            check_float("likelihood_scale", self.likelihood_scale, minimum=0.0, exclusive_minimum=True)
-        check_float("dropout", self.dropout, minimum=0.0, maximum=1.0, exclusive_maximum=True)
-        check_choice("activation", self.activation, ACTIVATIONS)
-        factor = 2 ** len(self.hidden_channels)
-        if self.image_size % factor != 0:
-            raise ValueError(
-                f"`image_size` must be divisible by 2 ** len(hidden_channels) = {factor}, got {self.image_size}"
-            )
 
     @property
     def code_grid_size(self) -> int:
         """Side of the square grid of codes: image_size / 2 ** len(hidden_channels)."""
-        return self.image_size // 2 ** len(self.hidden_channels)
+        return self.latent_grid_size
+
+    def _check_fields(self) -> None:
+        check_int("codebook_size", self.codebook_size, minimum=2)
+        check_int("embedding_dim", self.embedding_dim, minimum=1)
+        check_float("commitment_cost", self.commitment_cost, minimum=0.0)
+        check_bool("use_ema", self.use_ema)
+        check_float("ema_decay", self.ema_decay, minimum=0.0, maximum=1.0, exclusive_maximum=True)
+        check_float("ema_epsilon", self.ema_epsilon, minimum=0.0, exclusive_minimum=True)
+        check_bool("kmeans_init", self.kmeans_init)
+        check_bool("restart_dead_codes", self.restart_dead_codes)
+        check_float("dead_code_threshold", self.dead_code_threshold, minimum=0.0)
+        check_int("dead_code_window", self.dead_code_window, minimum=1)
+        super()._check_fields()  # the shared autoencoder fields

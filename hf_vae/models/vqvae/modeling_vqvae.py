@@ -1,65 +1,26 @@
 """A convolutional VQ-VAE as a Hugging Face model (van den Oord et al. 2017).
 
-Read top-down: encoder (image -> grid of vectors) -> `VectorQuantizer` (nearest codes, in
-`hf_vae/quantization.py`) -> decoder (codes -> parameters of p(x|z_q)) -> `VQVAEModel` (forward =
-reconstruction + codebook + commitment terms, then `encode_to_indices`, `decode_from_indices`,
-`reconstruct`). The code grids (B, h, w) are the tokens a PixelCNN / transformer prior models; the
+Read top-down: `VQVAEModel` builds its encoder (image -> grid of vectors z_e) and decoder (code
+vectors -> parameters of p(x|z_q)) from the shared convolutional core (`models/modeling_autoencoder.py`),
+with a `VectorQuantizer` (nearest codes, in `hf_vae/quantization.py`) between them; then forward =
+reconstruction + codebook + commitment terms, and the public methods `encode` / `decode` (vectors, as
+diffusers' `VQModel`), `encode_to_indices` / `decode_from_indices` (code ids), `reconstruct`. The code grids (B, h, w) are the tokens a PixelCNN / transformer prior models; the
 VQ-VAE has no prior of its own.
 """
 
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from ...distributions import get_likelihood
-from ...modeling_outputs import VQVAEOutput
-from ...modeling_utils import HfVaePreTrainedModel
-from ...validation import check_generator, check_indices, check_pixel_values
+from ...modeling_outputs import VQEncoderOutput, VQVAEOutput
 from ...quantization import VectorQuantizer
-from ..vae.modeling_vae import ACTIVATIONS, ResidualBlock
+from ...validation import check_indices
+from ..modeling_autoencoder import AutoencoderPreTrainedModel, ConvDecoder, ConvEncoder
 from .configuration_vqvae import VQVAEConfig
 
 
-class VQVAEEncoder(nn.Module):
-    """(B, C, H, W) -> (B, embedding_dim, h, w) encoder outputs z_e, h = H / 2 ** len(hidden_channels)."""
-
-    def __init__(self, config: VQVAEConfig):
-        super().__init__()
-        layers, width = [], config.num_channels
-        for out_width in config.hidden_channels:
-            # Each stage halves the resolution: a 4x4 stride-2 conv, then residual blocks.
-            layers += [nn.Conv2d(width, out_width, 4, stride=2, padding=1), ACTIVATIONS[config.activation]()]
-            layers += [ResidualBlock(out_width, config.activation, config.dropout) for _ in range(config.num_res_blocks)]
-            width = out_width
-        # A 1x1 projection to the code size, with no non-linearity after it: z_e lives where the codes live.
-        layers += [ACTIVATIONS[config.activation](), nn.Conv2d(width, config.embedding_dim, 1)]
-        self.convs = nn.Sequential(*layers)
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.convs(pixel_values)
-
-
-class VQVAEDecoder(nn.Module):
-    """(B, embedding_dim, h, w) codes -> (B, C * num_params, H, W): the parameters of p(x|z_q)."""
-
-    def __init__(self, config: VQVAEConfig, num_params: int):
-        super().__init__()
-        widths = list(reversed(config.hidden_channels))
-        layers = [nn.Conv2d(config.embedding_dim, widths[0], 3, padding=1)]
-        for i, width in enumerate(widths):
-            out_width = widths[i + 1] if i + 1 < len(widths) else widths[-1]
-            layers += [ResidualBlock(width, config.activation, config.dropout) for _ in range(config.num_res_blocks)]
-            # Mirror of the encoder stage: a 4x4 stride-2 transposed conv doubles the resolution.
-            layers += [ACTIVATIONS[config.activation](), nn.ConvTranspose2d(width, out_width, 4, stride=2, padding=1)]
-        layers += [ACTIVATIONS[config.activation](), nn.Conv2d(widths[-1], config.num_channels * num_params, 3, padding=1)]
-        self.convs = nn.Sequential(*layers)
-
-    def forward(self, codes: torch.Tensor) -> torch.Tensor:
-        return self.convs(codes).float()  # the likelihood sums C*H*W terms: keep it in fp32 under autocast
-
-
-class VQVAEPreTrainedModel(HfVaePreTrainedModel):
+class VQVAEPreTrainedModel(AutoencoderPreTrainedModel):
     config_class = VQVAEConfig
 
 
@@ -72,7 +33,6 @@ class VQVAEModel(VQVAEPreTrainedModel):
     mode it changes nothing.
     """
 
-    input_kind = "images"
     evaluator = "vqvae"
     card_template = "vqvae.md.j2"
     capabilities = frozenset({"encode", "reconstruct", "score"})
@@ -80,7 +40,8 @@ class VQVAEModel(VQVAEPreTrainedModel):
     def __init__(self, config: VQVAEConfig):
         super().__init__(config)
         self.likelihood = get_likelihood(config.likelihood, config.likelihood_scale)
-        self.encoder = VQVAEEncoder(config)
+        # z_e: a 1x1 projection to the code size after the stages, so z_e lives where the codes live.
+        self.encoder = ConvEncoder(config, config.num_channels, out_channels=config.embedding_dim)
         self.quantizer = VectorQuantizer(
             codebook_size=config.codebook_size,
             embedding_dim=config.embedding_dim,
@@ -93,7 +54,8 @@ class VQVAEModel(VQVAEPreTrainedModel):
             dead_code_threshold=config.dead_code_threshold,
             dead_code_window=config.dead_code_window,
         )
-        self.decoder = VQVAEDecoder(config, self.likelihood.num_params)
+        # From the (B, embedding_dim, h, w) code vectors, a 3x3 conv to the widest stage, then the stages.
+        self.decoder = ConvDecoder(config, self.likelihood.num_params, in_channels=config.embedding_dim)
         self.post_init()
 
     @property
@@ -103,39 +65,20 @@ class VQVAEModel(VQVAEPreTrainedModel):
 
     # -- checks -----------------------------------------------------------------------------------
 
-    def _check_pixel_values(self, pixel_values, name: str = "pixel_values") -> None:
-        check_pixel_values(pixel_values, self.config.num_channels, self.config.image_size, name)
-
     def _check_indices(self, indices) -> None:
         check_indices(indices, self.config.codebook_size, self.code_grid_size, name="indices")
 
     # -- the objective ------------------------------------------------------------------------------
 
-    def forward(
-        self,
-        pixel_values: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-        global_step: int | None = None,
-        return_dict: bool = True,
-    ) -> VQVAEOutput | tuple:
-        """The VQ-VAE objective for `pixel_values` (B, C, H, W) in [0, 1].
-
-        Args:
-            pixel_values: images in [0, 1]; binary for the Bernoulli likelihood, 8-bit for the discretized one.
-            labels: ignored (the VQ-VAE is unconditional); accepted so every family takes the same batch.
-            generator: drives the random picks of k-means initialisation and dead-code restarts
-                (training mode); eval-mode outputs are deterministic.
-            global_step: ignored; accepted so every family takes the same trainer call.
-            return_dict: return a `VQVAEOutput` (default) or a tuple.
-        """
-        self._check_pixel_values(pixel_values)
-        check_generator(generator)
+    def _objective(self, pixel_values, labels, generator, global_step) -> VQVAEOutput:
+        """`forward`: reconstruction + codebook + commitment terms. `labels` and `global_step` are ignored;
+        `generator` drives the random picks of k-means initialisation and dead-code restarts (training
+        mode); eval-mode outputs are deterministic."""
         quantized = self.quantizer(self.encoder(pixel_values), generator=generator)
         params = self.decoder(quantized.quantized)
         reconstruction_loss = -self.likelihood.log_prob(params, pixel_values).mean()
         loss = reconstruction_loss + quantized.codebook_loss + quantized.commitment_loss
-        output = VQVAEOutput(
+        return VQVAEOutput(
             loss=loss,
             reconstruction_loss=reconstruction_loss,
             codebook_loss=quantized.codebook_loss,
@@ -147,18 +90,48 @@ class VQVAEModel(VQVAEPreTrainedModel):
             indices=quantized.indices,
             reconstruction=self.likelihood.mean(params),
         )
-        return output if return_dict else output.to_tuple()
 
     # -- public methods -------------------------------------------------------------------------------
 
+    def encode(self, pixel_values: torch.Tensor, return_dict: bool = True):
+        """Encoder outputs and their nearest codes for images (B, C, H, W) in [0, 1]; never changes the codebook.
+
+        Returns `VQEncoderOutput(latents=z_e (B, embedding_dim, h, w), indices=(B, h, w) long)` (or the
+        tuple `(latents, indices)`).
+        """
+        self._check_pixel_values(pixel_values)
+        latents = self.encoder(pixel_values)
+        indices = self.quantizer.encode(latents)
+        return VQEncoderOutput(latents=latents, indices=indices) if return_dict else (latents, indices)
+
+    def decode(
+        self,
+        latents: torch.Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        output: str = "mean",
+        return_dict: bool = True,
+    ):
+        """Images from vectors (B, embedding_dim, h, w): each is replaced by its nearest code (as in
+        diffusers' `VQModel.decode`), then decoded; `DecoderOutput(sample=(B, C, H, W))`.
+
+        `decode(encode(x).latents)` is `reconstruct(x)`; code vectors (`quantizer.embed(indices)`) decode
+        as their own ids. `output` and `generator` as in `decode_from_indices`.
+        """
+        expected = (self.config.embedding_dim, self.code_grid_size, self.code_grid_size)
+        if not isinstance(latents, torch.Tensor) or latents.ndim != 4 or tuple(latents.shape[1:]) != expected:
+            got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
+            raise ValueError(f"`latents` must be a tensor of shape (batch, {', '.join(map(str, expected))}), got {got}")
+        self._check_decode_args(output, generator)
+        return self._images(self._decode_indices(self.quantizer.encode(latents)), output, generator, return_dict)
+
     @torch.no_grad()
     def encode_to_indices(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Code ids (B, h, w) long of images (B, C, H, W) in [0, 1]; never changes the codebook."""
-        self._check_pixel_values(pixel_values)
-        return self.quantizer.encode(self.encoder(pixel_values))
+        """Code ids (B, h, w) long of images (B, C, H, W) in [0, 1]: `encode(pixel_values).indices`."""
+        return self.encode(pixel_values).indices
 
     def decode_from_indices(
-        self, indices: torch.Tensor, generator: torch.Generator | None = None, output: str = "mean"
+        self, indices: torch.Tensor, *, generator: torch.Generator | None = None, output: str = "mean"
     ) -> torch.Tensor:
         """Images (B, C, H, W) from code ids (B, h, w): the mean of p(x|z_q), or a draw from it.
 
@@ -167,14 +140,12 @@ class VQVAEModel(VQVAEPreTrainedModel):
             output: `"mean"` (probabilities for Bernoulli) or `"sample"` (pixels drawn with `generator`).
         """
         self._check_indices(indices)
-        if output not in ("mean", "sample"):
-            raise ValueError(f"`output` must be one of ('mean', 'sample'), got {output!r}")
-        check_generator(generator)
-        codes = self.quantizer.embed(indices.to(self.device)).to(self.dtype)
-        params = self.decoder(codes)
-        if output == "mean":
-            return self.likelihood.mean(params)
-        return self.likelihood.sample(params, generator)
+        self._check_decode_args(output, generator)
+        return self._images(self._decode_indices(indices), output, generator, return_dict=True).sample
+
+    def _decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
+        """The parameters of p(x|z_q) for code ids (B, h, w): their code vectors (B, D, h, w), decoded."""
+        return self.decoder(self.quantizer.embed(indices.to(self.device)).to(self.dtype))
 
     @torch.no_grad()
     def reconstruct(self, pixel_values: torch.Tensor) -> torch.Tensor:
