@@ -40,8 +40,10 @@ def _evaluate(args) -> None:
 
     model = AutoModel.from_pretrained(args.model)
     config = model.config
+    # An image model reads images of its own size and channels; a pixel prior reads the dataset's own images.
+    images = type(model).input_kind == "images"
     view = data.load_split(args.dataset, args.split, binarize=args.binarize, seed=args.seed,
-                           image_size=getattr(config, "image_size", None), num_channels=getattr(config, "num_channels", None))
+                           image_size=config.image_size if images else None, num_channels=config.num_channels if images else None)
     torch.manual_seed(args.seed)
     metrics = evaluate(model, view, batch_size=args.batch_size, num_importance_samples=args.num_importance_samples,
                        seed=args.seed, max_examples=args.max_examples)
@@ -58,6 +60,7 @@ def _sample(args) -> None:
     from transformers import AutoModel
 
     from .images import image_grid
+    from .pipelines.pipeline_utils import sample_images
 
     model = AutoModel.from_pretrained(args.model).eval()
     generator = torch.Generator().manual_seed(args.seed)
@@ -65,12 +68,8 @@ def _sample(args) -> None:
     if args.labels:
         kwargs["labels"] = torch.tensor([int(x) for x in args.labels.split(",")]).repeat_interleave(
             max(1, args.num_samples // len(args.labels.split(","))))[: args.num_samples]
-    if model.input_kind == "tokens":  # a prior samples token grids: map them to pixels / decode the VQ-VAE codes
-        from .generation import generate_images
-
-        images = generate_images(model, args.num_samples, generator=generator, progress=False, **kwargs)
-    else:
-        images = model.sample(args.num_samples, generator=generator, **kwargs)
+    # A prior's token grids become images (pixels, or VQ-VAE codes decoded); an image model samples images.
+    images = sample_images(model, args.num_samples, generator=generator, **kwargs)
     image_grid(images, scale=2).save(args.output)
     print(f"wrote {args.output}")
 

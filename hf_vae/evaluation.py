@@ -7,7 +7,6 @@ Every number is a `Metric` that carries its unit and the estimator that produced
 
 from __future__ import annotations
 
-import inspect
 import math
 import numbers
 import warnings
@@ -196,7 +195,7 @@ def evaluate_token_prior(model, loader, *, num_importance_samples: int, seed: in
     likelihood of an autoregressive prior is exact."""
     from .modeling_utils import pixels_to_tokens
 
-    conditional = getattr(model.config, "num_classes", None) is not None
+    conditional = model.is_conditional
     total, count, num_tokens = 0.0, 0, model.config.grid_size**2
     for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
         if model.main_input_name in batch:  # VQ-VAE code grids, prepared by the trainer
@@ -275,7 +274,7 @@ def conditional_fidelity(
         sampler: a class-conditional hf_vae model (anything with `sample(n, labels=..., guidance_scale=...,
             generator=..., output=...)` and `config.num_classes`, e.g. a CVAE), or a function
             `labels (n,) long -> images (n, C, H, W) in [0, 1]`, e.g. a two-stage VQ-VAE + prior
-            sampler. A function that takes a `generator` keyword receives `generator`.
+            sampler. Given a `generator`, a function is called `sampler(labels, generator=generator)`.
         classifier: returns logits (n, num_classes) for images (n, C, H, W), e.g.
             `hf_vae.reference_classifier.ReferenceClassifier`.
         num_per_label: N samples for each label 0..num_classes-1.
@@ -301,7 +300,8 @@ def conditional_fidelity(
         raise ValueError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}")
     if not isinstance(classifier, torch.nn.Module) and not callable(classifier):
         raise ValueError(f"`classifier` must be a module returning logits, got {type(classifier).__name__}")
-    is_model = hasattr(sampler, "sample") and getattr(getattr(sampler, "config", None), "num_classes", None)
+    # An hf_vae model declares what it can do (the family protocol); anything else callable is a function.
+    is_model = "sample" in (getattr(type(sampler), "capabilities", None) or ()) and sampler.is_conditional
     if is_model:
         num_classes = num_classes or sampler.config.num_classes
 
@@ -314,10 +314,9 @@ def conditional_fidelity(
         if guidance_scale != 1:
             raise ValueError(f"`guidance_scale` must be 1 for a sampler function (it carries its own guidance), got {guidance_scale!r}")
         num_classes = num_classes or getattr(classifier, "num_classes", None)
-        takes_generator = "generator" in inspect.signature(sampler).parameters
 
         def draw(labels):
-            return sampler(labels, generator=generator) if takes_generator else sampler(labels)
+            return sampler(labels) if generator is None else sampler(labels, generator=generator)
 
         what = getattr(sampler, "__name__", type(sampler).__name__)
     else:

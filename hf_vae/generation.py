@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from transformers import AutoModel
 
-from .modeling_utils import tokens_to_pixels
+from .modeling_utils import check_prior_matches_vqvae, tokens_to_pixels
 
 
 def load_vqvae(prior, **from_pretrained_kwargs):
@@ -19,16 +19,6 @@ def load_vqvae(prior, **from_pretrained_kwargs):
     vqvae = AutoModel.from_pretrained(config.vqvae_name_or_path, revision=config.vqvae_revision, **from_pretrained_kwargs)
     check_prior_matches_vqvae(prior, vqvae)
     return vqvae.eval()
-
-
-def check_prior_matches_vqvae(prior, vqvae) -> None:
-    """Raise unless the prior's vocabulary and grid are the VQ-VAE's codebook and code grid."""
-    if getattr(vqvae.config, "model_type", None) != "vqvae":
-        raise ValueError(f"`vqvae` must be a VQ-VAE, got model_type {getattr(vqvae.config, 'model_type', None)!r}")
-    if prior.config.vocab_size != vqvae.config.codebook_size:
-        raise ValueError(f"`prior.config.vocab_size` ({prior.config.vocab_size}) must equal the VQ-VAE codebook_size ({vqvae.config.codebook_size})")
-    if prior.config.grid_size != vqvae.config.code_grid_size:
-        raise ValueError(f"`prior.config.grid_size` ({prior.config.grid_size}) must equal the VQ-VAE code grid ({vqvae.config.code_grid_size})")
 
 
 @torch.no_grad()

@@ -119,3 +119,20 @@ class DecoderOutput(ModelOutput):
     """
 
     sample: torch.Tensor | None = None
+
+
+@dataclass
+class ScoreOutput(ModelOutput):
+    """Output of `score`: how unlikely each image is under the model (higher = more unusual).
+
+    Args:
+        score: (B,) per-image score in nats (a negative log-likelihood, or its stand-in for a VQ-VAE).
+        estimator: how the score was computed ("IWAE, k=100", "exact", ...), printed verbatim.
+        num_dims: dimensions per image for bits/dim (C * H * W), or None when the score is not of pixels
+            (the code grid of a prior over VQ-VAE codes).
+    """
+
+    score: torch.Tensor | None = None
+    estimator: str | None = None
+    num_dims: int | None = None
+

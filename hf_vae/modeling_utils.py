@@ -19,6 +19,8 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from .distributions import nats_to_bits_per_dim, uniform
+from .images import quantize as quantize_images
+from .modeling_outputs import ScoreOutput
 from .sampling import LogitsFn, check_sampling_args, is_guided, sample_tokens
 from .validation import check_generator, check_int, check_labels
 
@@ -80,6 +82,11 @@ class HfVaePreTrainedModel(PreTrainedModel):
     #: Keyword options of `sample` beyond the shared `generator`, `labels`, `temperature`, `guidance_scale`
     #: (e.g. `top_k`, `top_p` for the token priors); pipelines reject any other option by name.
     sample_options: ClassVar[frozenset[str]] = frozenset()
+    #: Keyword options of `reconstruct(pixel_values, labels=None, **options)` (e.g. `sample_posterior`).
+    reconstruct_options: ClassVar[frozenset[str]] = frozenset()
+    #: Keyword options of `score(pixel_values, labels=None, **options) -> ScoreOutput` that a user may set
+    #: (e.g. `num_importance_samples`); pipelines reject any other option by name.
+    score_options: ClassVar[frozenset[str]] = frozenset()
 
     def schedule_values(self, global_step: int) -> dict[str, float]:
         """Training-schedule values the model applies at `global_step` (e.g. `{"kl_weight": ...}`), for logging."""
@@ -155,6 +162,16 @@ def tokens_to_pixels(indices: torch.Tensor, levels: int) -> torch.Tensor:
     return (indices.float() / (levels - 1)).unsqueeze(1)
 
 
+def check_prior_matches_vqvae(prior, vqvae) -> None:
+    """Raise unless the prior's vocabulary and grid are the VQ-VAE's codebook and code grid."""
+    if getattr(vqvae.config, "model_type", None) != "vqvae":
+        raise ValueError(f"`vqvae` must be a VQ-VAE, got model_type {getattr(vqvae.config, 'model_type', None)!r}")
+    if prior.config.vocab_size != vqvae.config.codebook_size:
+        raise ValueError(f"`prior.config.vocab_size` ({prior.config.vocab_size}) must equal the VQ-VAE codebook_size ({vqvae.config.codebook_size})")
+    if prior.config.grid_size != vqvae.config.code_grid_size:
+        raise ValueError(f"`prior.config.grid_size` ({prior.config.grid_size}) must equal the VQ-VAE code grid ({vqvae.config.code_grid_size})")
+
+
 class TokenPriorPreTrainedModel(HfVaePreTrainedModel):
     """Base of the autoregressive token priors: the conditioning, `sample`, the bits and the token <->
     pixel mapping, written once for every prior family.
@@ -169,6 +186,7 @@ class TokenPriorPreTrainedModel(HfVaePreTrainedModel):
     evaluator = "token_prior"
     capabilities = frozenset({"sample", "score"})
     sample_options = frozenset({"top_k", "top_p"})
+    score_options = frozenset({"quantize"})
     #: Keyword options of `sample` that change how a family decodes, never what it draws (the transformer's
     #: `use_cache`); `sample` passes them to `_next_token_logits`.
     decoding_options: ClassVar[frozenset[str]] = frozenset()
@@ -264,6 +282,30 @@ class TokenPriorPreTrainedModel(HfVaePreTrainedModel):
             generator=generator, device=self.device, progress=progress,
         )
         return tokens.view(num_samples, size, size)
+
+    @torch.no_grad()
+    def score(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, *, vqvae=None,
+              quantize: bool | None = None) -> ScoreOutput:
+        """-log p per image in nats, exactly: of the image's VQ-VAE code grid (a prior over codes, given the
+        `vqvae`), or of the image as pixel tokens (a prior over pixels; the image is first rounded to the
+        `pixel_levels` grid unless `quantize=False`, which requires images already on it)."""
+        if self.config.token_source == "vqvae_codes":
+            if quantize is not None:
+                raise ValueError(f"`quantize` must be None for a prior over VQ-VAE codes (only pixel priors quantize), got {quantize!r}")
+            if vqvae is None:
+                raise ValueError("`vqvae` must be the VQ-VAE whose codes the prior models, got None")
+            check_prior_matches_vqvae(self, vqvae)
+            indices = vqvae.encode_to_indices(pixel_values.to(vqvae.device, vqvae.dtype))
+            return ScoreOutput(score=-self.log_likelihood(indices, labels),
+                               estimator="exact, -log p(codes) of the VQ-VAE code grid", num_dims=None)
+        if vqvae is not None:
+            raise ValueError(f"`vqvae` must be None for a prior over pixels, got {type(vqvae).__name__}")
+        levels = self.config.pixel_levels
+        estimator = "exact"
+        if quantize is not False:
+            pixel_values, estimator = quantize_images(pixel_values, levels), f"exact, image quantized to {levels} levels"
+        score = -self.log_likelihood(self.pixels_to_tokens(pixel_values), labels)
+        return ScoreOutput(score=score, estimator=estimator, num_dims=pixel_values[0].numel())
 
     def bits_per_token(self, indices: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """-log2 p(indices) / (H * W) per example, shape (B,)."""

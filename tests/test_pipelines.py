@@ -105,7 +105,7 @@ def test_import_registers_the_tasks_and_hf_vae_with_diffusers():
 @pytest.mark.parametrize("output_type", ["pil", "np", "pt"])
 def test_generation_output_types(models, output_type):
     pipe = pipeline(GEN, model=models["vae"])
-    images = pipe(num_images=3, generator=seeded(), output_type=output_type)
+    images = pipe(num_samples=3, generator=seeded(), output_type=output_type)
     expected = models["vae"].sample(3, generator=seeded())
     if output_type == "pil":
         assert isinstance(images, list) and len(images) == 3
@@ -123,48 +123,48 @@ def test_generation_output_types(models, output_type):
 
 def test_generation_is_reproducible_with_a_generator_or_a_seed(models):
     pipe = pipeline(GEN, model=models["vae"], output_type="pt")
-    a = pipe(num_images=2, generator=seeded(4))
-    assert torch.equal(a, pipe(num_images=2, seed=4))
-    assert not torch.equal(a, pipe(num_images=2, seed=5))
+    a = pipe(num_samples=2, generator=seeded(4))
+    assert torch.equal(a, pipe(num_samples=2, seed=4))
+    assert not torch.equal(a, pipe(num_samples=2, seed=5))
     assert torch.equal(pipe(2, seed=0, temperature=0.5), models["vae"].sample(2, generator=seeded(0), temperature=0.5))
 
 
 def test_cvae_generation_with_labels_and_guidance(models):
     cvae = models["cvae"]
     pipe = pipeline(GEN, model=cvae, output_type="pt")
-    per_image = pipe(labels=[0, 2, 1], guidance_scale=2.0, seed=0)  # num_images = len(labels)
+    per_image = pipe(labels=[0, 2, 1], guidance_scale=2.0, seed=0)  # num_samples = len(labels)
     expected = cvae.sample(3, labels=torch.tensor([0, 2, 1]), guidance_scale=2.0, generator=seeded(0))
     assert torch.equal(per_image, expected)
-    one_class = pipe(num_images=2, labels=1, seed=0)
+    one_class = pipe(num_samples=2, labels=1, seed=0)
     assert torch.equal(one_class, cvae.sample(2, labels=1, generator=seeded(0)))
-    assert not torch.equal(one_class, pipe(num_images=2, labels=1, guidance_scale=3.0, seed=0))
-    assert pipe(num_images=2, seed=0).shape == (2, 1, 8, 8)  # no labels: unconditional (null label)
+    assert not torch.equal(one_class, pipe(num_samples=2, labels=1, guidance_scale=3.0, seed=0))
+    assert pipe(num_samples=2, seed=0).shape == (2, 1, 8, 8)  # no labels: unconditional (null label)
     with pytest.raises(ValueError, match="labels"):
-        pipe(num_images=2, labels=7)  # out of range, reported by the model
+        pipe(num_samples=2, labels=7)  # out of range, reported by the model
     with pytest.raises(ValueError, match="guidance_scale"):
-        pipe(num_images=2, guidance_scale=2.0)  # guidance needs labels
+        pipe(num_samples=2, guidance_scale=2.0)  # guidance needs labels
 
 
 def test_token_prior_generation_pixels_and_two_stage(models, saved):
     pixel_prior, code_prior, vqvae = models["pixel_prior"], models["code_prior"], models["vqvae"]
-    pixels = pipeline(GEN, model=pixel_prior, output_type="pt")(num_images=2, labels=[0, 1], guidance_scale=1.5, seed=0)
+    pixels = pipeline(GEN, model=pixel_prior, output_type="pt")(num_samples=2, labels=[0, 1], guidance_scale=1.5, seed=0)
     tokens = pixel_prior.sample(2, labels=torch.tensor([0, 1]), guidance_scale=1.5, generator=seeded(0), progress=False)
     assert torch.equal(pixels, tokens.unsqueeze(1).float())
 
     two_stage = pipeline(GEN, model=code_prior, vqvae=vqvae, output_type="pt")
-    images = two_stage(num_images=2, seed=0, top_k=4)
+    images = two_stage(num_samples=2, seed=0, top_k=4)
     codes = code_prior.sample(2, top_k=4, generator=seeded(0), progress=False)
     assert torch.equal(images, vqvae.decode_from_indices(codes))
     # From folders: the prior's config names the VQ-VAE folder, loaded once when the pipeline is built.
     from_path = pipeline(GEN, model=saved["code_prior"], output_type="pt")
     assert from_path.vqvae.config.codebook_size == 8
-    assert torch.equal(from_path(num_images=2, seed=0, top_k=4), images)
+    assert torch.equal(from_path(num_samples=2, seed=0, top_k=4), images)
 
 
 def test_generation_rejects_bad_arguments(models):
     vae_pipe = pipeline(GEN, model=models["vae"])
     with pytest.raises(ValueError, match="`labels`"):
-        vae_pipe(num_images=2, labels=1)
+        vae_pipe(num_samples=2, labels=1)
     with pytest.raises(ValueError, match="`guidance_scale`"):
         vae_pipe(guidance_scale=2.0)
     with pytest.raises(ValueError, match="`top_k`"):
@@ -173,8 +173,8 @@ def test_generation_rejects_bad_arguments(models):
         vae_pipe(output_type="latent")
     with pytest.raises(ValueError, match="`output_type`"):
         pipeline(GEN, model=models["vae"], output_type="jpeg")
-    with pytest.raises(ValueError, match="`num_images`"):
-        vae_pipe(num_images=0)
+    with pytest.raises(ValueError, match="`num_samples`"):
+        vae_pipe(num_samples=0)
     with pytest.raises(ValueError, match="`seed`"):
         vae_pipe(seed=1, generator=seeded())
     with pytest.raises(ValueError, match="`labels`"):
@@ -348,10 +348,10 @@ def test_every_task_from_a_local_folder_matches_the_model_object(models, saved, 
     labels = {"cvae": [0, 2], "pixel_prior": [1, 0]}.get(name)
     label_kwargs = {} if labels is None else {"labels": labels}
     for task, pipeline_class in TASKS.items():
-        if model.config.model_type not in pipeline_class.families:
+        if pipeline_class.capability not in type(model).capabilities:
             continue
         if task == GEN:
-            kwargs = dict(num_images=2, seed=0, output_type="pt", **label_kwargs)
+            kwargs = dict(num_samples=2, seed=0, output_type="pt", **label_kwargs)
             extra = {"vqvae": models["vqvae"]} if name == "code_prior" else {}
             a, b = pipeline(task, model=model, **extra)(**kwargs), pipeline(task, model=path)(**kwargs)
             assert torch.equal(a, b), task
@@ -410,7 +410,7 @@ def test_tasks_by_repo_id_from_a_pushed_model_and_a_pushed_pipeline(models, tmp_
     model_repo = new_repo("vae")
     vae.push_to_hub(model_repo)
     assert torch.equal(pipeline(RECON, model=model_repo)(x, output_type="pt"), vae.reconstruct(x))
-    assert torch.equal(pipeline(GEN, model=model_repo)(num_images=2, seed=0, output_type="pt"), vae.sample(2, generator=seeded(0)))
+    assert torch.equal(pipeline(GEN, model=model_repo)(num_samples=2, seed=0, output_type="pt"), vae.sample(2, generator=seeded(0)))
 
     pipe_repo = new_repo("cvae-pipe")
     pipeline(GEN, model=cvae).push_to_hub(pipe_repo)
@@ -438,11 +438,11 @@ def test_tasks_by_repo_id_from_a_pushed_model_and_a_pushed_pipeline(models, tmp_
 
 def test_diffusers_vae_pipeline_outputs_and_errors(models):
     pipe = VAEGenerationPipeline(vae=models["vae"])
-    out = pipe(batch_size=3, generator=seeded(0))
+    out = pipe(num_samples=3, generator=seeded(0))
     assert isinstance(out, ImagePipelineOutput) and len(out.images) == 3 and out.images[0].size == (8, 8)
-    as_np = pipe(batch_size=3, generator=seeded(0), output_type="np").images
+    as_np = pipe(num_samples=3, generator=seeded(0), output_type="np").images
     assert as_np.shape == (3, 8, 8, 1) and 0 <= as_np.min() and as_np.max() <= 1
-    (as_pt,) = pipe(batch_size=3, generator=seeded(0), output_type="pt", return_dict=False)
+    (as_pt,) = pipe(num_samples=3, generator=seeded(0), output_type="pt", return_dict=False)
     assert torch.equal(as_pt, models["vae"].sample(3, generator=seeded(0)))
     assert np.array_equal(as_np, as_pt.permute(0, 2, 3, 1).numpy())
     with pytest.raises(ValueError, match="`labels`"):
@@ -453,7 +453,7 @@ def test_diffusers_vae_pipeline_outputs_and_errors(models):
         VAEGenerationPipeline(vae=models["vqvae"])
 
     cvae_pipe = VAEGenerationPipeline(vae=models["cvae"])
-    guided = cvae_pipe(batch_size=2, labels=[0, 1], guidance_scale=2.0, generator=seeded(0), output_type="pt").images
+    guided = cvae_pipe(num_samples=2, labels=[0, 1], guidance_scale=2.0, generator=seeded(0), output_type="pt").images
     assert torch.equal(guided, models["cvae"].sample(2, labels=torch.tensor([0, 1]), guidance_scale=2.0, generator=seeded(0)))
 
 
@@ -464,7 +464,7 @@ def test_diffusers_save_load_round_trip_gives_identical_images(models, tmp_path)
     assert index["_class_name"] == "VAEGenerationPipeline" and index["vae"] == ["hf_vae", "CVAEModel"]
     for loaded in (DiffusionPipeline.from_pretrained(tmp_path / "cvae"), VAEGenerationPipeline.from_pretrained(tmp_path / "cvae")):
         assert type(loaded) is VAEGenerationPipeline and type(loaded.vae) is CVAEModel
-        kwargs = dict(batch_size=2, labels=2, guidance_scale=1.5, output_type="pt")
+        kwargs = dict(num_samples=2, labels=2, guidance_scale=1.5, output_type="pt")
         assert torch.equal(loaded(generator=seeded(3), **kwargs).images, cvae_pipe(generator=seeded(3), **kwargs).images)
 
     vq_pipe = VQGenerationPipeline(vqvae=models["vqvae"], prior=models["code_prior"])
@@ -474,8 +474,8 @@ def test_diffusers_save_load_round_trip_gives_identical_images(models, tmp_path)
     assert index["vqvae"] == ["hf_vae", "VQVAEModel"] and index["prior"] == ["hf_vae", "TransformerPriorModel"]
     loaded = DiffusionPipeline.from_pretrained(tmp_path / "vq")
     loaded.set_progress_bar_config(disable=True)
-    a = vq_pipe(batch_size=2, generator=seeded(1), temperature=0.8, output_type="pt").images
-    assert torch.equal(a, loaded(batch_size=2, generator=seeded(1), temperature=0.8, output_type="pt").images)
+    a = vq_pipe(num_samples=2, generator=seeded(1), temperature=0.8, output_type="pt").images
+    assert torch.equal(a, loaded(num_samples=2, generator=seeded(1), temperature=0.8, output_type="pt").images)
     codes = models["code_prior"].sample(2, temperature=0.8, generator=seeded(1), progress=False)
     assert torch.equal(a, models["vqvae"].decode_from_indices(codes))
 
@@ -491,7 +491,7 @@ def test_diffusers_vq_pipeline_checks_its_components(models):
         VQGenerationPipeline(vqvae=mismatched, prior=models["code_prior"])
     pixels = VQGenerationPipeline(vqvae=None, prior=models["pixel_prior"])  # pixel tokens need no VQ-VAE
     pixels.set_progress_bar_config(disable=True)
-    images = pixels(batch_size=2, labels=1, generator=seeded(0), output_type="pt").images
+    images = pixels(num_samples=2, labels=1, generator=seeded(0), output_type="pt").images
     assert images.shape == (2, 1, 4, 4) and set(images.unique().tolist()) <= {0.0, 1.0}
     with pytest.raises(ValueError, match="`top_p`"):
         pixels(top_p=1.5)
@@ -506,5 +506,5 @@ def test_diffusers_pipeline_by_repo_id(models):
     loaded = DiffusionPipeline.from_pretrained(repo_id)
     loaded.set_progress_bar_config(disable=True)
     assert type(loaded) is VQGenerationPipeline and type(loaded.prior) is TransformerPriorModel
-    kwargs = dict(batch_size=2, output_type="pt")
+    kwargs = dict(num_samples=2, output_type="pt")
     assert torch.equal(loaded(generator=seeded(2), **kwargs).images, pipe(generator=seeded(2), **kwargs).images)

@@ -5,7 +5,7 @@ folder or a Hub repo id; no tokenizer or processor is needed):
 
 | task | models | call | returns |
 |---|---|---|---|
-| `"unconditional-image-generation"` | VAE, CVAE, PixelCNN / transformer prior (pixels, or VQ-VAE codes: two-stage) | `pipe(num_images=1, generator=None, seed=None, temperature=None, labels=None, guidance_scale=None, top_k=None, top_p=None, output_type="pil")` | list of PIL images (or an (N, H, W, C) array / (N, C, H, W) tensor) |
+| `"unconditional-image-generation"` | VAE, CVAE, PixelCNN / transformer prior (pixels, or VQ-VAE codes: two-stage) | `pipe(num_samples=1, generator=None, seed=None, temperature=None, labels=None, guidance_scale=None, top_k=None, top_p=None, output_type="pil")` | list of PIL images (or an (N, H, W, C) array / (N, C, H, W) tensor) |
 | `"image-to-latents"` | VAE, CVAE, VQ-VAE | `pipe(images, labels=None)` | per image `{"posterior_mean", "posterior_logvar"}` (VAE / CVAE) or `{"indices"}` (VQ-VAE) |
 | `"image-reconstruction"` | VAE, CVAE, VQ-VAE | `pipe(images, labels=None, sample_posterior=None, generator=None, seed=None, output_type="pil")` | per image a reconstruction |
 | `"image-scoring"` | all | `pipe(images, labels=None, num_importance_samples=100, generator=None, seed=None, quantize=None)` | per image `{"score", "unit": "nats", "estimator", "bits_per_dim"}` |
@@ -19,7 +19,7 @@ VQ-VAE code grid; a VQ-VAE (which has no likelihood) its reconstruction error -l
 result loads with `pipeline(model=folder_or_repo, trust_remote_code=True)` without hf_vae installed.
 
 diffusers pipelines (with `pip install hf_vae[diffusers]`): `VAEGenerationPipeline(vae)` and
-`VQGenerationPipeline(vqvae, prior)`, `__call__(batch_size=1, generator=None, labels=None,
+`VQGenerationPipeline(vqvae, prior)`, `__call__(num_samples=1, generator=None, labels=None,
 guidance_scale=1.0, temperature=1.0, output_type="pil", return_dict=True)` (`VQGenerationPipeline` also
 `top_k`, `top_p`) -> `ImagePipelineOutput`.
 `import hf_vae` registers hf_vae with diffusers, so `DiffusionPipeline.from_pretrained(folder_or_repo_id)`

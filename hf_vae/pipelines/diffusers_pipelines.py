@@ -3,7 +3,7 @@
     from diffusers import DiffusionPipeline
     import hf_vae                                                   # registers hf_vae with diffusers
     pipe = VAEGenerationPipeline(vae=model)
-    images = pipe(batch_size=4, generator=torch.Generator().manual_seed(0)).images
+    images = pipe(num_samples=4, generator=torch.Generator().manual_seed(0)).images
     pipe.save_pretrained("vae-pipe")                               # model_index.json + vae/
     pipe = DiffusionPipeline.from_pretrained("vae-pipe")           # or a Hub repo id
 
@@ -20,14 +20,7 @@ from diffusers import DiffusionPipeline, ImagePipelineOutput
 from transformers import PreTrainedModel
 
 from ..images import check_output_type, format_images
-from .pipeline_utils import (
-    LATENT_FAMILIES,
-    TOKEN_PRIORS,
-    check_family,
-    is_code_prior,
-    resolve_vqvae,
-    sample_images,
-)
+from .pipeline_utils import check_capability, is_code_prior, resolve_vqvae, sample_images
 
 
 class VAEGenerationPipeline(DiffusionPipeline):
@@ -41,14 +34,16 @@ class VAEGenerationPipeline(DiffusionPipeline):
 
     def __init__(self, vae: PreTrainedModel):
         super().__init__()
-        check_family(vae, LATENT_FAMILIES, "VAEGenerationPipeline", ": use VQGenerationPipeline for a token prior", "vae")
+        check_capability(vae, "sample", "VAEGenerationPipeline", name="vae")
+        if type(vae).input_kind != "images":
+            raise ValueError(f"`vae` must be an image model (VAE, CVAE), got {type(vae).__name__}: use VQGenerationPipeline for a token prior")
         self.register_modules(vae=vae)
         self.vae.eval()
 
     @torch.no_grad()
     def __call__(
         self,
-        batch_size: int = 1,
+        num_samples: int = 1,
         generator: torch.Generator | None = None,
         labels: int | list[int] | torch.Tensor | None = None,
         guidance_scale: float = 1.0,
@@ -56,10 +51,10 @@ class VAEGenerationPipeline(DiffusionPipeline):
         output_type: str = "pil",
         return_dict: bool = True,
     ) -> ImagePipelineOutput | tuple:
-        """Draw `batch_size` images.
+        """Draw `num_samples` images.
 
         Args:
-            batch_size: number of images.
+            num_samples: number of images.
             generator: drives every draw (same generator state -> same images).
             labels: CVAE only: one class id for every image, or one per image.
             guidance_scale: CVAE only: classifier-free guidance (1 = plain conditional decoding).
@@ -69,7 +64,7 @@ class VAEGenerationPipeline(DiffusionPipeline):
             return_dict: return an `ImagePipelineOutput` (default) or a tuple `(images,)`.
         """
         check_output_type(output_type)
-        images = sample_images(self.vae, batch_size, generator=generator, labels=labels,
+        images = sample_images(self.vae, num_samples, generator=generator, labels=labels,
                                guidance_scale=guidance_scale, temperature=temperature)
         images = format_images(images, output_type)
         return ImagePipelineOutput(images=images) if return_dict else (images,)
@@ -89,7 +84,9 @@ class VQGenerationPipeline(DiffusionPipeline):
 
     def __init__(self, vqvae: PreTrainedModel | None, prior: PreTrainedModel):
         super().__init__()
-        check_family(prior, TOKEN_PRIORS, "VQGenerationPipeline", ": use VAEGenerationPipeline for a VAE", "prior")
+        check_capability(prior, "sample", "VQGenerationPipeline", name="prior")
+        if type(prior).input_kind != "tokens":
+            raise ValueError(f"`prior` must be a token prior, got {type(prior).__name__}: use VAEGenerationPipeline for a VAE")
         if vqvae is None and is_code_prior(prior):
             raise ValueError("`vqvae` must be the VQ-VAE whose codes `prior` models, got None")
         if vqvae is not None:
@@ -100,7 +97,7 @@ class VQGenerationPipeline(DiffusionPipeline):
     @torch.no_grad()
     def __call__(
         self,
-        batch_size: int = 1,
+        num_samples: int = 1,
         generator: torch.Generator | None = None,
         labels: int | list[int] | torch.Tensor | None = None,
         guidance_scale: float = 1.0,
@@ -110,17 +107,17 @@ class VQGenerationPipeline(DiffusionPipeline):
         output_type: str = "pil",
         return_dict: bool = True,
     ) -> ImagePipelineOutput | tuple:
-        """Draw `batch_size` images: prior samples (raster order), decoded by the VQ-VAE.
+        """Draw `num_samples` images: prior samples (raster order), decoded by the VQ-VAE.
 
         Args:
-            batch_size, generator, temperature, output_type, return_dict: as in `VAEGenerationPipeline`.
+            num_samples, generator, temperature, output_type, return_dict: as in `VAEGenerationPipeline`.
             labels, guidance_scale: a class-conditional prior's class ids and classifier-free guidance
                 (needs a prior trained with label dropout).
             top_k, top_p: truncate each token's distribution (`hf_vae.sampling`).
         """
         check_output_type(output_type)
         progress = not getattr(self, "_progress_bar_config", {}).get("disable", False)
-        images = sample_images(self.prior, batch_size, vqvae=self.vqvae, progress=progress, generator=generator,
+        images = sample_images(self.prior, num_samples, vqvae=self.vqvae, progress=progress, generator=generator,
                                labels=labels, guidance_scale=guidance_scale, temperature=temperature,
                                top_k=top_k, top_p=top_p)
         images = format_images(images, output_type)

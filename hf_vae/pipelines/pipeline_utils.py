@@ -1,47 +1,59 @@
-"""What the transformers and diffusers pipelines share: which model method serves which family, and the
-argument checks around them. No maths here: every number comes from a model method (or
+"""What the transformers and diffusers pipelines share: the checks that a model can do a task and takes
+the options given, read from the family protocol (`capabilities`, `*_options`, `is_conditional`,
+`input_kind`: see `HfVaePreTrainedModel`). No maths here: every number comes from a model method (or
 `hf_vae.generation.generate_images`, which chains two of them).
 
-Families are told apart by `config.model_type`, never by class, so the same code also drives models
-loaded as remote code (`trust_remote_code=True`, classes from the repo rather than from hf_vae).
+The protocol is declared on the model classes, so the same code also drives models loaded as remote code
+(`trust_remote_code=True`: the classes come from the repo's copy of the modeling files).
 """
 
 from __future__ import annotations
 
-import inspect
 import numbers
 
 import torch
 
-from ..generation import check_prior_matches_vqvae, generate_images, load_vqvae
+from ..generation import generate_images, load_vqvae
+from ..modeling_utils import check_prior_matches_vqvae
 
-LATENT_FAMILIES = ("vae", "cvae")
-TOKEN_PRIORS = ("pixelcnn_prior", "transformer_prior")
-GENERATIVE_FAMILIES = LATENT_FAMILIES + TOKEN_PRIORS
-ENCODER_FAMILIES = LATENT_FAMILIES + ("vqvae",)
-ALL_FAMILIES = ENCODER_FAMILIES + TOKEN_PRIORS
-
-# Arguments whose value changes nothing: a model that does not take them accepts them at this value.
-NEUTRAL_VALUES = {"guidance_scale": 1.0}
+#: The options every `sample` takes (the shared vocabulary); a family adds its `sample_options`.
+SAMPLE_OPTIONS = frozenset({"generator", "labels", "temperature", "guidance_scale"})
 
 
-def model_type(model) -> str | None:
-    return getattr(getattr(model, "config", None), "model_type", None)
-
-
-def check_family(model, families: tuple[str, ...], task: str, hint: str = "", name: str = "model") -> str:
-    """The model's `model_type`, or a `ValueError` naming the argument `name` when `task` does not apply to it."""
-    family = model_type(model)
-    if family not in families:
+def check_capability(model, capability: str, task: str, hint: str = "", name: str = "model") -> None:
+    """Raise a `ValueError` naming the argument `name` unless `model` is an hf_vae model that can `capability`."""
+    capabilities = getattr(type(model), "capabilities", None) or frozenset()
+    if capability not in capabilities:
         raise ValueError(
-            f"`{name}` must be an hf_vae model of type {families} for {task}, got "
-            f"{type(model).__name__} (model_type {family!r}){hint}"
+            f"`{name}` must be an hf_vae model with the {capability!r} capability for {task}, got "
+            f"{type(model).__name__} (capabilities {sorted(capabilities)}){hint}"
         )
-    return family
+
+
+def check_options(model, method: str, accepted: frozenset[str], **options) -> dict:
+    """The options that are set (not None), checked against what `model.<method>` takes: any other raises
+    a `ValueError` naming it. `labels` go only to a conditional model; given to another, they raise. A
+    `seed` (the pipelines' shorthand) is accepted where `generator` is, and becomes one."""
+    kwargs = {}
+    for name, value in options.items():
+        if value is None:
+            continue
+        if name == "labels" and not model.is_conditional:
+            raise ValueError(f"`labels` must be None for {type(model).__name__}: the model is unconditional, got {value!r}")
+        if name not in accepted and name != "labels" and not (name == "seed" and "generator" in accepted):
+            raise ValueError(
+                f"`{name}` is not an option of {type(model).__name__}.{method}, got {name}={value!r}; "
+                f"it takes {sorted(accepted)}"
+            )
+        kwargs[name] = value
+    if "seed" in kwargs:
+        kwargs["generator"] = make_generator(kwargs.pop("generator", None), kwargs.pop("seed"))
+    return kwargs
 
 
 def is_code_prior(model) -> bool:
-    return model_type(model) in TOKEN_PRIORS and model.config.token_source == "vqvae_codes"
+    """Whether `model` is a token prior over VQ-VAE codes (whose samples a VQ-VAE decodes)."""
+    return type(model).input_kind == "tokens" and model.config.token_source == "vqvae_codes"
 
 
 def resolve_vqvae(model, vqvae=None, **from_pretrained_kwargs):
@@ -53,8 +65,8 @@ def resolve_vqvae(model, vqvae=None, **from_pretrained_kwargs):
     if not is_code_prior(model):
         if vqvae is not None:
             raise ValueError(
-                f"`vqvae` must be None: only a token prior over VQ-VAE codes decodes through a VQ-VAE, got a "
-                f"{type(model).__name__} (model_type {model_type(model)!r})"
+                f"`vqvae` must be None: only a token prior over VQ-VAE codes decodes through a VQ-VAE, got it for a "
+                f"{type(model).__name__}"
             )
         return None
     if vqvae is None:
@@ -90,56 +102,22 @@ def as_labels(labels, batch_size: int | None = None):
     raise ValueError(f"`labels` must be an int, a list of ints or an integer tensor of class ids, got {labels!r}")
 
 
-def call_with_options(method, owner, /, *args, **options):
-    """`method(*args, **options)`, raising a `ValueError` that names any option the method does not take
-    (e.g. `labels` for an unconditional VAE) unless it is `None` or at its neutral value
-    (`guidance_scale=1`). `None` means "the method's default": it is passed only to a parameter that has
-    no default, so the method's own check names it (e.g. a CVAE's required `labels`)."""
-    accepted = inspect.signature(method).parameters
-    # A method that forwards `**kwargs` (`generate_images` to `prior.sample`) leaves the check to its target.
-    forwards = any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in accepted.values())
-    kwargs = {}
-    for name, value in options.items():
-        if name not in accepted:
-            if value is None or NEUTRAL_VALUES.get(name, object()) == value:
-                continue
-            if forwards:
-                kwargs[name] = value
-                continue
-            takes = sorted(p for p in accepted if p not in ("self", "num_samples", "pixel_values", "progress"))
-            raise ValueError(
-                f"`{name}` is not supported by {type(owner).__name__} (model_type {model_type(owner)!r}), got "
-                f"{name}={value!r}; it takes {takes}"
-            )
-        if value is not None or accepted[name].default is inspect.Parameter.empty:
-            kwargs[name] = value
-    return method(*args, **kwargs)
-
-
-def reject_options(owner, reason: str, **options) -> None:
-    """Raise a `ValueError` naming the first option that is not `None`: `owner` has no use for it."""
-    for name, value in options.items():
-        if value is not None:
-            raise ValueError(
-                f"`{name}` must be None for {type(owner).__name__} (model_type {model_type(owner)!r}): {reason}, "
-                f"got {name}={value!r}"
-            )
-
-
-def sample_images(model, num_images: int, *, vqvae=None, progress: bool = False, **options) -> torch.Tensor:
-    """Images (N, C, H, W) in [0, 1] from a generative model: `model.sample` for a VAE / CVAE, and
+def sample_images(model, num_samples: int, *, vqvae=None, progress: bool = False, **options) -> torch.Tensor:
+    """Images (N, C, H, W) in [0, 1] from a generative model: `model.sample` for an image model, and
     `generate_images` (prior samples, then the VQ-VAE decoder or the pixel map) for a token prior.
 
-    Options (`labels`, `guidance_scale`, `temperature`, `top_k`, `top_p`, `generator`) go to that method;
-    one it does not take raises a `ValueError` naming it.
+    Options (`labels`, `guidance_scale`, `temperature`, the family's `sample_options`, `generator`) go to
+    that method; one it does not take raises a `ValueError` naming it.
     """
-    family = check_family(
-        model, GENERATIVE_FAMILIES, "image generation",
+    check_capability(
+        model, "sample", "image generation",
         ": a VQ-VAE has no prior; sample with a token prior over its codes (and pass the VQ-VAE as `vqvae`)",
     )
-    options["labels"] = as_labels(options.get("labels"))
-    if family in TOKEN_PRIORS:
+    kwargs = check_options(model, "sample", SAMPLE_OPTIONS | type(model).sample_options, **options)
+    if "labels" in kwargs:
+        kwargs["labels"] = as_labels(kwargs["labels"])
+    if type(model).input_kind == "tokens":
         if is_code_prior(model) and vqvae is None:
             raise ValueError("`vqvae` must be the VQ-VAE whose codes the prior models, got None")
-        return call_with_options(generate_images, model, model, num_images, vqvae=vqvae, progress=progress, **options)
-    return call_with_options(model.sample, model, num_images, **options)
+        return generate_images(model, num_samples, vqvae=vqvae, progress=progress, **kwargs)
+    return model.sample(num_samples, **kwargs)

@@ -19,21 +19,12 @@ from transformers import Pipeline
 
 from ..distributions import nats_to_bits_per_dim
 from ..images import check_output_type, format_images, load_images
-from ..images import quantize as quantize_images
 from ..modeling_utils import remote_code_sources
 from .pipeline_utils import (
-    ALL_FAMILIES,
-    ENCODER_FAMILIES,
-    GENERATIVE_FAMILIES,
-    LATENT_FAMILIES,
-    TOKEN_PRIORS,
     as_labels,
-    call_with_options,
-    check_family,
-    is_code_prior,
+    check_capability,
+    check_options,
     make_generator,
-    model_type,
-    reject_options,
     resolve_vqvae,
     sample_images,
 )
@@ -54,8 +45,8 @@ class HfVaePipeline(Pipeline):
     model in eval mode, and a `save_pretrained` that writes the pipeline's code beside the model's."""
 
     task_name = ""  # the registered task
-    families: tuple[str, ...] = ALL_FAMILIES
-    family_hint = ""
+    capability = ""  # what the model must be able to do (the family protocol's `capabilities`)
+    capability_hint = ""
 
     _load_processor = False
     _load_image_processor = False
@@ -64,7 +55,7 @@ class HfVaePipeline(Pipeline):
     _load_tokenizer = False
 
     def __init__(self, model, *args, **kwargs):
-        check_family(model, self.families, f"the {self.task_name!r} pipeline", self.family_hint)
+        check_capability(model, self.capability, f"the {self.task_name!r} pipeline", self.capability_hint)
         super().__init__(model, *args, **kwargs)
         # Pipelines infer: dropout off, and a VQ-VAE in training mode would update its codebook.
         self.model.eval()
@@ -131,22 +122,22 @@ class UnconditionalImageGenerationPipeline(HfVaePipeline):
     two-stage, decoded by the VQ-VAE).
 
         pipe = pipeline("unconditional-image-generation", model="me/vae-mnist")       # or a folder / model
-        images = pipe(num_images=8, seed=0)                                           # 8 PIL images
+        images = pipe(num_samples=8, seed=0)                                          # 8 PIL images
         digits = pipe(labels=[3, 3, 7], guidance_scale=2.0, output_type="np")         # CVAE: (3, H, W, C)
         two_stage = pipeline("unconditional-image-generation", model=prior, vqvae=vqvae)
 
     Construction: `vqvae` (model, repo id or folder) for a prior over VQ-VAE codes; default: the VQ-VAE
     recorded in `prior.config.vqvae_name_or_path`.
 
-    Call: `num_images` (default 1, or `len(labels)`), `generator` or `seed`, `temperature`, `labels` (an
+    Call: `num_samples` (default 1, or `len(labels)`), `generator` or `seed`, `temperature`, `labels` (an
     int for every image, or one class id per image), `guidance_scale`, `top_k` / `top_p` (token priors),
     `output_type` ("pil": a list of PIL images, default; "np": float32 (N, H, W, C); "pt": (N, C, H, W)).
     An argument the model does not take (e.g. `labels` for an unconditional VAE) raises a `ValueError`.
     """
 
     task_name = "unconditional-image-generation"
-    families = GENERATIVE_FAMILIES
-    family_hint = ": a VQ-VAE has no prior; pass a token prior over its codes as `model` and the VQ-VAE as `vqvae`"
+    capability = "sample"
+    capability_hint = ": a VQ-VAE has no prior; pass a token prior over its codes as `model` and the VQ-VAE as `vqvae`"
 
     def __init__(self, model, *args, vqvae=None, **kwargs):
         super().__init__(model, *args, **kwargs)
@@ -154,28 +145,28 @@ class UnconditionalImageGenerationPipeline(HfVaePipeline):
         if self.vqvae is not None:
             self.vqvae.to(self.device)
 
-    def __call__(self, num_images: int | None = None, **kwargs):
-        return super().__call__(num_images, **kwargs)
+    def __call__(self, num_samples: int | None = None, **kwargs):
+        return super().__call__(num_samples, **kwargs)
 
     def _sanitize_parameters(self, generator=None, seed=None, labels=None, guidance_scale=None, temperature=None,
-                             top_k=None, top_p=None, output_type=None):
+                             output_type=None, **sample_options):
         preprocess = {"generator": generator, "seed": seed, "labels": labels}
-        forward = {"guidance_scale": guidance_scale, "temperature": temperature, "top_k": top_k, "top_p": top_p}
+        forward = {"guidance_scale": guidance_scale, "temperature": temperature, **sample_options}
         postprocess = {"output_type": output_type}
         if output_type is not None:
             check_output_type(output_type)
         return _drop_none(preprocess), _drop_none(forward), _drop_none(postprocess)
 
-    def preprocess(self, num_images, generator=None, seed=None, labels=None):
-        if num_images is None:
-            num_images = len(labels) if isinstance(labels, (list, tuple, torch.Tensor)) and len(labels) else 1
-        if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
-            raise ValueError(f"`num_images` must be an int >= 1, got {num_images!r}")
-        return {"num_images": num_images, "generator": make_generator(generator, seed), "labels": as_labels(labels)}
+    def preprocess(self, num_samples, generator=None, seed=None, labels=None):
+        if num_samples is None:
+            num_samples = len(labels) if isinstance(labels, (list, tuple, torch.Tensor)) and len(labels) else 1
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"`num_samples` must be an int >= 1, got {num_samples!r}")
+        return {"num_samples": num_samples, "generator": make_generator(generator, seed), "labels": as_labels(labels)}
 
     def _forward(self, model_inputs, **options):
-        num_images = model_inputs.pop("num_images")
-        return {"images": sample_images(self.model, num_images, vqvae=self.vqvae, **model_inputs, **options)}
+        num_samples = model_inputs.pop("num_samples")
+        return {"images": sample_images(self.model, num_samples, vqvae=self.vqvae, **model_inputs, **options)}
 
     def postprocess(self, model_outputs, output_type="pil"):
         return format_images(model_outputs["images"], output_type)
@@ -190,20 +181,19 @@ class ImageToLatentsPipeline(_ImageInputPipeline):
     """
 
     task_name = "image-to-latents"
-    families = ENCODER_FAMILIES
-    family_hint = ": a token prior has no encoder"
+    capability = "encode"
+    capability_hint = ": a token prior has no encoder"
 
     def _sanitize_parameters(self, labels=None):
         return _drop_none({"labels": labels}), {}, {}
 
     def _forward(self, model_inputs):
-        pixel_values, labels = model_inputs["pixel_values"], model_inputs["labels"]
-        if model_type(self.model) == "vqvae":
-            reject_options(self.model, "a VQ-VAE is unconditional", labels=labels)
-            return {"indices": self.model.encode_to_indices(pixel_values), "is_batch": model_inputs["is_batch"]}
-        posterior = call_with_options(self.model.encode, self.model, pixel_values, labels=labels).latent_dist
-        return {"posterior_mean": posterior.mean, "posterior_logvar": posterior.logvar,
-                "is_batch": model_inputs["is_batch"]}
+        pixel_values, is_batch = model_inputs["pixel_values"], model_inputs["is_batch"]
+        encoded = self.model.encode(pixel_values, **check_options(self.model, "encode", frozenset(), labels=model_inputs["labels"]))
+        if "latent_dist" in encoded:  # a Gaussian posterior q(z|x)
+            posterior = encoded.latent_dist
+            return {"posterior_mean": posterior.mean, "posterior_logvar": posterior.logvar, "is_batch": is_batch}
+        return {"indices": encoded.indices, "is_batch": is_batch}  # nearest-code ids
 
     def postprocess(self, model_outputs):
         is_batch = model_outputs.pop("is_batch")
@@ -223,8 +213,8 @@ class ImageReconstructionPipeline(_ImageInputPipeline):
     """
 
     task_name = "image-reconstruction"
-    families = ENCODER_FAMILIES
-    family_hint = ": a token prior has no encoder"
+    capability = "reconstruct"
+    capability_hint = ": a token prior has no encoder"
 
     def _sanitize_parameters(self, labels=None, sample_posterior=None, generator=None, seed=None, output_type=None):
         if output_type is not None:
@@ -234,12 +224,9 @@ class ImageReconstructionPipeline(_ImageInputPipeline):
         return _drop_none(preprocess), _drop_none(forward), _drop_none(postprocess)
 
     def _forward(self, model_inputs, sample_posterior=None, generator=None, seed=None):
-        generator = make_generator(generator, seed)
-        images = call_with_options(
-            self.model.reconstruct, self.model, model_inputs["pixel_values"], labels=model_inputs["labels"],
-            sample_posterior=sample_posterior, generator=generator,
-        )
-        return {"images": images, "is_batch": model_inputs["is_batch"]}
+        options = check_options(self.model, "reconstruct", type(self.model).reconstruct_options, labels=model_inputs["labels"],
+                                sample_posterior=sample_posterior, generator=generator, seed=seed)
+        return {"images": self.model.reconstruct(model_inputs["pixel_values"], **options), "is_batch": model_inputs["is_batch"]}
 
     def postprocess(self, model_outputs, output_type="pil"):
         images = format_images(model_outputs["images"], output_type)
@@ -263,7 +250,7 @@ class ImageScoringPipeline(_ImageInputPipeline):
     """
 
     task_name = "image-scoring"
-    families = ALL_FAMILIES
+    capability = "score"
 
     def __init__(self, model, *args, vqvae=None, **kwargs):
         super().__init__(model, *args, **kwargs)
@@ -272,7 +259,7 @@ class ImageScoringPipeline(_ImageInputPipeline):
             self.vqvae.to(self.device)
 
     def preprocess(self, images, labels=None):
-        if model_type(self.model) not in TOKEN_PRIORS:
+        if type(self.model).input_kind != "tokens":
             return super().preprocess(images, labels)
         # A prior scores the VQ-VAE's codes of the images, or their pixels (single-channel tokens).
         if self.vqvae is not None:
@@ -289,37 +276,14 @@ class ImageScoringPipeline(_ImageInputPipeline):
         return _drop_none({"labels": labels}), _drop_none(forward), {}
 
     def _forward(self, model_inputs, num_importance_samples=None, generator=None, seed=None, quantize=None):
-        model, family = self.model, model_type(self.model)
-        pixel_values, labels = model_inputs["pixel_values"], model_inputs["labels"]
-        num_dims = pixel_values[0].numel()
-        if family not in LATENT_FAMILIES:
-            reject_options(model, "its score is exact, not sampled", num_importance_samples=num_importance_samples,
-                           generator=generator, seed=seed)
-        if family not in TOKEN_PRIORS or is_code_prior(model):
-            reject_options(model, "only a prior over pixels quantizes its input images", quantize=quantize)
-
-        if family in LATENT_FAMILIES:
-            k = 100 if num_importance_samples is None else num_importance_samples
-            log_px = call_with_options(model.log_likelihood, model, pixel_values, labels=labels, num_samples=k,
-                                       generator=make_generator(generator, seed))
-            estimator = "ELBO, 1 sample" if k == 1 else f"IWAE, k={k}"
-            score = -log_px
-        elif family == "vqvae":
-            reject_options(model, "a VQ-VAE is unconditional", labels=labels)
-            # forward() in eval mode changes nothing; one image per call gives -log p(x|z_q) per image.
-            score = torch.stack([model(pixel_values[i : i + 1]).reconstruction_loss for i in range(len(pixel_values))])
-            estimator = "reconstruction -log p(x|z_q) at the nearest codes (a VQ-VAE has no likelihood of x)"
-        elif is_code_prior(model):
-            codes = self.vqvae.encode_to_indices(pixel_values.to(self.vqvae.device))
-            score = -model.log_likelihood(codes, labels=labels)
-            estimator, num_dims = "exact, -log p(codes) of the VQ-VAE code grid", None
-        else:
-            levels = model.config.pixel_levels
-            if quantize is not False:
-                pixel_values = quantize_images(pixel_values, levels)
-            score = -model.log_likelihood(model.pixels_to_tokens(pixel_values), labels=labels)
-            estimator = f"exact, image quantized to {levels} levels" if quantize is not False else "exact"
-        return {"score": score, "estimator": estimator, "num_dims": num_dims, "is_batch": model_inputs["is_batch"]}
+        options = check_options(self.model, "score", type(self.model).score_options, labels=model_inputs["labels"],
+                                num_importance_samples=num_importance_samples, generator=generator, seed=seed,
+                                quantize=quantize)
+        if self.vqvae is not None:  # a prior over VQ-VAE codes scores the images' code grids
+            options["vqvae"] = self.vqvae
+        scored = self.model.score(model_inputs["pixel_values"], **options)
+        return {"score": scored.score, "estimator": scored.estimator, "num_dims": scored.num_dims,
+                "is_batch": model_inputs["is_batch"]}
 
     def postprocess(self, model_outputs):
         num_dims = model_outputs["num_dims"]

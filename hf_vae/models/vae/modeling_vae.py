@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ...distributions import DiagonalGaussian, get_likelihood, log_mean_exp, standard_normal, standard_normal_log_prob
-from ...modeling_outputs import EncoderOutput, VAEOutput
+from ...modeling_outputs import EncoderOutput, ScoreOutput, VAEOutput
 from ...validation import check_choice, check_generator, check_int, check_labels, check_number
 from ..modeling_autoencoder import AutoencoderPreTrainedModel, ConvDecoder, ConvEncoder
 from .configuration_vae import VAEConfig
@@ -74,6 +74,8 @@ class VAEModel(VAEPreTrainedModel):
     card_template = "vae.md.j2"
     capabilities = frozenset({"sample", "encode", "reconstruct", "score", "interpolate"})
     sample_options = frozenset({"output"})
+    reconstruct_options = frozenset({"generator", "sample_posterior"})
+    score_options = frozenset({"num_importance_samples", "generator"})
 
     def __init__(self, config: VAEConfig):
         super().__init__(config)
@@ -291,6 +293,17 @@ class VAEModel(VAEPreTrainedModel):
         latents = slerp(ends[0], ends[1], t) if method == "slerp" else (1 - t) * ends[0] + t * ends[1]
         condition = None if conditions[0] is None else (1 - t) * conditions[0] + t * conditions[1]
         return self.likelihood.mean(self.decoder(latents, condition))
+
+    @torch.no_grad()
+    def score(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, *,
+              num_importance_samples: int = 100, generator: torch.Generator | None = None) -> ScoreOutput:
+        """-log p(x) per image in nats by importance sampling with k = `num_importance_samples` (an upper
+        bound on the NLL that tightens with k; k = 1 is the single-sample ELBO). CVAE: -log p(x|y) given
+        `labels`, -log p(x) without."""
+        k = num_importance_samples
+        log_px = self.log_likelihood(pixel_values, labels, num_samples=k, generator=generator)
+        return ScoreOutput(score=-log_px, estimator="ELBO, 1 sample" if k == 1 else f"IWAE, k={k}",
+                           num_dims=pixel_values[0].numel())
 
     @torch.no_grad()
     def log_likelihood(

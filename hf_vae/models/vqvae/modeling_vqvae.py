@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from ...distributions import get_likelihood
-from ...modeling_outputs import VQEncoderOutput, VQVAEOutput
+from ...modeling_outputs import ScoreOutput, VQEncoderOutput, VQVAEOutput
 from ...quantization import VectorQuantizer
 from ...validation import check_indices
 from ..modeling_autoencoder import AutoencoderPreTrainedModel, ConvDecoder, ConvEncoder
@@ -151,6 +151,14 @@ class VQVAEModel(VQVAEPreTrainedModel):
     def reconstruct(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Mean of p(x|z_q) for the nearest codes of the images: `decode_from_indices(encode_to_indices(x))`."""
         return self.decode_from_indices(self.encode_to_indices(pixel_values))
+
+    @torch.no_grad()
+    def score(self, pixel_values: torch.Tensor) -> ScoreOutput:
+        """The reconstruction error -log p(x|z_q) per image in nats at the nearest codes: a VQ-VAE has no
+        prior, so no likelihood of x; this is the stand-in its `score` capability offers."""
+        score = -self.likelihood.log_prob(self._decode_indices(self.encode_to_indices(pixel_values)), pixel_values)
+        return ScoreOutput(score=score, estimator="reconstruction -log p(x|z_q) at the nearest codes (a VQ-VAE has no likelihood of x)",
+                           num_dims=pixel_values[0].numel())
 
     def codebook_usage(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
         """Perplexity, fraction of codes used and dead codes of code ids (any shape), e.g. a whole test set's."""
