@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import numbers
 import os
 import re
 from pathlib import Path
@@ -22,7 +23,7 @@ from .distributions import nats_to_bits_per_dim, uniform
 from .images import quantize as quantize_images
 from .modeling_outputs import ScoreOutput
 from .sampling import LogitsFn, check_sampling_args, is_guided, sample_tokens
-from .validation import check_generator, check_int, check_labels
+from .validation import check_float, check_generator, check_int, check_labels
 
 CAPABILITIES = frozenset({"sample", "encode", "reconstruct", "score", "interpolate"})
 
@@ -162,6 +163,56 @@ def tokens_to_pixels(indices: torch.Tensor, levels: int) -> torch.Tensor:
     return (indices.float() / (levels - 1)).unsqueeze(1)
 
 
+class SamplingMixin:
+    """`sample` with the shared vocabulary, written and checked once for every family that samples.
+
+    `sample(num_samples, *, generator=None, labels=None, temperature=1.0, guidance_scale=1.0, **options)`
+    checks the shared arguments and the family's options (its `sample_options`), turns one int label into
+    (N,) labels, then calls the family's `_draw(num_samples, *, generator, labels, temperature,
+    guidance_scale, **options)`, which draws.
+    """
+
+    @torch.no_grad()
+    def sample(
+        self,
+        num_samples: int,
+        *,
+        generator: torch.Generator | None = None,
+        labels: torch.Tensor | int | None = None,
+        temperature: float = 1.0,
+        guidance_scale: float = 1.0,
+        **options,
+    ) -> torch.Tensor:
+        """Draw `num_samples` new examples (images, or token grids for a prior); see the family's `_draw`.
+
+        Args:
+            num_samples: N, how many to draw.
+            generator: drives every draw (reproducible samples).
+            labels: a conditional model's class ids: (N,), or one int for all N; `None` draws from the
+                unconditional model (the null label). Must be None for an unconditional model.
+            temperature: scale of the randomness (> 0; < 1 gives more typical samples).
+            guidance_scale: classifier-free guidance (>= 0; 1 = none); != 1 needs `labels`.
+            options: the family's `sample_options` (e.g. the VAE's `output`, the priors' `top_k`, `top_p`).
+        """
+        check_int("num_samples", num_samples, minimum=1)
+        check_generator(generator)
+        check_float("temperature", temperature, minimum=0.0, exclusive_minimum=True)
+        check_float("guidance_scale", guidance_scale, minimum=0.0)
+        for name, value in options.items():
+            if name not in self.sample_options:
+                raise ValueError(f"`{name}` must be a sample option of {type(self).__name__} "
+                                 f"({sorted(self.sample_options) or 'none'}), got {value!r}")
+        if self.is_conditional and isinstance(labels, numbers.Integral) and not isinstance(labels, bool):
+            labels = torch.full((num_samples,), int(labels), dtype=torch.long)
+        check_labels(labels, self.config.num_classes if self.is_conditional else None, num_samples)
+        if guidance_scale != 1 and labels is None:
+            kind = "a conditional model without `labels`" if self.is_conditional else "an unconditional model"
+            raise ValueError(f"`guidance_scale` must be 1 for {kind} (guidance contrasts conditional and "
+                             f"unconditional samples), got {guidance_scale!r}")
+        return self._draw(num_samples, generator=generator, labels=labels, temperature=temperature,
+                            guidance_scale=guidance_scale, **options)
+
+
 def check_prior_matches_vqvae(prior, vqvae) -> None:
     """Raise unless the prior's vocabulary and grid are the VQ-VAE's codebook and code grid."""
     if getattr(vqvae.config, "model_type", None) != "vqvae":
@@ -172,7 +223,7 @@ def check_prior_matches_vqvae(prior, vqvae) -> None:
         raise ValueError(f"`prior.config.grid_size` ({prior.config.grid_size}) must equal the VQ-VAE code grid ({vqvae.config.code_grid_size})")
 
 
-class TokenPriorPreTrainedModel(HfVaePreTrainedModel):
+class TokenPriorPreTrainedModel(SamplingMixin, HfVaePreTrainedModel):
     """Base of the autoregressive token priors: the conditioning, `sample`, the bits and the token <->
     pixel mapping, written once for every prior family.
 
@@ -185,11 +236,12 @@ class TokenPriorPreTrainedModel(HfVaePreTrainedModel):
     input_kind = "tokens"
     evaluator = "token_prior"
     capabilities = frozenset({"sample", "score"})
-    sample_options = frozenset({"top_k", "top_p"})
     score_options = frozenset({"quantize"})
     #: Keyword options of `sample` that change how a family decodes, never what it draws (the transformer's
-    #: `use_cache`); `sample` passes them to `_next_token_logits`.
+    #: `use_cache`); `_draw` passes them to `_next_token_logits`. A family with decoding options adds
+    #: them to its `sample_options`.
     decoding_options: ClassVar[frozenset[str]] = frozenset()
+    sample_options = frozenset({"top_k", "top_p", "progress"})
 
     @property
     def is_conditional(self) -> bool:
@@ -228,46 +280,19 @@ class TokenPriorPreTrainedModel(HfVaePreTrainedModel):
         prior with one condition id per row (see `hf_vae.sampling`)."""
         raise NotImplementedError
 
-    @torch.no_grad()
-    def sample(
-        self,
-        num_samples: int,
-        *,
-        generator: torch.Generator | None = None,
-        labels: torch.Tensor | int | None = None,
-        temperature: float = 1.0,
-        guidance_scale: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        progress: bool = True,
-        **decoding_options,
-    ) -> torch.Tensor:
-        """Draw `num_samples` token grids (N, grid_size, grid_size) in raster order through
-        `hf_vae.sampling.sample_tokens`; every argument is checked before the first draw.
+    def _draw(self, num_samples: int, *, generator, labels, temperature, guidance_scale, top_k: int | None = None,
+                top_p: float | None = None, progress: bool = True, **decoding_options) -> torch.Tensor:
+        """`sample` for token priors: N token grids (N, grid_size, grid_size) drawn in raster order by
+        `hf_vae.sampling.sample_tokens`, every argument checked before the first draw.
 
-        Args:
-            num_samples: N, the number of grids.
-            generator: drives every draw (reproducible samples).
-            labels: (N,) class ids, or one int for all samples, for a conditional prior; None samples the
-                unconditional model (the null label, needs `label_dropout > 0`). Must be None for an
-                unconditional prior.
-            temperature, top_k, top_p: see `hf_vae.sampling.sample_from_logits`.
-            guidance_scale: classifier-free guidance scale; != 1 needs `labels` and `label_dropout > 0`.
-            progress: show a progress bar over the grid positions.
-            decoding_options: the family's `decoding_options` (the transformer's `use_cache`).
+        Options: `top_k`, `top_p` (see `hf_vae.sampling.sample_from_logits`), `progress` (a progress bar
+        over the grid positions) and the family's `decoding_options` (the transformer's `use_cache`).
+        Without labels, a conditional prior samples its unconditional model (the null label, which needs
+        `label_dropout > 0`); so does guidance.
         """
-        check_int("num_samples", num_samples, minimum=1)
-        check_generator(generator)
         check_sampling_args(temperature, top_k, top_p, guidance_scale)
-        for name, value in decoding_options.items():
-            if name not in self.decoding_options:
-                options = sorted(self.decoding_options) or "none"
-                raise ValueError(f"`{name}` must be a decoding option of {type(self).__name__} ({options}), got {value!r}")
-        if isinstance(labels, int) and not isinstance(labels, bool):
-            labels = torch.full((num_samples,), labels, dtype=torch.long)
-        check_labels(labels, self.config.num_classes, num_samples)
         guided = is_guided(guidance_scale)
-        if guided and (labels is None or self.config.label_dropout == 0):
+        if guided and self.config.label_dropout == 0:
             raise ValueError(
                 "`guidance_scale` must be 1 unless `labels` are given to a prior trained with label dropout "
                 f"(label_dropout={self.config.label_dropout}), got {guidance_scale!r}"

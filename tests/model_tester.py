@@ -1,5 +1,5 @@
 """The contracts every hf_vae model keeps, as a mixin: a family's test class sets a tiny config and
-how to build a batch, and inherits these tests (see DESIGN.md, "Contracts every model keeps")."""
+how to build a batch, and inherits these tests (see docs/design.md, "Contracts every model keeps")."""
 
 from __future__ import annotations
 
@@ -147,9 +147,13 @@ class ModelTesterMixin:
         assert params[0].name == "num_samples"
         assert all(p.kind in (p.KEYWORD_ONLY, p.VAR_KEYWORD) for p in params[1:]), "everything after num_samples is keyword-only"
         shared = {"generator", "labels", "temperature", "guidance_scale"}
-        named = {p.name for p in params[1:] if p.kind is p.KEYWORD_ONLY}
-        # The shared vocabulary and the declared options; besides them only `progress` (long sampling loops).
-        assert shared | model.sample_options <= named <= shared | model.sample_options | {"progress"}
+        assert {p.name for p in params if p.kind is p.KEYWORD_ONLY} == shared
+        # The family's own draw takes the shared arguments and exactly the options it declares.
+        own = {p.name for p in inspect.signature(type(model)._draw).parameters.values() if p.kind is p.KEYWORD_ONLY}
+        var = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(type(model)._draw).parameters.values())
+        assert shared <= own and (own - shared == model.sample_options or (var and own - shared <= model.sample_options))
+        with pytest.raises(ValueError, match="`no_such_option` must be a sample option"):
+            model.sample(2, no_such_option=True)
         labels = torch.tensor([0, 1, 0]) if model.is_conditional else None
         assert self.sample_outputs_for(model, 3, labels=labels, generator=torch.Generator().manual_seed(0)).shape[0] == 3
         if not model.is_conditional:

@@ -151,6 +151,7 @@ class TransformerPriorModel(TransformerPriorPreTrainedModel, GenerationMixin):
 
     card_template = "transformer_prior.md.j2"
     decoding_options = frozenset({"use_cache"})
+    sample_options = TokenPriorPreTrainedModel.sample_options | decoding_options
 
     def __init__(self, config: TransformerPriorConfig):
         super().__init__(config)

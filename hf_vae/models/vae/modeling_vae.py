@@ -21,6 +21,7 @@ from torch import nn
 
 from ...distributions import DiagonalGaussian, get_likelihood, log_mean_exp, standard_normal, standard_normal_log_prob
 from ...modeling_outputs import EncoderOutput, ScoreOutput, VAEOutput
+from ...modeling_utils import SamplingMixin
 from ...validation import check_choice, check_generator, check_int, check_labels, check_number
 from ..modeling_autoencoder import AutoencoderPreTrainedModel, ConvDecoder, ConvEncoder
 from .configuration_vae import VAEConfig
@@ -61,7 +62,7 @@ class VAEPreTrainedModel(AutoencoderPreTrainedModel):
     config_class = VAEConfig
 
 
-class VAEModel(VAEPreTrainedModel):
+class VAEModel(SamplingMixin, VAEPreTrainedModel):
     """Convolutional VAE with a N(0, I) prior, a diagonal Gaussian posterior and a configurable p(x|z).
 
     `forward(pixel_values)` returns the negative ELBO (`loss`, KL weighted by `config.beta`) and its terms.
@@ -105,16 +106,6 @@ class VAEModel(VAEPreTrainedModel):
         if not isinstance(latents, torch.Tensor) or latents.ndim != 2 or latents.shape[1] != self.config.latent_dim:
             got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
             raise ValueError(f"`latents` must be a tensor of shape (batch, {self.config.latent_dim}), got {got}")
-
-    def _sample_labels(self, labels, num_samples: int) -> torch.Tensor | None:
-        """`sample`'s labels (None, one class id, or (N,) ids) as checked (N,) ids, or None."""
-        if labels is None:
-            return None
-        num_classes = self.config.num_classes if self.is_conditional else None
-        if num_classes is not None and isinstance(labels, numbers.Integral) and not isinstance(labels, bool):
-            labels = torch.full((num_samples,), int(labels), dtype=torch.long, device=self.device)
-        check_labels(labels, num_classes, num_samples)
-        return labels
 
     def _check_guidance(self, guidance_scale, labels) -> None:
         check_number("guidance_scale", guidance_scale, minimum=0.0)
@@ -218,29 +209,14 @@ class VAEModel(VAEPreTrainedModel):
             return torch.cat([uncond_mean + scale * (cond_mean - uncond_mean), cond_log_scale], dim=1)
         return uncond + scale * (cond - uncond)
 
-    @torch.no_grad()
-    def sample(
-        self,
-        num_samples: int,
-        *,
-        generator: torch.Generator | None = None,
-        labels: torch.Tensor | int | None = None,
-        temperature: float = 1.0,
-        guidance_scale: float = 1.0,
-        output: str = "mean",
-    ) -> torch.Tensor:
-        """Draw `num_samples` images (N, C, H, W): z ~ N(0, temperature^2 I), then `decode`.
+    def _draw(self, num_samples: int, *, generator, labels, temperature, guidance_scale,
+                output: str = "mean") -> torch.Tensor:
+        """`sample` for the VAE family: N images (N, C, H, W), z ~ N(0, temperature^2 I), then `decode`
+        (CVAE: given `labels`, with classifier-free `guidance_scale`).
 
-        Args:
-            labels: CVAE only: class ids (N,), one class id for all N, or `None` for unconditional samples.
-            guidance_scale: CVAE only: classifier-free guidance (see `decode`).
-            output: `"mean"` or `"sample"` (see `decode`).
+        Options: `output`, `"mean"` (the mean of p(x|z), default) or `"sample"` (pixels drawn from it).
         """
-        check_int("num_samples", num_samples, minimum=1)
-        check_number("temperature", temperature, minimum=0.0, exclusive_minimum=True)
         self._check_decode_args(output, generator)
-        labels = self._sample_labels(labels, num_samples)
-        self._check_guidance(guidance_scale, labels)
         latents = temperature * standard_normal(
             (num_samples, self.config.latent_dim), generator=generator, device=self.device, dtype=self.dtype
         )
