@@ -193,7 +193,7 @@ def evaluate_token_prior(model, loader, *, num_importance_samples: int, seed: in
     """Exact negative log-likelihood of token grids: nats per example, bits per token, and bits per
     dimension for pixel tokens (one token per pixel). `num_importance_samples` is unused: the
     likelihood of an autoregressive prior is exact."""
-    from .modeling_utils import pixels_to_tokens
+    from .modeling_utils import pixels_to_indices
 
     conditional = model.is_conditional
     total, count, num_tokens = 0.0, 0, model.config.grid_size**2
@@ -201,7 +201,7 @@ def evaluate_token_prior(model, loader, *, num_importance_samples: int, seed: in
         if model.main_input_name in batch:  # VQ-VAE code grids, prepared by the trainer
             indices = batch[model.main_input_name]
         else:
-            indices = pixels_to_tokens(batch["pixel_values"], model.config.pixel_levels)
+            indices = pixels_to_indices(batch["pixel_values"], model.config.pixel_levels)
         labels = batch["labels"].to(model.device) if conditional else None
         total -= model.log_likelihood(indices.to(model.device), labels=labels).sum().item()
         count += len(indices)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from transformers import AutoModel
 
-from .modeling_utils import check_prior_matches_vqvae, tokens_to_pixels
+from .modeling_utils import check_prior_matches_vqvae, indices_to_pixels
 
 
 def load_vqvae(prior, **from_pretrained_kwargs):
@@ -32,7 +32,7 @@ def generate_images(prior, num_samples: int, *, vqvae=None, **sample_kwargs) -> 
             `guidance_scale`, `top_k`, `top_p`, `progress`), checked there before anything is drawn.
     """
     if prior.config.token_source == "pixels":
-        return tokens_to_pixels(prior.sample(num_samples, **sample_kwargs), prior.config.pixel_levels)
+        return indices_to_pixels(prior.sample(num_samples, **sample_kwargs), prior.config.pixel_levels)
     # The VQ-VAE is loaded and checked against the prior before the (slow) sampling starts.
     if vqvae is None:
         vqvae = load_vqvae(prior)

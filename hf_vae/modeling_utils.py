@@ -141,8 +141,9 @@ class HfVaePreTrainedModel(PreTrainedModel):
 # ---------------------------------------------------------------------------------------------
 
 
-def pixels_to_tokens(pixel_values: torch.Tensor, levels: int, name: str = "pixel_values") -> torch.Tensor:
-    """Single-channel images (B, 1, H, W) with values on the grid t / (levels - 1) -> tokens t (B, H, W) long.
+def pixels_to_indices(pixel_values: torch.Tensor, levels: int, name: str = "pixel_values") -> torch.Tensor:
+    """Single-channel images (B, 1, H, W) with values on the grid t / (levels - 1) -> indices t (B, H, W)
+    long, one pixel token per pixel.
 
     Values off the grid raise (quantize first, e.g. binarize for `levels=2`): never silently rounded.
     """
@@ -158,8 +159,8 @@ def pixels_to_tokens(pixel_values: torch.Tensor, levels: int, name: str = "pixel
     return tokens.long()
 
 
-def tokens_to_pixels(indices: torch.Tensor, levels: int) -> torch.Tensor:
-    """Tokens t (B, H, W) -> single-channel images t / (levels - 1), shape (B, 1, H, W) in [0, 1]."""
+def indices_to_pixels(indices: torch.Tensor, levels: int) -> torch.Tensor:
+    """Indices t (B, H, W) -> single-channel images t / (levels - 1), shape (B, 1, H, W) in [0, 1]."""
     return (indices.float() / (levels - 1)).unsqueeze(1)
 
 
@@ -329,7 +330,7 @@ class TokenPriorPreTrainedModel(SamplingMixin, HfVaePreTrainedModel):
         estimator = "exact"
         if quantize is not False:
             pixel_values, estimator = quantize_images(pixel_values, levels), f"exact, image quantized to {levels} levels"
-        score = -self.log_likelihood(self.pixels_to_tokens(pixel_values), labels)
+        score = -self.log_likelihood(self.pixels_to_indices(pixel_values), labels)
         return ScoreOutput(score=score, estimator=estimator, num_dims=pixel_values[0].numel())
 
     def bits_per_token(self, indices: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -348,14 +349,14 @@ class TokenPriorPreTrainedModel(SamplingMixin, HfVaePreTrainedModel):
             )
         return self.bits_per_token(indices, labels)
 
-    def pixels_to_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def pixels_to_indices(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Quantized single-channel images (B, 1, H, W) on the grid t / (pixel_levels - 1) -> indices (B, H, W)."""
         if self.config.token_source != "pixels":
             raise ValueError(f"`token_source` must be 'pixels' to convert pixels, got {self.config.token_source!r}")
-        return pixels_to_tokens(pixel_values, self.config.pixel_levels)
+        return pixels_to_indices(pixel_values, self.config.pixel_levels)
 
-    def tokens_to_pixels(self, indices: torch.Tensor) -> torch.Tensor:
+    def indices_to_pixels(self, indices: torch.Tensor) -> torch.Tensor:
         """Indices (B, H, W) -> single-channel images t / (pixel_levels - 1), shape (B, 1, H, W)."""
         if self.config.token_source != "pixels":
             raise ValueError(f"`token_source` must be 'pixels' to convert tokens, got {self.config.token_source!r}")
-        return tokens_to_pixels(indices, self.config.pixel_levels)
+        return indices_to_pixels(indices, self.config.pixel_levels)

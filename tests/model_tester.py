@@ -415,13 +415,13 @@ class TokenPriorTesterMixin(ModelTesterMixin):
     def test_pixels_tokens_round_trip(self):
         model = self.get_model(vocab_size=4, token_source="pixels")
         tokens = self.get_inputs()["indices"].clamp(max=3)
-        pixels = model.tokens_to_pixels(tokens)
+        pixels = model.indices_to_pixels(tokens)
         assert pixels.shape == (4, 1, 4, 4) and pixels.max() <= 1
-        assert torch.equal(model.pixels_to_tokens(pixels), tokens)
+        assert torch.equal(model.pixels_to_indices(pixels), tokens)
         with pytest.raises(ValueError, match="pixel_values"):
-            model.pixels_to_tokens(pixels + 0.1)  # off the 4-level grid: never rounded
+            model.pixels_to_indices(pixels + 0.1)  # off the 4-level grid: never rounded
         with pytest.raises(ValueError, match="token_source"):
-            self.get_model().tokens_to_pixels(tokens)
+            self.get_model().indices_to_pixels(tokens)
 
     def test_sample_arguments_and_guidance(self):
         model = self.get_model().eval()

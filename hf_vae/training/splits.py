@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..data import binarize_pixels, load_split, load_tensors
-from ..modeling_utils import pixels_to_tokens
+from ..modeling_utils import pixels_to_indices
 from .recipe import Recipe
 
 __all__ = ["check_compatible", "load_data", "model_inputs"]
@@ -120,7 +120,7 @@ def model_inputs(model, batch: dict, *, generator: torch.Generator, global_step:
         pixel_values = batch["pixel_values"]
         if dynamic_binarization:
             pixel_values = binarize_pixels(pixel_values, generator=generator)
-        inputs[name] = pixels_to_tokens(pixel_values, model.config.pixel_levels) if tokens else pixel_values
+        inputs[name] = pixels_to_indices(pixel_values, model.config.pixel_levels) if tokens else pixel_values
     if type(model).takes_global_step:
         inputs["global_step"] = global_step
     if "labels" in batch and model.is_conditional:
