@@ -7,19 +7,58 @@ validate in `__post_init__` and raise `ValueError` naming the field, the expecte
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from typing import ClassVar
 
 from transformers import PreTrainedConfig
 
 from .distributions import LIKELIHOODS
 from .models.modeling_autoencoder import ACTIVATIONS
-from .validation import check_choice, check_float, check_int, check_int_list
+from .validation import check_choice, check_float, check_int, check_int_list, check_keys
+
+
+@functools.cache
+def _transformers_config_keys() -> frozenset[str]:
+    """Keys a config takes besides its dataclass fields that transformers 5 itself knows.
+
+    `PreTrainedConfig.__init__` sets the dataclass fields and hands every other keyword to `__post_init__`,
+    which consumes some (`torch_dtype`, `num_labels`, the attention implementations, rope and generation
+    parameters, ...) and sets the rest as attributes: a typo would be kept silently. The keys below are
+    the ones `__post_init__` and `PreTrainedConfig.from_dict` read, plus those transformers tooling writes
+    into config.json (`auto_map` for remote code, `custom_pipelines` for a saved pipeline,
+    `quantization_config`, `_name_or_path` of older releases).
+    """
+    from transformers import GenerationConfig
+
+    post_init_keys = {
+        "torch_dtype", "num_labels", "name_or_path", "_name_or_path", "_commit_hash", "output_attentions",
+        "attn_implementation", "experts_implementation", "per_layer_config", "rope_scaling", "rope_theta",
+        "rope_parameters", "_attn_implementation_internal", "_experts_implementation_internal",
+    }
+    written_keys = {"auto_map", "custom_pipelines", "quantization_config", "model_type"}
+    return frozenset(post_init_keys | written_keys | set(GenerationConfig._get_default_generation_params()))
 
 
 class HfVaeConfig(PreTrainedConfig):
-    """Base of the hf_vae configs: subclasses declare fields and implement `_check_fields`."""
+    """Base of the hf_vae configs: subclasses declare fields and implement `_check_fields`.
+
+    An unknown keyword (a typo such as `latnt_dim`) raises a `ValueError` naming it and listing the
+    family's fields; the keys transformers itself knows (`architectures`, `auto_map`, `dtype`,
+    `transformers_version`, ...) and a prior's `legacy_field_names` still load.
+    """
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        """The family's own fields (the dataclass fields that `PreTrainedConfig` does not declare)."""
+        base = {field.name for field in dataclasses.fields(PreTrainedConfig)}
+        return [field.name for field in dataclasses.fields(cls) if field.name not in base]
 
     def __post_init__(self, **kwargs):
+        # transformers names of our fields (`attribute_map`) are set before the checks, so they are checked too.
+        for alias in set(self.attribute_map) & set(kwargs):
+            setattr(self, alias, kwargs.pop(alias))
+        check_keys(f"{type(self).__name__} fields", kwargs, self.field_names(), also_accepted=_transformers_config_keys())
         # JSON turns tuples into lists; keep one type so a reloaded config compares equal.
         for field_name, field_value in list(vars(self).items()):
             if isinstance(field_value, tuple):

@@ -16,7 +16,8 @@ unconditional model, s = 1 the conditional one, s > 1 sharpens towards the condi
 this equals the same combination of log-probabilities up to a per-row constant, which softmax removes.
 
 Each draw applies, in this order: guidance, temperature, top-k, top-p, then an inverse-CDF draw with
-`generator` (a CPU generator drives sampling on any device).
+`generator` (a CPU generator drives sampling on any device). A temperature so small that the scaled
+logits overflow gives the greedy (argmax) token, the limit of temperature -> 0.
 """
 
 from __future__ import annotations
@@ -81,7 +82,14 @@ def sample_from_logits(
 ) -> torch.Tensor:
     """One token per row of `logits` (N, V) after temperature, top-k and top-p; returns (N,) long."""
     check_sampling_args(temperature, top_k, top_p)
-    logits = logits.float() / temperature
+    logits = logits.float()
+    scaled = logits / temperature
+    # A tiny temperature (1e-45) overflows finite logits to +-inf, and softmax of a row holding +inf is NaN.
+    # The limit temperature -> 0 is the greedy choice, so those rows (N,) take the argmax exactly; top-k
+    # and top-p always keep the most likely token, so they cannot change it.
+    overflow = (torch.isinf(scaled) & torch.isfinite(logits)).any(dim=-1)
+    greedy = logits.argmax(dim=-1)
+    logits = torch.where(overflow.unsqueeze(-1), logits, scaled)  # finite stand-ins, replaced below
     if top_k is not None:
         logits = top_k_filter(logits, top_k)
     if top_p is not None:
@@ -91,7 +99,8 @@ def sample_from_logits(
     cdf = logits.softmax(dim=-1).cumsum(dim=-1)
     cdf = cdf / cdf[:, -1:]
     u = uniform((logits.shape[0], 1), generator=generator, device=logits.device, dtype=cdf.dtype)
-    return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=logits.shape[-1] - 1)
+    drawn = torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=logits.shape[-1] - 1)
+    return torch.where(overflow, greedy, drawn)
 
 
 @torch.no_grad()

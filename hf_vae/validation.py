@@ -67,12 +67,29 @@ def check_generator(generator) -> None:
         raise ValueError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}")
 
 
-def check_pixel_values(pixel_values, num_channels: int, image_size: int, name: str = "pixel_values") -> None:
-    """Raise `ValueError` unless `pixel_values` is a float tensor (B, C, H, W) of the configured size in [0, 1]."""
+def check_keys(kind: str, keys, known, also_accepted=frozenset()) -> None:
+    """Every key of `keys` is one of `known` (or of `also_accepted`, not listed in the message): a typo is
+    named, with the `known` keys (the `kind`, e.g. "VAEConfig fields") listed."""
+    for key in keys:
+        if key not in known and key not in also_accepted:
+            _fail(key, f"one of the {kind} {list(known)}", key)
+
+
+def check_pixel_values(pixel_values, num_channels: int, image_size: int, name: str = "pixel_values",
+                       dtype: torch.dtype | None = None) -> None:
+    """Raise `ValueError` unless `pixel_values` is a float tensor (B, C, H, W) of the configured size in [0, 1].
+
+    With `dtype` (the model's), the tensor must have exactly that dtype: torch would otherwise fail deep
+    inside the first convolution (fp16 / fp64 input against fp32 weights); the caller converts with
+    `pixel_values.to(model.dtype)`.
+    """
     if not isinstance(pixel_values, torch.Tensor):
         raise ValueError(f"`{name}` must be a torch.Tensor, got {type(pixel_values).__name__}")
     if not pixel_values.is_floating_point():
         raise ValueError(f"`{name}` must be a floating-point tensor with values in [0, 1], got dtype {pixel_values.dtype}")
+    if dtype is not None and pixel_values.dtype != dtype:
+        raise ValueError(f"`{name}` must have the model's dtype {dtype} (convert with `.to(model.dtype)`), "
+                         f"got dtype {pixel_values.dtype}")
     expected = (num_channels, image_size, image_size)
     if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != expected:
         raise ValueError(f"`{name}` must have shape (batch, {', '.join(map(str, expected))}), got {tuple(pixel_values.shape)}")
@@ -83,6 +100,21 @@ def check_pixel_values(pixel_values, num_channels: int, image_size: int, name: s
     low, high = float(pixel_values.min()), float(pixel_values.max())
     if low < 0.0 or high > 1.0:
         raise ValueError(f"`{name}` must have values in [0, 1], got values in [{low:.4g}, {high:.4g}]")
+
+
+def check_latents(latents, shape: tuple[int, ...], name: str = "latents", dtype: torch.dtype | None = None) -> None:
+    """Raise `ValueError` unless `latents` is a finite float tensor (B, *shape) (of `dtype`, when given)."""
+    expected = f"(batch, {', '.join(map(str, shape))})"
+    if not isinstance(latents, torch.Tensor) or latents.ndim != len(shape) + 1 or tuple(latents.shape[1:]) != tuple(shape):
+        got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
+        raise ValueError(f"`{name}` must be a tensor of shape {expected}, got {got}")
+    if not latents.is_floating_point():
+        raise ValueError(f"`{name}` must be a floating-point tensor, got dtype {latents.dtype}")
+    if dtype is not None and latents.dtype != dtype:
+        raise ValueError(f"`{name}` must have the model's dtype {dtype} (convert with `.to(model.dtype)`), got dtype {latents.dtype}")
+    bad = int((~torch.isfinite(latents)).sum())
+    if bad:
+        raise ValueError(f"`{name}` must be finite, got {bad} NaN or infinite values")
 
 
 def check_indices(indices, vocab_size: int, grid_size: int, name: str = "indices", flat: str | None = None) -> None:

@@ -136,7 +136,8 @@ class AutoencoderPreTrainedModel(HfVaePreTrainedModel):
         raise NotImplementedError
 
     def _check_pixel_values(self, pixel_values, name: str = "pixel_values") -> None:
-        check_pixel_values(pixel_values, self.config.num_channels, self.config.image_size, name)
+        # The model's own dtype: fp16/fp64 input into fp32 weights would fail deep inside torch.
+        check_pixel_values(pixel_values, self.config.num_channels, self.config.image_size, name, dtype=self.dtype)
 
     @staticmethod
     def _check_decode_args(output: str, generator) -> None:

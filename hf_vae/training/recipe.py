@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from transformers import SchedulerType
 
 from ..data import BINARIZE_MODES
-from ..validation import check_choice, check_float, check_int
+from ..validation import check_bool, check_choice, check_float, check_int
 
 __all__ = ["DataArgs", "EvaluationArgs", "HubArgs", "ModelArgs", "Recipe", "TrainingArgs", "build_model"]
 
@@ -176,33 +177,75 @@ class Recipe:
         return flat
 
     def check(self) -> None:
-        """Reject bad values before anything is built, naming the recipe field."""
-        t, d, e = self.training, self.data, self.evaluation
+        """Reject bad values before anything is built, naming the recipe field: every number of every
+        section (counts are ints, rates finite floats), the model config (an unknown key is named with
+        the family's fields), and the Hub repo id, so nothing fails only after training."""
+        t, d, e, h = self.training, self.data, self.evaluation, self.hub
         for name in ("batch_size", "max_steps", "log_every", "eval_every", "save_every", "gradient_accumulation_steps", "save_total_limit"):
             check_int(f"training.{name}", getattr(t, name), minimum=1)
-        check_int("evaluation.batch_size", e.batch_size, minimum=1)
-        check_int("evaluation.num_samples", e.num_samples, minimum=1)
-        check_int("data.validation_size", d.validation_size, minimum=0)
+        for name in ("seed", "warmup_steps"):
+            check_int(f"training.{name}", getattr(t, name), minimum=0)
+        if t.early_stopping_patience is not None:
+            check_int("training.early_stopping_patience", t.early_stopping_patience, minimum=1)
         check_float("training.learning_rate", t.learning_rate, minimum=0, exclusive_minimum=True)
+        check_float("training.weight_decay", t.weight_decay, minimum=0)
+        for name in ("adam_beta1", "adam_beta2"):
+            check_float(f"training.{name}", getattr(t, name), minimum=0, maximum=1, exclusive_maximum=True)
+        if t.max_grad_norm is not None:  # 0 turns clipping off
+            check_float("training.max_grad_norm", t.max_grad_norm, minimum=0)
+        if t.max_time_minutes is not None:
+            check_float("training.max_time_minutes", t.max_time_minutes, minimum=0, exclusive_minimum=True)
+        for name in ("channels_last", "keep_best", "progress"):
+            check_bool(f"training.{name}", getattr(t, name))
+        check_choice("training.lr_scheduler", t.lr_scheduler, [kind.value for kind in SchedulerType])
         check_choice("training.mixed_precision", t.mixed_precision, ("no", "bf16", "fp16"))
+        if not isinstance(t.trackers, list) or not set(t.trackers) <= {"tensorboard", "jsonl"}:
+            raise ValueError(f"`training.trackers` must list 'tensorboard' and/or 'jsonl', got {t.trackers!r}")
+
+        for name in ("batch_size", "num_samples"):
+            check_int(f"evaluation.{name}", getattr(e, name), minimum=1)
+        for name in ("num_importance_samples", "validation_importance_samples"):  # 0: ELBO only
+            check_int(f"evaluation.{name}", getattr(e, name), minimum=0)
+        if e.max_examples is not None:
+            check_int("evaluation.max_examples", e.max_examples, minimum=1)
+
+        for name in ("validation_size", "binarize_seed"):
+            check_int(f"data.{name}", getattr(d, name), minimum=0)
+        for name in ("image_size", "num_channels"):
+            if getattr(d, name) is not None:
+                check_int(f"data.{name}", getattr(d, name), minimum=1)
         check_choice("data.train_binarize", d.train_binarize, BINARIZE_MODES)
         # Evaluation needs fixed data: no dynamic binarization there.
         check_choice("data.eval_binarize", d.eval_binarize, ("none", "static"))
-        if not set(t.trackers) <= {"tensorboard", "jsonl"}:
-            raise ValueError(f"`training.trackers` must list 'tensorboard' and/or 'jsonl', got {t.trackers!r}")
-        if self.hub.push_to_hub and not self.hub.hub_model_id:
+
+        check_bool("hub.push_to_hub", h.push_to_hub)
+        check_bool("hub.private", h.private)
+        if h.push_to_hub and not h.hub_model_id:
             raise ValueError("`hub.hub_model_id` must be set when `hub.push_to_hub` is true, got None")
+        if h.hub_model_id is not None:
+            from ..hub import validate_repo_id
+
+            validate_repo_id(h.hub_model_id, name="hub.hub_model_id")
+        build_config(self)  # the model config checks its fields (and rejects unknown keys) on construction
 
 
-def build_model(recipe: Recipe):
-    """A fresh model of `recipe.model.family` from `recipe.model.config` (config errors name the field)."""
-    from transformers import AutoConfig, AutoModel
+def build_config(recipe: Recipe):
+    """The config of `recipe.model.family` from `recipe.model.config` (config errors name the field)."""
+    from transformers import AutoConfig
 
     from ..families import model_types  # importing hf_vae registers every family
 
     check_choice("model.family", recipe.model.family, model_types())
+    if not isinstance(recipe.model.config, dict):
+        raise ValueError(f"`model.config` must be a mapping of config fields, got {recipe.model.config!r}")
     try:
-        config = AutoConfig.for_model(recipe.model.family, **recipe.model.config)
+        return AutoConfig.for_model(recipe.model.family, **recipe.model.config)
     except ValueError as error:
         raise ValueError(f"{error} (recipe section `model.config`)") from None
-    return AutoModel.from_config(config)
+
+
+def build_model(recipe: Recipe):
+    """A fresh model of `recipe.model.family` from `recipe.model.config` (config errors name the field)."""
+    from transformers import AutoModel
+
+    return AutoModel.from_config(build_config(recipe))

@@ -22,7 +22,7 @@ from torch import nn
 from ...distributions import DiagonalGaussian, get_likelihood, log_mean_exp, standard_normal, standard_normal_log_prob
 from ...modeling_outputs import EncoderOutput, ScoreOutput, VAEOutput
 from ...modeling_utils import SamplingMixin
-from ...validation import check_choice, check_generator, check_int, check_labels, check_number
+from ...validation import check_choice, check_generator, check_int, check_labels, check_latents, check_number
 from ..modeling_autoencoder import AutoencoderPreTrainedModel, ConvDecoder, ConvEncoder
 from .configuration_vae import VAEConfig
 
@@ -103,9 +103,7 @@ class VAEModel(SamplingMixin, VAEPreTrainedModel):
     # -- checks -----------------------------------------------------------------------------------
 
     def _check_latents(self, latents) -> None:
-        if not isinstance(latents, torch.Tensor) or latents.ndim != 2 or latents.shape[1] != self.config.latent_dim:
-            got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
-            raise ValueError(f"`latents` must be a tensor of shape (batch, {self.config.latent_dim}), got {got}")
+        check_latents(latents, (self.config.latent_dim,), dtype=self.dtype)
 
     def _check_guidance(self, guidance_scale, labels) -> None:
         check_number("guidance_scale", guidance_scale, minimum=0.0)

@@ -15,7 +15,7 @@ import torch
 from ...distributions import get_likelihood
 from ...modeling_outputs import ScoreOutput, VQEncoderOutput, VQVAEOutput
 from ...quantization import VectorQuantizer
-from ...validation import check_indices
+from ...validation import check_indices, check_latents
 from ..modeling_autoencoder import AutoencoderPreTrainedModel, ConvDecoder, ConvEncoder
 from .configuration_vqvae import VQVAEConfig
 
@@ -119,9 +119,7 @@ class VQVAEModel(VQVAEPreTrainedModel):
         as their own ids. `output` and `generator` as in `decode_from_indices`.
         """
         expected = (self.config.embedding_dim, self.code_grid_size, self.code_grid_size)
-        if not isinstance(latents, torch.Tensor) or latents.ndim != 4 or tuple(latents.shape[1:]) != expected:
-            got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
-            raise ValueError(f"`latents` must be a tensor of shape (batch, {', '.join(map(str, expected))}), got {got}")
+        check_latents(latents, expected, dtype=self.dtype)
         self._check_decode_args(output, generator)
         return self._images(self._decode_indices(self.quantizer.encode(latents)), output, generator, return_dict)
 
