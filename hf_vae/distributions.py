@@ -6,6 +6,8 @@
   `GaussianLikelihood` (continuous data, fixed or learned scale) and `DiscretizedGaussianLikelihood`
   (8-bit images: the probability mass of each of the 256 bins, so bits/dim are honest).
 - `log_mean_exp` for importance-weighted bounds, and nats <-> bits/dim conversions.
+- `warn_if_not_a_likelihood`: a `NotALikelihoodWarning` when -log p(x|z) is no likelihood of the data
+  (a Bernoulli decoder scoring grey pixels: a cross-entropy, not a probability of the images).
 
 Conventions: every `log_prob`/`kl` returns one value per example, summed over all non-batch
 dimensions, in nats.
@@ -14,6 +16,7 @@ dimensions, in nats.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -133,6 +136,10 @@ class ObservationLikelihood:
     def sample(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         raise NotImplementedError
 
+    def not_a_likelihood(self, x: torch.Tensor) -> str | None:
+        """Why `log_prob(params, x)` is not a log-likelihood of `x`, or None when it is."""
+        return None
+
 
 class BernoulliLikelihood(ObservationLikelihood):
     """Bernoulli(sigmoid(logits)) per pixel; for binary (or binarised) images in {0, 1}."""
@@ -149,6 +156,25 @@ class BernoulliLikelihood(ObservationLikelihood):
     def sample(self, params, generator=None):
         u = uniform(params.shape, generator=generator, device=params.device, dtype=params.dtype)
         return (u < torch.sigmoid(params)).to(params.dtype)
+
+    def not_a_likelihood(self, x):
+        # Bernoulli is a distribution over {0, 1}: on grey values the "log-probability" is a cross-entropy.
+        if bool(((x == 0) | (x == 1)).all()):
+            return None
+        return ("a Bernoulli likelihood scored grey-level (non-binary) pixel values: the number is a "
+                "cross-entropy, not a log-likelihood of the images (binarize them, e.g. `data.eval_binarize: static`)")
+
+
+class NotALikelihoodWarning(UserWarning):
+    """A reported log-likelihood is not one: the data lie outside the support of the model's p(x|z)."""
+
+
+def warn_if_not_a_likelihood(likelihood: ObservationLikelihood, x: torch.Tensor, stacklevel: int = 3) -> str | None:
+    """Warn once (a `NotALikelihoodWarning`) and return the reason when `likelihood` gives no likelihood of `x`."""
+    reason = likelihood.not_a_likelihood(x)
+    if reason is not None:
+        warnings.warn(reason, NotALikelihoodWarning, stacklevel=stacklevel)
+    return reason
 
 
 def _split_mean_log_scale(params: torch.Tensor, fixed_log_scale: float | None):

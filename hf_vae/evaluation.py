@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .distributions import nats_to_bits_per_dim
+from .distributions import NotALikelihoodWarning, nats_to_bits_per_dim
 
 
 @dataclass
@@ -75,7 +75,9 @@ def evaluate(
         **family_kwargs: passed to the family's evaluator (e.g. `active_unit_threshold` for VAEs).
 
     Returns:
-        `{name: Metric}`; `to_flat_dict` turns it into `{name: value}` for loggers.
+        `{name: Metric}`; `to_flat_dict` turns it into `{name: value}` for loggers. When a reported
+        likelihood is not one (a Bernoulli model on grey pixels), `"warnings"` lists why, and each is
+        also raised as a `NotALikelihoodWarning` (a `UserWarning`).
     """
     evaluator = EVALUATORS.get(getattr(type(model), "evaluator", None))
     if evaluator is None:
@@ -91,17 +93,29 @@ def evaluate(
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
-            return evaluator(
+        # The model warns about a number that is no likelihood on every batch it scores; the evaluator
+        # records the reason once, in metrics["warnings"] (which the card prints), warned once below.
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotALikelihoodWarning)
+            metrics = evaluator(
                 model, loader, num_importance_samples=num_importance_samples, seed=seed, progress=progress, **family_kwargs
             )
     finally:
         model.train(was_training)
+    for message in metrics["warnings"].value if "warnings" in metrics else []:
+        warnings.warn(message, NotALikelihoodWarning, stacklevel=2)
+    return metrics
 
 
 def to_flat_dict(metrics: dict[str, Metric], prefix: str = "") -> dict[str, float]:
     """`{prefix + name: value}` for the scalar metrics (what trackers and CSV logs take)."""
     return {prefix + name: float(m.value) for name, m in metrics.items() if isinstance(m.value, (int, float, bool))}
+
+
+def _warnings_metric(reasons: set) -> dict[str, Metric]:
+    """`{"warnings": Metric([...])}` for the reasons a likelihood is not one (none: `{}`)."""
+    reasons = sorted(reason for reason in reasons if reason)
+    return {"warnings": Metric(reasons, "evaluation", "", "Warnings")} if reasons else {}
 
 
 def _batch_to(batch: dict, device) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -132,8 +146,10 @@ def evaluate_gaussian_latent(
     kl_per_dim, means = 0.0, []
     count = 0
     num_dims = None
+    reasons = set()  # why a reported likelihood is not one (Bernoulli on grey pixels)
     for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
         pixel_values, labels = _batch_to(batch, model.device)
+        reasons.add(model.likelihood.not_a_likelihood(pixel_values))
         label_kwargs = {"labels": labels} if conditional else {}
         out = model(pixel_values, generator=generator, **label_kwargs)
         n = pixel_values.shape[0]
@@ -163,8 +179,12 @@ def evaluate_gaussian_latent(
             stacklevel=2,
         )
     likelihood = model.config.likelihood
-    honest_bits = likelihood in ("bernoulli", "discretized_gaussian")
-    bits_note = "" if honest_bits else "; a continuous density on [0, 1] data, not a probability of the pixels"
+    if likelihood == "bernoulli" and any(reasons):
+        bits_note = "; a cross-entropy on grey-level data, not a probability of the pixels"
+    elif likelihood == "gaussian":
+        bits_note = "; a continuous density on [0, 1] data, not a probability of the pixels"
+    else:
+        bits_note = ""
 
     elbo = totals["elbo"] / count
     metrics = {
@@ -185,6 +205,7 @@ def evaluate_gaussian_latent(
         estimator = f"IWAE, k={num_importance_samples}"
         metrics["nll"] = Metric(nll, "nats", estimator, "Negative log-likelihood per example")
         metrics["bits_per_dim"] = Metric(nats_to_bits_per_dim(nll, num_dims), "bits/dim", estimator, "Negative log-likelihood" + bits_note)
+    metrics.update(_warnings_metric(reasons))
     return metrics
 
 
@@ -371,14 +392,14 @@ def evaluate_vqvae(model, loader, *, num_importance_samples: int, seed: int, pro
     codebook_size = config.codebook_size
     counts = torch.zeros(codebook_size, dtype=torch.float64)
     totals = {"reconstruction": 0.0, "squared_error": 0.0, "psnr": 0.0}
-    count, binary = 0, True
+    count, reasons = 0, set()  # reasons: why -log p(x|z_q) is not a likelihood (Bernoulli on grey pixels)
     shape = None
     for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
         pixel_values, _ = _batch_to(batch, model.device)
         out = model(pixel_values)  # eval mode: the codebook state is not touched
         n = pixel_values.shape[0]
         shape = pixel_values.shape[1:]
-        binary = binary and bool(((pixel_values == 0) | (pixel_values == 1)).all())
+        reasons.add(model.likelihood.not_a_likelihood(pixel_values))
         totals["reconstruction"] += out.reconstruction_loss.item() * n
         mse = (out.reconstruction.float() - pixel_values.float()).pow(2).flatten(1).mean(dim=1)  # (B,)
         totals["squared_error"] += mse.sum().item()
@@ -396,14 +417,14 @@ def evaluate_vqvae(model, loader, *, num_importance_samples: int, seed: int, pro
     used = int((counts > 0).sum())
     reconstruction = totals["reconstruction"] / count
     likelihood = config.likelihood
-    if likelihood == "bernoulli" and not binary:
+    if likelihood == "bernoulli" and any(reasons):
         bits_note = "; a cross-entropy on grey-level data, not a probability of the pixels"
     elif likelihood == "gaussian":
         bits_note = "; a continuous density on [0, 1] data, not a probability of the pixels"
     else:
         bits_note = ""
     split_counts = f"code counts over the {count} examples"
-    return {
+    metrics = {
         "reconstruction_loss": Metric(reconstruction, "nats", "nearest codes (deterministic)", f"Mean -log p(x|z_q) ({likelihood})" + bits_note),
         "reconstruction_bits_per_dim": Metric(nats_to_bits_per_dim(reconstruction, num_dims), "bits/dim", "nearest codes (deterministic)",
                                               "-log p(x|z_q) in bits per dimension" + bits_note),
@@ -421,3 +442,5 @@ def evaluate_vqvae(model, loader, *, num_importance_samples: int, seed: int, pro
                              "Dead codes"),
         "num_examples": Metric(count, "examples", "", "Evaluated examples"),
     }
+    metrics.update(_warnings_metric(reasons))
+    return metrics

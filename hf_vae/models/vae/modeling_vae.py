@@ -19,7 +19,9 @@ import numbers
 import torch
 from torch import nn
 
-from ...distributions import DiagonalGaussian, get_likelihood, log_mean_exp, standard_normal, standard_normal_log_prob
+from ...distributions import (
+    DiagonalGaussian, get_likelihood, log_mean_exp, standard_normal, standard_normal_log_prob, warn_if_not_a_likelihood,
+)
 from ...modeling_outputs import EncoderOutput, ScoreOutput, VAEOutput
 from ...modeling_utils import SamplingMixin
 from ...validation import check_choice, check_generator, check_int, check_labels, check_latents, check_number
@@ -300,6 +302,7 @@ class VAEModel(SamplingMixin, VAEPreTrainedModel):
         check_int("num_samples", num_samples, minimum=1)
         check_generator(generator)
         self._check_pixel_values(pixel_values)
+        warn_if_not_a_likelihood(self.likelihood, pixel_values)  # e.g. Bernoulli on grey pixels
         batch = pixel_values.shape[0]
         condition = self._condition(labels, batch)
         posterior = DiagonalGaussian(*self.encoder(pixel_values, condition).chunk(2, dim=1))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ...distributions import get_likelihood
+from ...distributions import get_likelihood, warn_if_not_a_likelihood
 from ...modeling_outputs import ScoreOutput, VQEncoderOutput, VQVAEOutput
 from ...quantization import VectorQuantizer
 from ...validation import check_indices, check_latents
@@ -154,7 +154,9 @@ class VQVAEModel(VQVAEPreTrainedModel):
     def score(self, pixel_values: torch.Tensor) -> ScoreOutput:
         """The reconstruction error -log p(x|z_q) per image in nats at the nearest codes: a VQ-VAE has no
         prior, so no likelihood of x; this is the stand-in its `score` capability offers."""
-        score = -self.likelihood.log_prob(self._decode_indices(self.encode_to_indices(pixel_values)), pixel_values)
+        indices = self.encode_to_indices(pixel_values)  # checks pixel_values
+        warn_if_not_a_likelihood(self.likelihood, pixel_values)  # e.g. Bernoulli on grey pixels
+        score = -self.likelihood.log_prob(self._decode_indices(indices), pixel_values)
         return ScoreOutput(score=score, estimator="reconstruction -log p(x|z_q) at the nearest codes (a VQ-VAE has no likelihood of x)",
                            num_dims=pixel_values[0].numel())
 
