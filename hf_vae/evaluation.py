@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .distributions import NotALikelihoodWarning, nats_to_bits_per_dim
+from .validation import check_int
 
 
 @dataclass
@@ -82,8 +83,10 @@ def evaluate(
     evaluator = EVALUATORS.get(getattr(type(model), "evaluator", None))
     if evaluator is None:
         raise ValueError(f"`model` must be an hf_vae model (a registered family), got {type(model).__name__}")
-    if isinstance(num_importance_samples, bool) or not isinstance(num_importance_samples, int) or num_importance_samples < 0:
-        raise ValueError(f"`num_importance_samples` must be an int >= 0, got {num_importance_samples!r}")
+    check_int("num_importance_samples", num_importance_samples, minimum=0)
+    check_int("batch_size", batch_size, minimum=1)
+    if max_examples is not None:
+        check_int("max_examples", max_examples, minimum=1)
     if isinstance(dataset, torch.utils.data.DataLoader):
         loader = dataset
     else:
@@ -110,6 +113,15 @@ def evaluate(
 def to_flat_dict(metrics: dict[str, Metric], prefix: str = "") -> dict[str, float]:
     """`{prefix + name: value}` for the scalar metrics (what trackers and CSV logs take)."""
     return {prefix + name: float(m.value) for name, m in metrics.items() if isinstance(m.value, (int, float, bool))}
+
+
+def _bits_note(likelihood: str, reasons: set) -> str:
+    """What a bits/dim of this likelihood is when it is no probability of the pixels ("" when it is)."""
+    if likelihood == "bernoulli" and any(reasons):
+        return "; a cross-entropy on grey-level data, not a probability of the pixels"
+    if likelihood == "gaussian":
+        return "; a continuous density on [0, 1] data, not a probability of the pixels"
+    return ""
 
 
 def _warnings_metric(reasons: set) -> dict[str, Metric]:
@@ -179,12 +191,7 @@ def evaluate_gaussian_latent(
             stacklevel=2,
         )
     likelihood = model.config.likelihood
-    if likelihood == "bernoulli" and any(reasons):
-        bits_note = "; a cross-entropy on grey-level data, not a probability of the pixels"
-    elif likelihood == "gaussian":
-        bits_note = "; a continuous density on [0, 1] data, not a probability of the pixels"
-    else:
-        bits_note = ""
+    bits_note = _bits_note(likelihood, reasons)
 
     elbo = totals["elbo"] / count
     metrics = {
@@ -417,12 +424,7 @@ def evaluate_vqvae(model, loader, *, num_importance_samples: int, seed: int, pro
     used = int((counts > 0).sum())
     reconstruction = totals["reconstruction"] / count
     likelihood = config.likelihood
-    if likelihood == "bernoulli" and any(reasons):
-        bits_note = "; a cross-entropy on grey-level data, not a probability of the pixels"
-    elif likelihood == "gaussian":
-        bits_note = "; a continuous density on [0, 1] data, not a probability of the pixels"
-    else:
-        bits_note = ""
+    bits_note = _bits_note(likelihood, reasons)
     split_counts = f"code counts over the {count} examples"
     metrics = {
         "reconstruction_loss": Metric(reconstruction, "nats", "nearest codes (deterministic)", f"Mean -log p(x|z_q) ({likelihood})" + bits_note),

@@ -184,6 +184,26 @@ def test_sample_rejects_non_finite_temperature_and_guidance(config_class, value)
         model.decode(torch.zeros(2, 2), guidance_scale=value)
 
 
+@pytest.mark.parametrize("config_class", [PixelCNNPriorConfig, TransformerPriorConfig])
+@pytest.mark.parametrize("value", NON_FINITE)
+def test_prior_sample_rejects_non_finite_temperature_and_guidance(config_class, value):
+    from transformers import AutoModel
+
+    model = AutoModel.from_config(config_class(**TINY[config_class], num_classes=2)).eval()
+    with pytest.raises(ValueError, match="`temperature` must be a finite number"):
+        model.sample(2, temperature=value)
+    with pytest.raises(ValueError, match="`guidance_scale` must be a finite number"):
+        model.sample(2, labels=1, guidance_scale=value)
+
+
+@pytest.mark.parametrize("value", [-1, 0.5, True])
+def test_evaluate_rejects_bad_counts_before_any_work(value):
+    dataset = [{"pixel_values": torch.zeros(1, 8, 8)}]
+    for name in ("num_importance_samples", "batch_size", "max_examples"):
+        with pytest.raises(ValueError, match=f"`{name}` must be an int"):
+            evaluate(_vae(), dataset, progress=False, **{name: value})
+
+
 @pytest.mark.parametrize("config_class", [VAEConfig, CVAEConfig])
 @pytest.mark.parametrize("value", NON_FINITE)
 def test_decode_rejects_non_finite_latents(config_class, value):
