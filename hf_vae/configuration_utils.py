@@ -66,6 +66,14 @@ class HfVaeConfig(PreTrainedConfig):
         self._check_fields()
         super().__post_init__(**kwargs)
 
+    @classmethod
+    def from_dict(cls, config_dict, **kwargs):
+        """`PreTrainedConfig.from_dict`, then the checks again: it sets keyword overrides
+        (`from_pretrained(path, beta=2.0)`) as attributes after construction, unchecked."""
+        result = super().from_dict(config_dict, **kwargs)
+        (result[0] if isinstance(result, tuple) else result)._check_fields()
+        return result
+
     def _check_fields(self) -> None:
         raise NotImplementedError
 

@@ -123,6 +123,12 @@ def test_autoconfig_loads_every_saved_family_with_a_pipeline_entry(config_class,
         AutoConfig.from_pretrained(tmp_path)
 
 
+def test_from_pretrained_overrides_are_checked_too():
+    with pytest.raises(ValueError, match="`beta` must be a finite number, got inf"):
+        AutoConfig.from_pretrained(FIXTURES / "vae", beta=math.inf)
+    assert AutoConfig.from_pretrained(FIXTURES / "vae", beta=2.0).beta == 2.0
+
+
 def test_recipe_model_config_typo_fails_in_recipe_check():
     with pytest.raises(ValueError, match=r"`latnt_dim` must be one of the VAEConfig fields .*model.config"):
         Recipe.from_yaml(TINY_RECIPE, ["model.config.latnt_dim=3"])
