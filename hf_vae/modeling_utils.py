@@ -314,7 +314,11 @@ class TokenPriorPreTrainedModel(SamplingMixin, HfVaePreTrainedModel):
               quantize: bool | None = None) -> ScoreOutput:
         """-log p per image in nats, exactly: of the image's VQ-VAE code grid (a prior over codes, given the
         `vqvae`), or of the image as pixel tokens (a prior over pixels; the image is first rounded to the
-        `pixel_levels` grid unless `quantize=False`, which requires images already on it)."""
+        `pixel_levels` grid unless `quantize=False`, which requires images already on it). Any float dtype
+        is taken (the pixels become integer tokens); integer images raise, as their scale is unknown."""
+        if not isinstance(pixel_values, torch.Tensor) or not pixel_values.is_floating_point():
+            got = pixel_values.dtype if isinstance(pixel_values, torch.Tensor) else type(pixel_values).__name__
+            raise ValueError(f"`pixel_values` must be a floating-point tensor with values in [0, 1], got {got}")
         if self.config.token_source == "vqvae_codes":
             if quantize is not None:
                 raise ValueError(f"`quantize` must be None for a prior over VQ-VAE codes (only pixel priors quantize), got {quantize!r}")

@@ -262,6 +262,19 @@ def test_pixel_values_of_another_dtype_raise_naming_it(config_class, dtype):
     assert model(x.to(model.dtype)).loss.isfinite()  # the documented fix
 
 
+def test_pixel_prior_scores_any_float_dtype_and_rejects_integer_images():
+    from transformers import AutoModel
+
+    config = PixelCNNPriorConfig(**{**TINY[PixelCNNPriorConfig], "vocab_size": 2}, token_source="pixels")
+    model = AutoModel.from_config(config).eval()
+    x = (torch.rand(2, 1, 3, 3, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    expected = model.score(x).score
+    for dtype in (torch.float16, torch.float64):  # exact on the token grid: the same tokens, the same score
+        assert torch.equal(model.score(x.to(dtype)).score, expected)
+    with pytest.raises(ValueError, match="`pixel_values` must be a floating-point tensor .*got torch.int64"):
+        model.score(x.long())
+
+
 # -- finding 10: a Bernoulli model scores grey images without a word --------------------------------
 
 
