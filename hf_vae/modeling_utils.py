@@ -17,7 +17,7 @@ from typing import ClassVar
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
 
 from .distributions import nats_to_bits_per_dim, uniform
 from .images import quantize as quantize_images
@@ -55,6 +55,44 @@ def remote_code_sources(module_name: str) -> dict[str, str]:
         # Flat layout: `from ..vae.modeling_vae import` becomes `from .modeling_vae import`.
         sources[path.name] = _RELATIVE_IMPORT.sub(lambda m: f"{m[1]}.{m[3].rsplit('.', 1)[-1]}{m[4]}", text)
     return sources
+
+
+# The from_pretrained keywords that say where to find config.json (for reading model_type first).
+_HUB_KWARGS = ("revision", "token", "cache_dir", "force_download", "local_files_only", "proxies", "subfolder")
+
+
+def _first(names: list[str], shown: int = 8) -> str:
+    """A list for an error message: the first `shown` names, then how many more."""
+    return str(names[:shown])[:-1] + (f", ... {len(names) - shown} more]" if len(names) > shown else "]")
+
+
+def looks_like_local_path(name: str) -> bool:
+    """Whether `name` is meant as a path on this machine rather than a Hub repo id ("name" or "owner/name"):
+    it starts with ./, ../, / or ~, has a backslash or more than one slash, or its first part exists here."""
+    return (
+        name.startswith(("./", "../", "/", "~", ".\\", "..\\")) or name in (".", "..")
+        or os.path.isabs(name) or "\\" in name or name.count("/") > 1
+        or ("/" in name and os.path.exists(name.split("/", 1)[0]))
+    )
+
+
+def check_model_source(name_or_path, name: str = "pretrained_model_name_or_path") -> str:
+    """`name_or_path` as a string, after checking what can be checked without the network: a local path
+    (see `looks_like_local_path`) must be an existing folder holding `config.json`. Raises a `ValueError`
+    naming the argument ("no such folder") at once, instead of network retries for a mistyped path."""
+    if isinstance(name_or_path, os.PathLike):
+        name_or_path = os.fspath(name_or_path)
+    if not isinstance(name_or_path, str) or not name_or_path:
+        raise ValueError(f"`{name}` must be a model folder or a Hub repo id, got {name_or_path!r}")
+    path = os.path.expanduser(name_or_path)
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise ValueError(f"`{name}` must be a model folder holding config.json, got {name_or_path!r} (no config.json)")
+        return path
+    if os.path.exists(path) or looks_like_local_path(name_or_path):
+        detail = "a file, not a folder" if os.path.exists(path) else "no such folder"
+        raise ValueError(f"`{name}` must be a model folder or a Hub repo id, got {name_or_path!r} ({detail})")
+    return name_or_path
 
 
 class HfVaePreTrainedModel(PreTrainedModel):
@@ -106,14 +144,54 @@ class HfVaePreTrainedModel(PreTrainedModel):
             module.reset_parameters()
 
     @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        """`PreTrainedModel.from_pretrained`, reading safetensors only unless the caller opts in.
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, strict: bool = True, **kwargs):
+        """`PreTrainedModel.from_pretrained`, strict and reading safetensors only unless the caller opts out.
+
+        With `strict=True` (the default) loading raises a `ValueError` instead of warning when:
+        the folder does not exist (a path, not a repo id) or has no `config.json`; the config's
+        `model_type` is not this class's (e.g. a VAE folder given to `VQVAEModel`); any weight is missing
+        (a `config.json` edited to add a layer), unexpected or of another shape; or any loaded parameter
+        or buffer is not finite (flipped bytes). `strict=False` gives transformers' behaviour (random
+        init of what is missing, with a warning), for surgery on checkpoints you trust.
 
         transformers would otherwise unpickle a `pytorch_model.bin` silently (pickle runs code); pass
         `use_safetensors=False` to accept such weights from a source you trust.
         """
         kwargs.setdefault("use_safetensors", True)
-        return super().from_pretrained(*args, **kwargs)
+        if not strict:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        name = check_model_source(pretrained_model_name_or_path, "pretrained_model_name_or_path")
+        config = kwargs.get("config")
+        if not isinstance(config, PretrainedConfig):  # read model_type before instantiating anything
+            hub_kwargs = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
+            config = cls.config_class.get_config_dict(name, **hub_kwargs)[0]
+        model_type = config.get("model_type") if isinstance(config, dict) else config.model_type
+        expected_type = cls.config_class.model_type
+        if model_type != expected_type:
+            raise ValueError(
+                f"`pretrained_model_name_or_path` must hold a {expected_type!r} model for {cls.__name__}, got "
+                f"{name!r} of model_type {model_type!r}"
+            )
+        return_info = kwargs.pop("output_loading_info", False)
+        # Mismatched shapes are listed with the other problems below, not raised by transformers alone.
+        kwargs.setdefault("ignore_mismatched_sizes", True)
+        model, info = super().from_pretrained(name, *args, output_loading_info=True, **kwargs)
+        problems = [f"{len(info[kind])} {kind.replace('_', ' ')} {_first(sorted(map(str, info[kind])))}"
+                    for kind in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(kind)]
+        problems += [f"errors {info['error_msgs']}"] if info.get("error_msgs") else []
+        if problems:
+            raise ValueError(
+                f"`pretrained_model_name_or_path` must hold weights matching {cls.__name__}'s config, got {name!r} "
+                f"with {'; '.join(problems)} (pass strict=False to load anyway with random init)"
+            )
+        nonfinite = [n for n, t in [*model.named_parameters(), *model.named_buffers()]
+                     if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        if nonfinite:
+            raise ValueError(
+                f"`pretrained_model_name_or_path` must hold finite weights, got {name!r} with non-finite values in "
+                f"{nonfinite} (a corrupted or diverged checkpoint)"
+            )
+        return (model, info) if return_info else model
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
         """`PreTrainedModel.save_pretrained` (safetensors only) plus the modeling code and `auto_map`.
