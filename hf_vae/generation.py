@@ -3,20 +3,51 @@
 
 from __future__ import annotations
 
-import torch
-from transformers import AutoModel
+import importlib
 
-from .modeling_utils import check_prior_matches_vqvae, indices_to_pixels
+import torch
+
+from .modeling_utils import check_model_source, check_prior_matches_vqvae, indices_to_pixels
+
+
+def _loaders():
+    """(read_config, load_model): hf_vae.hub's (fast failures, strict, safetensors only), or in the
+    remote-code copy of these files, where hub.py is absent, transformers' equivalents (the models'
+    `from_pretrained` is strict there too)."""
+    try:  # imported by name so that the remote-code copy does not pull hub.py (which needs hf_vae) along
+        hub = importlib.import_module(".hub", __package__)
+    except ImportError:
+        from transformers import AutoModel, PretrainedConfig
+
+        def read_config(name_or_path, *, revision=None, name="name_or_path", **hub_kwargs):
+            source = check_model_source(name_or_path, name)
+            return PretrainedConfig.get_config_dict(source, revision=revision, **hub_kwargs)[0]
+
+        return read_config, AutoModel.from_pretrained
+    return hub.read_config, hub.load_model
 
 
 def load_vqvae(prior, **from_pretrained_kwargs):
-    """The VQ-VAE whose codes `prior` models, from the repo id / path and revision in its config."""
+    """The VQ-VAE whose codes `prior` models, from the repo id / path and revision in its config.
+
+    Its `config.json` is read first: a referenced model that is not a VQ-VAE raises a `ValueError` before
+    anything is instantiated. Loading goes through `hf_vae.hub.load_model` (strict, safetensors only).
+    """
     config = prior.config
     if config.token_source != "vqvae_codes":
         raise ValueError(f"`prior` must model VQ-VAE codes to have a VQ-VAE, got token_source={config.token_source!r}")
     if not config.vqvae_name_or_path:
         raise ValueError("`prior.config.vqvae_name_or_path` must name the VQ-VAE (repo id or folder), got None")
-    vqvae = AutoModel.from_pretrained(config.vqvae_name_or_path, revision=config.vqvae_revision, **from_pretrained_kwargs)
+    read_config, load_model = _loaders()
+    hub_kwargs = {k: from_pretrained_kwargs[k] for k in ("token",) if k in from_pretrained_kwargs}
+    referenced = read_config(config.vqvae_name_or_path, revision=config.vqvae_revision,
+                             name="prior.config.vqvae_name_or_path", **hub_kwargs)
+    if referenced.get("model_type") != "vqvae":
+        raise ValueError(
+            f"`prior.config.vqvae_name_or_path` must name a VQ-VAE (model_type 'vqvae'), got "
+            f"{config.vqvae_name_or_path!r} of model_type {referenced.get('model_type')!r}"
+        )
+    vqvae = load_model(config.vqvae_name_or_path, revision=config.vqvae_revision, **from_pretrained_kwargs)
     check_prior_matches_vqvae(prior, vqvae)
     return vqvae.eval()
 

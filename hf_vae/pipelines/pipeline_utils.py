@@ -14,7 +14,7 @@ import numbers
 import torch
 
 from ..generation import generate_images, load_vqvae
-from ..modeling_utils import check_prior_matches_vqvae
+from ..modeling_utils import check_model_source, check_prior_matches_vqvae
 
 #: The options every `sample` takes (the shared vocabulary); a family adds its `sample_options`.
 SAMPLE_OPTIONS = frozenset({"generator", "labels", "temperature", "guidance_scale"})
@@ -74,7 +74,8 @@ def resolve_vqvae(model, vqvae=None, **from_pretrained_kwargs):
     if isinstance(vqvae, str):
         from transformers import AutoModel
 
-        vqvae = AutoModel.from_pretrained(vqvae, **from_pretrained_kwargs)
+        # The model class's from_pretrained is strict and reads safetensors only.
+        vqvae = AutoModel.from_pretrained(check_model_source(vqvae, "vqvae"), **from_pretrained_kwargs)
     check_prior_matches_vqvae(model, vqvae)
     return vqvae.eval()
 
