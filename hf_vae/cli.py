@@ -98,12 +98,14 @@ def _sample(args) -> None:
         except ValueError:
             raise ValueError(f"`--labels` must be comma-separated class ids such as 0,1,2, got {args.labels!r}") from None
     model = load_model(args.model).eval()
+    if labels is not None and not model.is_conditional:
+        raise ValueError(f"`--labels` must be omitted for {type(model).__name__} (an unconditional model), got {args.labels!r}")
     generator = torch.Generator().manual_seed(args.seed)
     kwargs = {}
     if labels is not None:
         kwargs["labels"] = torch.tensor(labels).repeat_interleave(max(1, args.num_samples // len(labels)))[: args.num_samples]
-    # sample_images checks labels and capabilities before drawing (a VAE given labels, or a VQ-VAE, which
-    # has no prior, raise a ValueError). A prior's token grids become images (pixels, or VQ-VAE codes
+    # sample_images checks the capability before drawing (a VQ-VAE, which has no prior, raises a
+    # ValueError). A prior's token grids become images (pixels, or VQ-VAE codes
     # decoded); an image model samples images.
     images = sample_images(model, args.num_samples, generator=generator, **kwargs)
     image_grid(images, scale=2).save(args.output)
@@ -217,7 +219,8 @@ def main(argv: list[str] | None = None) -> None:
         args.func(args)
     except ValueError as error:
         # Bad recipes and inputs end with their message, not a traceback.
-        print(f"hf-vae {args.command}: error: {error}", file=sys.stderr)
+        # One line: a message holding a tensor or a YAML excerpt is folded.
+        print(f"hf-vae {args.command}: error: {' '.join(str(error).split())}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
