@@ -7,7 +7,8 @@ import importlib
 
 import torch
 
-from .modeling_utils import check_model_source, check_prior_matches_vqvae, indices_to_pixels
+from .modeling_utils import check_prior_matches_vqvae, indices_to_pixels
+from .strict_loading import check_model_source
 
 
 def _loaders():

@@ -290,7 +290,7 @@ def _download_config(repo_id: str, revision: str | None, token, name: str) -> tu
 
 def _locate_config(name_or_path, revision: str | None, token, name: str) -> tuple[str, Path, bool]:
     """(source, path of its config.json, whether the Hub was unreachable and the cache answered)."""
-    from .modeling_utils import check_model_source
+    from .strict_loading import check_model_source
 
     source = check_model_source(name_or_path, name)
     if os.path.isdir(source):
@@ -311,7 +311,7 @@ def _parse_config(source: str, path: Path) -> dict:
 def read_config(name_or_path, *, revision: str | None = None, token=None, name: str = "repo_id_or_path") -> dict:
     """The `config.json` of a model folder or Hub repo, as a dict, read before anything is instantiated.
 
-    A mistyped local path raises at once ("no such folder", see `modeling_utils.check_model_source`); a
+    A mistyped local path raises at once ("no such folder", see `strict_loading.check_model_source`); a
     repo id that does not exist, a missing `config.json` or an unreachable Hub (with the repo not cached)
     raise a `ValueError` naming `name` after one request, never a retry loop and a traceback.
     """

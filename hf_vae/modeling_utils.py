@@ -17,12 +17,13 @@ from typing import ClassVar
 
 import torch
 from torch import nn
-from transformers import PretrainedConfig, PreTrainedModel
+from transformers import PreTrainedModel
 
 from .distributions import nats_to_bits_per_dim, uniform
 from .images import quantize as quantize_images
 from .modeling_outputs import ScoreOutput
 from .sampling import LogitsFn, check_sampling_args, is_guided, sample_tokens
+from .strict_loading import check_loaded, check_model_source, check_model_type
 from .validation import check_float, check_generator, check_int, check_labels
 
 CAPABILITIES = frozenset({"sample", "encode", "reconstruct", "score", "interpolate"})
@@ -55,44 +56,6 @@ def remote_code_sources(module_name: str) -> dict[str, str]:
         # Flat layout: `from ..vae.modeling_vae import` becomes `from .modeling_vae import`.
         sources[path.name] = _RELATIVE_IMPORT.sub(lambda m: f"{m[1]}.{m[3].rsplit('.', 1)[-1]}{m[4]}", text)
     return sources
-
-
-# The from_pretrained keywords that say where to find config.json (for reading model_type first).
-_HUB_KWARGS = ("revision", "token", "cache_dir", "force_download", "local_files_only", "proxies", "subfolder")
-
-
-def _first(names: list[str], shown: int = 8) -> str:
-    """A list for an error message: the first `shown` names, then how many more."""
-    return str(names[:shown])[:-1] + (f", ... {len(names) - shown} more]" if len(names) > shown else "]")
-
-
-def looks_like_local_path(name: str) -> bool:
-    """Whether `name` is meant as a path on this machine rather than a Hub repo id ("name" or "owner/name"):
-    it starts with ./, ../, / or ~, has a backslash or more than one slash, or its first part exists here."""
-    return (
-        name.startswith(("./", "../", "/", "~", ".\\", "..\\")) or name in (".", "..")
-        or os.path.isabs(name) or "\\" in name or name.count("/") > 1
-        or ("/" in name and os.path.exists(name.split("/", 1)[0]))
-    )
-
-
-def check_model_source(name_or_path, name: str = "pretrained_model_name_or_path") -> str:
-    """`name_or_path` as a string, after checking what can be checked without the network: a local path
-    (see `looks_like_local_path`) must be an existing folder holding `config.json`. Raises a `ValueError`
-    naming the argument ("no such folder") at once, instead of network retries for a mistyped path."""
-    if isinstance(name_or_path, os.PathLike):
-        name_or_path = os.fspath(name_or_path)
-    if not isinstance(name_or_path, str) or not name_or_path:
-        raise ValueError(f"`{name}` must be a model folder or a Hub repo id, got {name_or_path!r}")
-    path = os.path.expanduser(name_or_path)
-    if os.path.isdir(path):
-        if not os.path.isfile(os.path.join(path, "config.json")):
-            raise ValueError(f"`{name}` must be a model folder holding config.json, got {name_or_path!r} (no config.json)")
-        return path
-    if os.path.exists(path) or looks_like_local_path(name_or_path):
-        detail = "a file, not a folder" if os.path.exists(path) else "no such folder"
-        raise ValueError(f"`{name}` must be a model folder or a Hub repo id, got {name_or_path!r} ({detail})")
-    return name_or_path
 
 
 class HfVaePreTrainedModel(PreTrainedModel):
@@ -161,36 +124,12 @@ class HfVaePreTrainedModel(PreTrainedModel):
         if not strict:
             return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         name = check_model_source(pretrained_model_name_or_path, "pretrained_model_name_or_path")
-        config = kwargs.get("config")
-        if not isinstance(config, PretrainedConfig):  # read model_type before instantiating anything
-            hub_kwargs = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
-            config = cls.config_class.get_config_dict(name, **hub_kwargs)[0]
-        model_type = config.get("model_type") if isinstance(config, dict) else config.model_type
-        expected_type = cls.config_class.model_type
-        if model_type != expected_type:
-            raise ValueError(
-                f"`pretrained_model_name_or_path` must hold a {expected_type!r} model for {cls.__name__}, got "
-                f"{name!r} of model_type {model_type!r}"
-            )
+        check_model_type(cls, name, kwargs)  # before anything is instantiated
         return_info = kwargs.pop("output_loading_info", False)
-        # Mismatched shapes are listed with the other problems below, not raised by transformers alone.
+        # Mismatched shapes are listed with the other problems by check_loaded, not raised by transformers alone.
         kwargs.setdefault("ignore_mismatched_sizes", True)
         model, info = super().from_pretrained(name, *args, output_loading_info=True, **kwargs)
-        problems = [f"{len(info[kind])} {kind.replace('_', ' ')} {_first(sorted(map(str, info[kind])))}"
-                    for kind in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(kind)]
-        problems += [f"errors {info['error_msgs']}"] if info.get("error_msgs") else []
-        if problems:
-            raise ValueError(
-                f"`pretrained_model_name_or_path` must hold weights matching {cls.__name__}'s config, got {name!r} "
-                f"with {'; '.join(problems)} (pass strict=False to load anyway with random init)"
-            )
-        nonfinite = [n for n, t in [*model.named_parameters(), *model.named_buffers()]
-                     if t.is_floating_point() and not bool(torch.isfinite(t).all())]
-        if nonfinite:
-            raise ValueError(
-                f"`pretrained_model_name_or_path` must hold finite weights, got {name!r} with non-finite values in "
-                f"{nonfinite} (a corrupted or diverged checkpoint)"
-            )
+        check_loaded(model, info, name)
         return (model, info) if return_info else model
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):

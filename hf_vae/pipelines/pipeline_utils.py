@@ -14,7 +14,8 @@ import numbers
 import torch
 
 from ..generation import generate_images, load_vqvae
-from ..modeling_utils import check_model_source, check_prior_matches_vqvae
+from ..modeling_utils import check_prior_matches_vqvae
+from ..strict_loading import check_model_source
 
 #: The options every `sample` takes (the shared vocabulary); a family adds its `sample_options`.
 SAMPLE_OPTIONS = frozenset({"generator", "labels", "temperature", "guidance_scale"})
