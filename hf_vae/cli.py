@@ -104,9 +104,8 @@ def _sample(args) -> None:
     kwargs = {}
     if labels is not None:
         kwargs["labels"] = torch.tensor(labels).repeat_interleave(max(1, args.num_samples // len(labels)))[: args.num_samples]
-    # sample_images checks the capability before drawing (a VQ-VAE, which has no prior, raises a
-    # ValueError). A prior's token grids become images (pixels, or VQ-VAE codes
-    # decoded); an image model samples images.
+    # sample_images checks the capability before drawing (a VQ-VAE, which has no prior, raises a ValueError).
+    # A prior's token grids become images (pixels, or VQ-VAE codes decoded); an image model samples images.
     images = sample_images(model, args.num_samples, generator=generator, **kwargs)
     image_grid(images, scale=2).save(args.output)
     print(f"wrote {args.output}")

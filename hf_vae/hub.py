@@ -360,7 +360,8 @@ def load_model(
             f"`repo_id_or_path` {name!r} holds a model of type {model_type!r}, which is not an hf_vae family "
             f"{list(families)}; load it with transformers.AutoModel.from_pretrained"
         )
-    files = _list_files(name, revision, token)
+    # Offline, the cached snapshot (config_path's folder) is what there is to list.
+    files = [p.name for p in config_path.parent.iterdir()] if unreachable else _list_files(name, revision, token)
     has_safetensors = any(f.endswith(SAFE_WEIGHTS) for f in files)
     pickles = sorted(f for f in files if f.endswith(PICKLE_WEIGHTS))
     if kwargs.get("use_safetensors") is False and not allow_pickle:

@@ -273,3 +273,18 @@ def test_push_dropped_mid_commit_leaves_no_partial_files_and_a_retry_succeeds(va
     assert hub_server.head(repo_id) == commit.oid
     assert {"config.json", "model.safetensors", "README.md"} <= set(hub_server.files(repo_id))
     assert same_weights(load_model(repo_id), tiny_vae())
+
+
+def test_unreachable_hub_loads_a_cached_repo_without_retrying(vae_folder, monkeypatch):
+    repo_id = f"{USER}/cached-{uuid.uuid4().hex[:8]}"
+    push_run(vae_folder, repo_id)
+    load_model(repo_id)  # fills the cache
+
+    def unreachable(*args, **kwargs):
+        raise OSError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(HfApi, "model_info", unreachable)
+    monkeypatch.setattr(HfApi, "list_repo_files", unreachable)
+    start = time.monotonic()
+    assert same_weights(load_model(repo_id), tiny_vae())
+    assert time.monotonic() - start < 5
