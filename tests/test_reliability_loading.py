@@ -288,3 +288,17 @@ def test_unreachable_hub_loads_a_cached_repo_without_retrying(vae_folder, monkey
     start = time.monotonic()
     assert same_weights(load_model(repo_id), tiny_vae())
     assert time.monotonic() - start < 5
+
+
+def test_pipelines_given_a_folder_load_strictly(vae_folder, tmp_path):
+    config = json.loads((vae_folder / "config.json").read_text())
+    config["hidden_channels"] = [8, 8]
+    (vae_folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"missing keys"):
+        pipeline("unconditional-image-generation", model=str(vae_folder))
+    # A prior's `vqvae` given as a string is checked the same way: a VAE folder is no VQ-VAE.
+    tiny_vae().save_pretrained(tmp_path / "a_vae")
+    prior = TransformerPriorModel(TransformerPriorConfig(
+        vocab_size=16, grid_size=4, token_source="vqvae_codes", n_layer=1, n_head=2, n_embd=16))
+    with pytest.raises(ValueError, match=r"`vqvae` must name a VQ-VAE .*model_type 'vae'"):
+        pipeline("unconditional-image-generation", model=prior, vqvae=str(tmp_path / "a_vae"))

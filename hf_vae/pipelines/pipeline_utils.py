@@ -15,7 +15,6 @@ import torch
 
 from ..generation import generate_images, load_vqvae
 from ..modeling_utils import check_prior_matches_vqvae
-from ..strict_loading import check_model_source
 
 #: The options every `sample` takes (the shared vocabulary); a family adds its `sample_options`.
 SAMPLE_OPTIONS = frozenset({"generator", "labels", "temperature", "guidance_scale"})
@@ -72,11 +71,8 @@ def resolve_vqvae(model, vqvae=None, **from_pretrained_kwargs):
         return None
     if vqvae is None:
         return load_vqvae(model, **from_pretrained_kwargs)
-    if isinstance(vqvae, str):
-        from transformers import AutoModel
-
-        # The model class's from_pretrained is strict and reads safetensors only.
-        vqvae = AutoModel.from_pretrained(check_model_source(vqvae, "vqvae"), **from_pretrained_kwargs)
+    if isinstance(vqvae, str):  # its model_type is read first, then it loads strictly
+        return load_vqvae(model, vqvae, name="vqvae", **from_pretrained_kwargs)
     check_prior_matches_vqvae(model, vqvae)
     return vqvae.eval()
 
