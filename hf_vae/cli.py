@@ -16,29 +16,57 @@ import sys
 from pathlib import Path
 
 
+def _check_output(path: str | None, name: str = "--output") -> None:
+    """An output file's folder must exist: checked before the (slow) work, not when writing the result."""
+    if path is not None and path != "-" and not Path(path).expanduser().resolve().parent.is_dir():
+        raise ValueError(f"`{name}` must be a file in an existing folder, got {path!r} (no such folder "
+                         f"{str(Path(path).parent)!r})")
+
+
+def _check_recipe_file(path: str) -> None:
+    """The recipe must be a YAML mapping: invalid YAML or a list ends with one error line, not a traceback."""
+    import yaml
+
+    if not Path(path).is_file():
+        return  # Recipe.from_yaml names the missing file
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as error:
+        raise ValueError(f"`recipe` must be valid YAML, got {path!r}: {' '.join(str(error).split())}") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ValueError(f"`recipe` must be a YAML mapping of sections (model, data, training, ...), got a "
+                         f"{type(raw).__name__} in {path!r}")
+
+
 def _train(args) -> None:
+    from .hub import validate_repo_id
     from .training import Recipe, train
 
+    _check_recipe_file(args.recipe)
     overrides = list(args.set or [])
     if args.output_dir:
         overrides.append(f"training.output_dir={args.output_dir}")
     if args.push_to_hub:
         overrides.append("hub.push_to_hub=true")
     if args.hub_model_id:
+        validate_repo_id(args.hub_model_id, "hub_model_id")  # before training, not after it
         overrides.append(f"hub.hub_model_id={args.hub_model_id}")
     recipe = Recipe.from_yaml(args.recipe, overrides)
+    if recipe.hub.hub_model_id is not None:
+        validate_repo_id(recipe.hub.hub_model_id, "hub.hub_model_id")
     run_dir = train(recipe, resume=args.resume)
     print(f"saved to {run_dir}")
 
 
 def _evaluate(args) -> None:
     import torch
-    from transformers import AutoModel
 
     from . import data
     from .evaluation import evaluate
+    from .hub import load_model
 
-    model = AutoModel.from_pretrained(args.model)
+    _check_output(args.output)
+    model = load_model(args.model)  # strict, safetensors only; a mistyped path fails at once
     config = model.config
     # An image model reads images of its own size and channels; a pixel prior reads the dataset's own images.
     images = type(model).input_kind == "images"
@@ -57,17 +85,26 @@ def _evaluate(args) -> None:
 
 def _sample(args) -> None:
     import torch
-    from transformers import AutoModel
 
+    from .hub import load_model
     from .images import image_grid
     from .pipelines.pipeline_utils import sample_images
 
-    model = AutoModel.from_pretrained(args.model).eval()
+    _check_output(args.output)
+    labels = None
+    if args.labels:
+        try:
+            labels = [int(x) for x in args.labels.split(",")]
+        except ValueError:
+            raise ValueError(f"`--labels` must be comma-separated class ids such as 0,1,2, got {args.labels!r}") from None
+    model = load_model(args.model).eval()
+    if labels is not None and not model.is_conditional:
+        raise ValueError(f"`--labels` must be omitted for {type(model).__name__} (an unconditional model), got {args.labels!r}")
     generator = torch.Generator().manual_seed(args.seed)
     kwargs = {}
-    if args.labels:
-        kwargs["labels"] = torch.tensor([int(x) for x in args.labels.split(",")]).repeat_interleave(
-            max(1, args.num_samples // len(args.labels.split(","))))[: args.num_samples]
+    if labels is not None:
+        kwargs["labels"] = torch.tensor(labels).repeat_interleave(max(1, args.num_samples // len(labels)))[: args.num_samples]
+    # sample_images checks the capability before drawing (a VQ-VAE, which has no prior, raises a ValueError).
     # A prior's token grids become images (pixels, or VQ-VAE codes decoded); an image model samples images.
     images = sample_images(model, args.num_samples, generator=generator, **kwargs)
     image_grid(images, scale=2).save(args.output)
@@ -83,6 +120,7 @@ def _card(args) -> None:
     else:
         # Default beside the run's files, never over the README of the current folder.
         output = args.output or str(Path(args.run_dir) / "README.md")
+        _check_output(output)
         card.save(output)
         print(f"wrote {output}")
 
@@ -180,7 +218,8 @@ def main(argv: list[str] | None = None) -> None:
         args.func(args)
     except ValueError as error:
         # Bad recipes and inputs end with their message, not a traceback.
-        print(f"hf-vae {args.command}: error: {error}", file=sys.stderr)
+        # One line: a message holding a tensor or a YAML excerpt is folded.
+        print(f"hf-vae {args.command}: error: {' '.join(str(error).split())}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "load_model",
     "push_embedded_dataset",
     "push_run",
+    "read_config",
     "run_files",
     "validate_repo_id",
 ]
@@ -259,19 +260,63 @@ def _list_files(name_or_path: str, revision: str | None, token) -> list[str]:
     return HfApi(token=token).list_repo_files(name_or_path, revision=revision)
 
 
-def _config_dict(name_or_path: str, revision: str | None, token) -> dict:
-    if os.path.isdir(name_or_path):
-        path = Path(name_or_path) / "config.json"
-        if not path.is_file():
-            raise ValueError(f"`repo_id_or_path` must hold config.json, got {name_or_path!r}")
-    else:
-        from huggingface_hub import hf_hub_download
+def _download_config(repo_id: str, revision: str | None, token, name: str) -> tuple[Path, bool]:
+    """(path of the repo's config.json, whether it came from the local cache because the Hub is unreachable).
 
-        path = Path(hf_hub_download(name_or_path, "config.json", revision=revision, token=token))
+    One `model_info` request first: it answers "no such repo / revision" at once and fails fast when there
+    is no network, where `hf_hub_download` alone retries for ~20 s. An unreachable Hub falls back to the
+    cache (offline use); `HF_HUB_OFFLINE=1` goes to the cache directly.
+    """
+    from huggingface_hub import HfApi, constants, hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+    offline = bool(constants.HF_HUB_OFFLINE)
+    problem = f"`{name}` must be a model folder or a Hub repo id with a config.json, got {repo_id!r}"
+    if not offline:
+        try:
+            HfApi(token=token).model_info(repo_id, revision=revision)
+        except (RepositoryNotFoundError, RevisionNotFoundError) as error:
+            raise ValueError(f"{problem} (no such folder, and no such repo or revision on the Hub: "
+                             f"{str(error).splitlines()[0]})") from None
+        except _http_errors():
+            offline = True  # no network: what the cache holds is all there is
     try:
-        return json.loads(path.read_text())
+        return Path(hf_hub_download(repo_id, "config.json", revision=revision, token=token, local_files_only=offline)), offline
+    except LocalEntryNotFoundError:  # a subclass of EntryNotFoundError: first
+        raise ValueError(f"{problem} (no such folder; the Hub cannot be reached and the repo is not in the cache)") from None
+    except EntryNotFoundError:
+        raise ValueError(f"{problem} (the repo has no config.json)") from None
+
+
+def _locate_config(name_or_path, revision: str | None, token, name: str) -> tuple[str, Path, bool]:
+    """(source, path of its config.json, whether the Hub was unreachable and the cache answered)."""
+    from .strict_loading import check_model_source
+
+    source = check_model_source(name_or_path, name)
+    if os.path.isdir(source):
+        return source, Path(source) / "config.json", False
+    return (source, *_download_config(validate_repo_id(source, name), revision, token, name))
+
+
+def _parse_config(source: str, path: Path) -> dict:
+    try:
+        config = json.loads(path.read_text())
     except json.JSONDecodeError as error:
-        raise ValueError(f"config.json of {name_or_path!r} is not JSON: {error}") from None
+        raise ValueError(f"config.json of {source!r} must be JSON, got a parse error: {error}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"config.json of {source!r} must be a JSON object, got {type(config).__name__}")
+    return config
+
+
+def read_config(name_or_path, *, revision: str | None = None, token=None, name: str = "repo_id_or_path") -> dict:
+    """The `config.json` of a model folder or Hub repo, as a dict, read before anything is instantiated.
+
+    A mistyped local path raises at once ("no such folder", see `strict_loading.check_model_source`); a
+    repo id that does not exist, a missing `config.json` or an unreachable Hub (with the repo not cached)
+    raise a `ValueError` naming `name` after one request, never a retry loop and a traceback.
+    """
+    source, path, _ = _locate_config(name_or_path, revision, token, name)
+    return _parse_config(source, path)
 
 
 def load_model(
@@ -290,6 +335,10 @@ def load_model(
     - Weights load from safetensors only. A repo or folder with only pickle weights (`pytorch_model.bin`,
       which runs code when unpickled) raises a `ValueError` unless `allow_pickle=True`. (transformers 5
       alone loads such files whenever no safetensors file exists, `use_safetensors=None`.)
+    - Loading is strict (`HfVaePreTrainedModel.from_pretrained`): missing, unexpected or mismatched
+      weights and non-finite values raise a `ValueError` listing them; `strict=False` opts out.
+    - A mistyped local path raises at once ("no such folder"); a repo id the Hub does not know raises a
+      `ValueError` after one request.
 
     Args:
         repo_id_or_path: Hub repo id ("user/name") or local folder.
@@ -301,21 +350,18 @@ def load_model(
     """
     from transformers import AutoModel
 
-    if not isinstance(repo_id_or_path, (str, os.PathLike)):
-        raise ValueError(f"`repo_id_or_path` must be a Hub repo id or a folder, got {type(repo_id_or_path).__name__}")
-    name = os.fspath(repo_id_or_path)
-    if not os.path.isdir(name):
-        if os.path.exists(name) or name.startswith((".", "/", "~")) or name.count("/") > 1:
-            raise ValueError(f"`repo_id_or_path` must be a model folder or a Hub repo id, got {name!r} (no such folder)")
-        validate_repo_id(name, "repo_id_or_path")
-    model_type = _config_dict(name, revision, token).get("model_type")
+    name, config_path, unreachable = _locate_config(repo_id_or_path, revision, token, "repo_id_or_path")
+    if unreachable:
+        kwargs["local_files_only"] = True  # the Hub cannot be reached: load from the cache, without retries
+    model_type = _parse_config(name, config_path).get("model_type")
     families = hf_vae_families()
     if model_type not in families:
         raise ValueError(
             f"`repo_id_or_path` {name!r} holds a model of type {model_type!r}, which is not an hf_vae family "
             f"{list(families)}; load it with transformers.AutoModel.from_pretrained"
         )
-    files = _list_files(name, revision, token)
+    # Offline, the cached snapshot (config_path's folder) is what there is to list.
+    files = [p.name for p in config_path.parent.iterdir()] if unreachable else _list_files(name, revision, token)
     has_safetensors = any(f.endswith(SAFE_WEIGHTS) for f in files)
     pickles = sorted(f for f in files if f.endswith(PICKLE_WEIGHTS))
     if kwargs.get("use_safetensors") is False and not allow_pickle:

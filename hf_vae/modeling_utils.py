@@ -23,6 +23,7 @@ from .distributions import nats_to_bits_per_dim, uniform
 from .images import quantize as quantize_images
 from .modeling_outputs import ScoreOutput
 from .sampling import LogitsFn, check_sampling_args, is_guided, sample_tokens
+from .strict_loading import check_loaded, check_model_source, check_model_type
 from .validation import check_float, check_generator, check_int, check_labels
 
 CAPABILITIES = frozenset({"sample", "encode", "reconstruct", "score", "interpolate"})
@@ -106,14 +107,30 @@ class HfVaePreTrainedModel(PreTrainedModel):
             module.reset_parameters()
 
     @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        """`PreTrainedModel.from_pretrained`, reading safetensors only unless the caller opts in.
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, strict: bool = True, **kwargs):
+        """`PreTrainedModel.from_pretrained`, strict and reading safetensors only unless the caller opts out.
+
+        With `strict=True` (the default) loading raises a `ValueError` instead of warning when:
+        the folder does not exist (a path, not a repo id) or has no `config.json`; the config's
+        `model_type` is not this class's (e.g. a VAE folder given to `VQVAEModel`); any weight is missing
+        (a `config.json` edited to add a layer), unexpected or of another shape; or any loaded parameter
+        or buffer is not finite (flipped bytes). `strict=False` gives transformers' behaviour (random
+        init of what is missing, with a warning), for surgery on checkpoints you trust.
 
         transformers would otherwise unpickle a `pytorch_model.bin` silently (pickle runs code); pass
         `use_safetensors=False` to accept such weights from a source you trust.
         """
         kwargs.setdefault("use_safetensors", True)
-        return super().from_pretrained(*args, **kwargs)
+        if not strict:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        name = check_model_source(pretrained_model_name_or_path, "pretrained_model_name_or_path")
+        check_model_type(cls, name, kwargs)  # before anything is instantiated
+        return_info = kwargs.pop("output_loading_info", False)
+        # Mismatched shapes are listed with the other problems by check_loaded, not raised by transformers alone.
+        kwargs.setdefault("ignore_mismatched_sizes", True)
+        model, info = super().from_pretrained(name, *args, output_loading_info=True, **kwargs)
+        check_loaded(model, info, name)
+        return (model, info) if return_info else model
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
         """`PreTrainedModel.save_pretrained` (safetensors only) plus the modeling code and `auto_map`.

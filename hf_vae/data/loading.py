@@ -12,22 +12,13 @@ from typing import Any
 
 import datasets
 
+from ..strict_loading import looks_like_local_path
 from .embedded import EMBEDDED_DATASETS, _cache_root, materialize_embedded_dataset
 
 __all__ = ["IMAGE_COLUMN_NAMES", "LABEL_COLUMN_NAMES", "detect_columns", "get_num_classes", "load_image_dataset"]
 
 IMAGE_COLUMN_NAMES: tuple[str, ...] = ("image", "img", "pixel_values")
 LABEL_COLUMN_NAMES: tuple[str, ...] = ("label", "labels", "class")
-
-
-def _looks_like_local_path(name_or_path: str) -> bool:
-    # Hub ids are "name" or "owner/name"; anything else is meant as a path on this machine.
-    return (
-        os.path.isabs(name_or_path)
-        or name_or_path.startswith((".", "~"))
-        or name_or_path.count("/") > 1
-        or "\\" in name_or_path
-    )
 
 
 def load_image_dataset(
@@ -68,7 +59,8 @@ def load_image_dataset(
         folder = materialize_embedded_dataset(name_or_path, root)
         return datasets.load_dataset(str(folder), split=split, cache_dir=str(root / "arrow"), **load_kwargs)
 
-    if _looks_like_local_path(name_or_path) and not os.path.exists(os.path.expanduser(name_or_path)):
+    # The same rule as for models (./, ../, /, ~, more than one slash, or a first part that exists here).
+    if looks_like_local_path(name_or_path) and not os.path.exists(os.path.expanduser(name_or_path)):
         raise ValueError(
             f"`name_or_path` must be one of {EMBEDDED_DATASETS}, a Hub dataset id or an existing "
             f"local path, got {name_or_path!r} (no such path)"

@@ -71,10 +71,8 @@ def resolve_vqvae(model, vqvae=None, **from_pretrained_kwargs):
         return None
     if vqvae is None:
         return load_vqvae(model, **from_pretrained_kwargs)
-    if isinstance(vqvae, str):
-        from transformers import AutoModel
-
-        vqvae = AutoModel.from_pretrained(vqvae, **from_pretrained_kwargs)
+    if isinstance(vqvae, str):  # its model_type is read first, then it loads strictly
+        return load_vqvae(model, vqvae, name="vqvae", **from_pretrained_kwargs)
     check_prior_matches_vqvae(model, vqvae)
     return vqvae.eval()
 
