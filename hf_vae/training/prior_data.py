@@ -62,7 +62,7 @@ def prepare_prior_data(model, splits: dict, recipe: Recipe, cache_dir: Path) -> 
            "weights_sha256": _weights_sha256(vqvae), "data": dataclasses.asdict(recipe.data), "input_name": model.main_input_name}
     cache = cache_dir / "codes.pt"
     if cache.exists():
-        saved = torch.load(cache)
+        saved = torch.load(cache, weights_only=True)  # never unpickle a file from the run folder
         if saved["key"] == key:
             return saved["splits"]
     encoded = encode_splits_to_indices(splits, vqvae, key=model.main_input_name)
