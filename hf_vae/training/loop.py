@@ -200,11 +200,10 @@ def train(recipe: Recipe, resume: bool = False) -> Path:
 
 
 def _nonfinite_term(output) -> str | None:
-    """`"`name` = value"` of the first non-finite 0-dim term of a ModelOutput (the loss first), else None."""
-    for key, value in output.items():
-        if isinstance(value, torch.Tensor) and value.ndim == 0 and value.is_floating_point() and not torch.isfinite(value):
-            return f"`{key}` = {float(value)}"
-    return None
+    """"`name` = value, ..." for the non-finite 0-dim terms of a ModelOutput (the loss and its named terms), else None."""
+    bad = [f"`{key}` = {float(value.detach())}" for key, value in output.items()
+           if isinstance(value, torch.Tensor) and value.ndim == 0 and value.is_floating_point() and not torch.isfinite(value)]
+    return ", ".join(bad) or None
 
 
 def _nonfinite_step(accelerator, model, t, bad_term: str | None) -> str | None:
@@ -276,6 +275,9 @@ def _finish(recipe, accelerator, model, splits, state, run_dir: Path) -> None:
                        num_importance_samples=e.num_importance_samples, seed=t.seed,
                        max_examples=e.max_examples, progress=t.progress)
     accelerator.log(to_flat_dict(metrics, prefix="test/"), step=state.step)
+    if state.nonfinite_skips:
+        warnings.warn(f"{state.nonfinite_skips} of {state.step} optimizer steps were skipped for a non-finite loss "
+                      "(training.on_nonfinite=skip); check the metrics before using this model", stacklevel=2)
     save_final_model(model, run_dir)
     write_metrics(run_dir, recipe, state, metrics, accelerator.num_processes)
     save_pngs(model, splits["test"], run_dir, num_samples=e.num_samples, seed=t.seed)
