@@ -205,3 +205,30 @@ def test_fault_injection_quick_subset(tmp_path):
         assert record["fired"], record
         assert record["resumed"] and record["identical"], record
         assert record["checkpoints_lost"] == 0 and record["partial_files"] == [], record
+
+
+def test_planted_vq_code_cache_is_never_unpickled(tmp_path, monkeypatch):
+    """The VQ-code cache (`<run>/codes.pt`) loads with `weights_only=True`: a planted pickle is ignored with a
+    warning and the codes are encoded again."""
+    from types import SimpleNamespace
+
+    import hf_vae.generation
+    from hf_vae.training import prepare_prior_data
+
+    vqvae = build_model(Recipe.from_yaml(REPO / "training" / "configs" / "vqvae_digits_tiny.yaml"))
+    monkeypatch.setattr(hf_vae.generation, "load_vqvae", lambda model: vqvae)
+
+    class Prior:  # only what prepare_prior_data reads of a prior over VQ-VAE codes
+        input_kind, main_input_name = "tokens", "indices"
+        config = SimpleNamespace(token_source="vqvae_codes", vqvae_name_or_path="local", vqvae_revision=None)
+
+    marker = tmp_path / "pickle_ran"
+    (tmp_path / "codes.pt").write_bytes(pickle.dumps(_Planted(marker)))
+    splits = {"train": {"pixel_values": torch.rand(3, 1, 8, 8)}, "validation": {}, "test": {}}
+    recipe = _recipe(tmp_path, "data.train_binarize=static")  # codes are computed once: no dynamic binarization
+    with pytest.warns(UserWarning, match="ignoring the VQ-code cache"):
+        encoded = prepare_prior_data(Prior(), splits, recipe, tmp_path)
+    assert not marker.exists(), "a planted pickle was executed"
+    assert encoded["train"]["indices"].shape[0] == 3
+    # The cache it wrote back loads without pickle and is used as is.
+    assert prepare_prior_data(Prior(), splits, recipe, tmp_path)["train"]["indices"].equal(encoded["train"]["indices"])
