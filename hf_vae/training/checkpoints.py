@@ -44,6 +44,7 @@ __all__ = ["CheckpointError", "TrainState", "atomic_save_pretrained", "check_fin
 
 FORMAT = "hf_vae-checkpoint/1"
 MANIFEST = "manifest.json"
+CHECKPOINT_FILES = ("model.safetensors", "optimizer.safetensors", "optimizer.json", "scheduler.json", "state.json")
 # Recipe fields that may change between a run and its resume: they change neither the weights nor the data.
 RESUMABLE_CHANGES = ("training.output_dir", "training.progress", "training.trackers", "training.max_steps",
                      "training.max_time_minutes", "training.save_total_limit", "training.early_stopping_patience",
@@ -147,6 +148,8 @@ def verify_manifest(folder: Path) -> dict:
         raise CheckpointError(f"{folder.name}/{MANIFEST} must be a {FORMAT} manifest, got {str(manifest)[:80]!r}")
     for name, entry in manifest["files"].items():
         file = folder / name
+        if not isinstance(entry, dict) or not {"size", "sha256"} <= set(entry) or Path(name).is_absolute() or ".." in Path(name).parts:
+            raise CheckpointError(f"{folder.name}/{MANIFEST} must list files inside the folder with size and sha256, got {name!r}: {entry!r}")
         if not file.is_file():
             raise CheckpointError(f"{folder.name}/{name} is missing")
         if file.stat().st_size != entry["size"]:
@@ -312,7 +315,13 @@ def find_resumable(checkpoints_dir: Path) -> tuple[Path | None, dict | None]:
     """The newest checkpoint whose manifest verifies, and that manifest; each bad newer one is named in a warning."""
     for folder in reversed(_checkpoint_folders(checkpoints_dir)):
         try:
-            return folder, verify_manifest(folder)
+            manifest = verify_manifest(folder)
+            ranks = range(manifest.get("num_processes", 1)) if isinstance(manifest.get("num_processes", 1), int) else ()
+            needed = [*CHECKPOINT_FILES, *(f"rng-{r}.{ext}" for r in ranks for ext in ("safetensors", "json"))]
+            unlisted = [name for name in needed if name not in manifest["files"]]
+            if unlisted:  # only files the manifest vouches for are ever read
+                raise CheckpointError(f"{folder.name}/{MANIFEST} must list {unlisted}")
+            return folder, manifest
         except CheckpointError as error:
             warnings.warn(f"--resume: skipping checkpoint {folder}: {error}; trying the previous one", stacklevel=2)
     return None, None
@@ -345,7 +354,7 @@ def load_checkpoint(accelerator, folder: Path, manifest: dict, state: TrainState
     optimizer.load_state_dict(_optimizer_state(load_file(str(folder / "optimizer.safetensors")),
                                                json.loads((folder / "optimizer.json").read_text())))
     scheduler.load_state_dict(json.loads((folder / "scheduler.json").read_text()))
-    if accelerator.scaler is not None and (folder / "scaler.json").exists():
+    if accelerator.scaler is not None and "scaler.json" in manifest["files"]:
         accelerator.scaler.load_state_dict(json.loads((folder / "scaler.json").read_text()))
     state.load_state_dict(json.loads((folder / "state.json").read_text()))
     rank = accelerator.process_index
