@@ -90,6 +90,7 @@ def test_skip_mode_skips_the_step_and_counts_it(tmp_path, monkeypatch):
     assert json.loads((run_dir / "metrics.json").read_text())["nonfinite_skips"] == 1
     logs = [json.loads(line) for line in (run_dir / "logs" / "metrics.jsonl").read_text().splitlines()]
     assert any(row.get("train/nonfinite_skips") == 1 for row in logs)
+    assert all(torch.isfinite(torch.tensor(row["train/loss"])) for row in logs if "train/loss" in row)
     assert all(torch.isfinite(t).all() for t in _weights(run_dir).values())
 
 

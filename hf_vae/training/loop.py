@@ -156,8 +156,9 @@ def train(recipe: Recipe, resume: bool = False) -> Path:
                 optimizer.zero_grad()
             state.batches_in_epoch += 1
             state.images_seen += len(inputs[unwrapped.main_input_name]) * accelerator.num_processes
-            for key, value in _scalar_terms(output).items():
-                running.setdefault(key, []).append(value)
+            if bad_term is None:  # a skipped window's NaN terms would turn the logged means into NaN
+                for key, value in _scalar_terms(output).items():
+                    running.setdefault(key, []).append(value)
             if not accelerator.sync_gradients:
                 continue
             bad_term = None
