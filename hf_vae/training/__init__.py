@@ -7,7 +7,7 @@
 - `splits`: the recipe's data as in-memory splits, the model/data compatibility check, `model_inputs`.
 - `prior_data`: a prior over VQ-VAE codes trains on code grids (`indices`), encoded once and cached.
 - `loop`: `train()`, the Accelerate loop with evaluation, early stopping and exact resume.
-- `checkpoints`: `TrainState` and atomic checkpoints / saves.
+- `checkpoints`: `TrainState`, pickle-free checkpoints with a verified manifest, atomic saves.
 - `tracking`: the JSONL tracker (`<run>/logs/metrics.jsonl`).
 - `artifacts`: `metrics.json`, the sample / reconstruction / training-curve PNGs, the Hub push.
 

@@ -7,6 +7,7 @@ Which PNGs are written follows the family's `capabilities` ("sample", "reconstru
 from __future__ import annotations
 
 import json
+import os
 import math
 from pathlib import Path
 
@@ -26,9 +27,12 @@ def write_metrics(run_dir: Path, recipe, state, metrics: dict, num_processes: in
         "train_seconds": round(state.elapsed_seconds, 1),
         "train_images_per_second": round(state.images_seen / max(state.step_seconds, 1e-9), 1),
         "num_processes": num_processes,
+        "nonfinite_skips": state.nonfinite_skips,
         "test": {name: m.to_dict() for name, m in metrics.items()},
     }
-    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
+    tmp = run_dir / "metrics.json.tmp"  # written whole, then renamed: a kill never leaves half a file
+    tmp.write_text(json.dumps(summary, indent=2, default=str))
+    os.replace(tmp, run_dir / "metrics.json")
 
 
 def save_pngs(model, test: dict[str, torch.Tensor], run_dir: Path, num_samples: int = 64, seed: int = 0) -> None:

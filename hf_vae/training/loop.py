@@ -1,9 +1,13 @@
 """The one training loop of every family, on Accelerate.
 
 `train(recipe)` builds the model, opens the data (`splits`, `prior_data`), and only logs and
-backpropagates the model's own `loss`. It checkpoints with `accelerator.save_state` (atomically, with
-the position in a registered `TrainState`, see `checkpoints`), resumes exactly with `resume=True`, and
+backpropagates the model's own `loss`. It checkpoints into pickle-free folders with a verified manifest
+(`checkpoints`), resumes exactly with `resume=True` (falling back past a bad latest checkpoint), and
 ends with `save_pretrained`, `metrics.json` and the PNGs (`artifacts`).
+
+A non-finite loss term (or gradient norm) never passes silently: `training.on_nonfinite: stop` raises
+naming the step and the term, `skip` drops that optimizer step and counts it (`train/nonfinite_skips`,
+`metrics.json`); no save ever writes non-finite weights.
 
 Randomness: the shuffling comes from a loader seeded with `training.seed`; everything a step draws
 (dynamic binarization, then the model's own sampling) comes from one generator seeded by
@@ -12,6 +16,7 @@ Randomness: the shuffling comes from a loader seeded with `training.seed`; every
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import warnings
@@ -28,7 +33,9 @@ from transformers import get_scheduler
 from ..data import TensorDictDataset, make_dataloader, seeded_generator
 from ..evaluation import Metric, evaluate, to_flat_dict
 from .artifacts import plot_training_curves, push_to_hub, save_pngs, write_metrics
-from .checkpoints import TrainState, atomic_save_pretrained, latest_checkpoint, save_checkpoint, save_pretrained_quietly
+from ..validation import check_choice
+from .checkpoints import (TrainState, atomic_save_pretrained, check_finite_weights, find_resumable, load_checkpoint,
+                          recover_partial_saves, save_checkpoint, save_final_model)
 from .prior_data import prepare_prior_data
 from .recipe import Recipe, build_model
 from .splits import check_compatible, load_data, model_inputs
@@ -71,6 +78,7 @@ def _make_accelerator(t, run_dir: Path) -> Accelerator:
 def train(recipe: Recipe, resume: bool = False) -> Path:
     """Train `recipe`; returns the run directory (model, metrics.json, PNGs, logs, checkpoints)."""
     t = recipe.training
+    check_choice("training.on_nonfinite", t.on_nonfinite, ("stop", "skip"))
     run_dir = Path(t.output_dir)
     checkpoints_dir = run_dir / "checkpoints"
     accelerator = _make_accelerator(t, run_dir)
@@ -93,14 +101,20 @@ def train(recipe: Recipe, resume: bool = False) -> Path:
         raise ValueError(f"`training.batch_size` must not exceed the {len(train_loader.dataset)} training examples, got {t.batch_size}")
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
     state = TrainState()
-    accelerator.register_for_checkpointing(state)
+    # What a resume must match: the recipe, minus the fields `checkpoints.RESUMABLE_CHANGES` allows (the
+    # architecture is the recipe's `model.*`; `load_checkpoint` also compares the parameter shapes).
+    fingerprint = recipe.to_flat_dict()
+    objects = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "fingerprint": fingerprint}
 
     if resume:
-        latest = latest_checkpoint(checkpoints_dir)
+        if accelerator.is_main_process:
+            recover_partial_saves(run_dir)
+        accelerator.wait_for_everyone()
+        latest, manifest = find_resumable(checkpoints_dir)
         if latest is None:
-            accelerator.print(f"--resume: no checkpoint in {checkpoints_dir}, starting from scratch")
+            accelerator.print(f"--resume: no usable checkpoint in {checkpoints_dir}, starting from scratch")
         else:
-            accelerator.load_state(str(latest))
+            load_checkpoint(accelerator, latest, manifest, state, **objects)
             accelerator.print(f"resumed from {latest.name} at step {state.step}")
             if accelerator.is_main_process:
                 JSONLTracker.truncate(run_dir / "logs" / "metrics.jsonl", state.step)
@@ -113,6 +127,7 @@ def train(recipe: Recipe, resume: bool = False) -> Path:
     progress = tqdm(total=t.max_steps, initial=state.step, desc="train", disable=not (t.progress and accelerator.is_local_main_process), dynamic_ncols=True)
     start_time = time.time() - state.elapsed_seconds
     stop = False
+    bad_term = None  # the first non-finite loss term of the current accumulation window
     model.train()
     while state.step < t.max_steps and not stop:
         train_loader.set_epoch(state.epoch)
@@ -124,18 +139,29 @@ def train(recipe: Recipe, resume: bool = False) -> Path:
             with accelerator.accumulate(model):
                 with accelerator.autocast():
                     output = model(**inputs)
+                bad_term = bad_term or _nonfinite_term(output)
                 accelerator.backward(output.loss)
-                if accelerator.sync_gradients and t.max_grad_norm:
-                    accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
-                optimizer.step()
+                if accelerator.sync_gradients:
+                    bad_term = _nonfinite_step(accelerator, model, t, bad_term)
+                    if bad_term is not None and t.on_nonfinite == "stop":
+                        raise ValueError(f"the training loss must stay finite, got {bad_term} at step {state.step + 1} "
+                                         f"(training.on_nonfinite=stop; lower training.learning_rate, or set "
+                                         f"training.on_nonfinite=skip to skip such steps); no checkpoint or model was written for it")
+                    if bad_term is None:
+                        optimizer.step()
+                    else:  # skip: no update from this window's gradients
+                        state.nonfinite_skips += 1
+                        accelerator.print(f"step {state.step + 1}: skipped, {bad_term} ({state.nonfinite_skips} skipped so far)")
                 scheduler.step()
                 optimizer.zero_grad()
             state.batches_in_epoch += 1
             state.images_seen += len(inputs[unwrapped.main_input_name]) * accelerator.num_processes
-            for key, value in _scalar_terms(output).items():
-                running.setdefault(key, []).append(value)
+            if bad_term is None:  # a skipped window's NaN terms would turn the logged means into NaN
+                for key, value in _scalar_terms(output).items():
+                    running.setdefault(key, []).append(value)
             if not accelerator.sync_gradients:
                 continue
+            bad_term = None
 
             state.step += 1
             state.step_seconds += time.perf_counter() - step_start
@@ -144,6 +170,8 @@ def train(recipe: Recipe, resume: bool = False) -> Path:
             if state.step % t.log_every == 0 or state.step == t.max_steps:
                 logs = {f"train/{k}": float(np.mean(v)) for k, v in running.items()}
                 logs["train/lr"] = scheduler.get_last_lr()[0]
+                if state.nonfinite_skips:
+                    logs["train/nonfinite_skips"] = state.nonfinite_skips
                 logs.update({f"train/{name}": value for name, value in unwrapped.schedule_values(state.step).items()})
                 running = {}
                 accelerator.log(logs, step=state.step)
@@ -155,7 +183,7 @@ def train(recipe: Recipe, resume: bool = False) -> Path:
                 accelerator.print(f"time budget of {t.max_time_minutes} min reached at step {state.step}")
                 stop = True
             if state.step % t.save_every == 0 or state.step == t.max_steps or stop:
-                save_checkpoint(accelerator, checkpoints_dir, state, t.save_total_limit)
+                save_checkpoint(accelerator, checkpoints_dir, state, t.save_total_limit, **objects)
             if stop or state.step >= t.max_steps:
                 break
             step_start = time.perf_counter()
@@ -170,6 +198,28 @@ def train(recipe: Recipe, resume: bool = False) -> Path:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return run_dir
+
+
+def _nonfinite_term(output) -> str | None:
+    """"`name` = value, ..." for the non-finite 0-dim terms of a ModelOutput (the loss and its named terms), else None."""
+    bad = [f"`{key}` = {float(value.detach())}" for key, value in output.items()
+           if isinstance(value, torch.Tensor) and value.ndim == 0 and value.is_floating_point() and not torch.isfinite(value)]
+    return ", ".join(bad) or None
+
+
+def _nonfinite_step(accelerator, model, t, bad_term: str | None) -> str | None:
+    """Every process agrees on whether this optimizer step is non-finite (a loss term on any process, or the
+    gradient norm); clips the gradients as `training.max_grad_norm` says. Returns what went non-finite."""
+    if accelerator.num_processes > 1:
+        flags = accelerator.gather(torch.tensor([bad_term is not None], device=accelerator.device))
+        if flags.any() and bad_term is None:
+            bad_term = "a loss term on another process"
+    if bad_term is None and t.max_grad_norm:
+        norm = accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+        # fp16 runs leave inf gradients to the GradScaler, which skips those steps itself.
+        if t.mixed_precision != "fp16" and not math.isfinite(float(norm)):
+            bad_term = f"the gradient norm = {float(norm)}"
+    return bad_term
 
 
 def _scalar_terms(output) -> dict[str, float]:
@@ -226,7 +276,10 @@ def _finish(recipe, accelerator, model, splits, state, run_dir: Path) -> None:
                        num_importance_samples=e.num_importance_samples, seed=t.seed,
                        max_examples=e.max_examples, progress=t.progress)
     accelerator.log(to_flat_dict(metrics, prefix="test/"), step=state.step)
-    save_pretrained_quietly(model, run_dir)
+    if state.nonfinite_skips:
+        warnings.warn(f"{state.nonfinite_skips} of {state.step} optimizer steps were skipped for a non-finite loss "
+                      "(training.on_nonfinite=skip); check the metrics before using this model", stacklevel=2)
+    save_final_model(model, run_dir)
     write_metrics(run_dir, recipe, state, metrics, accelerator.num_processes)
     save_pngs(model, splits["test"], run_dir, num_samples=e.num_samples, seed=t.seed)
     plot_training_curves(run_dir / "logs" / "metrics.jsonl", run_dir / "training_curves.png")
@@ -234,4 +287,5 @@ def _finish(recipe, accelerator, model, splits, state, run_dir: Path) -> None:
         if not isinstance(metric.value, list):
             accelerator.print(f"  {name:>20}: {metric}")
     if recipe.hub.push_to_hub:
+        check_finite_weights(model, f"the Hub repo {recipe.hub.hub_model_id}")
         accelerator.print(f"pushed to {push_to_hub(run_dir, recipe.hub)}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import warnings
 from pathlib import Path
 
 import torch
@@ -62,8 +63,12 @@ def prepare_prior_data(model, splits: dict, recipe: Recipe, cache_dir: Path) -> 
            "weights_sha256": _weights_sha256(vqvae), "data": dataclasses.asdict(recipe.data), "input_name": model.main_input_name}
     cache = cache_dir / "codes.pt"
     if cache.exists():
-        saved = torch.load(cache)
-        if saved["key"] == key:
+        try:  # never unpickle a file from the run folder: tensors, dicts and strings only
+            saved = torch.load(cache, weights_only=True)
+        except Exception as error:  # noqa: BLE001 (any unreadable cache is re-encoded)
+            warnings.warn(f"ignoring the VQ-code cache {cache}: {error}", stacklevel=2)
+            saved = {"key": None}
+        if isinstance(saved, dict) and saved.get("key") == key:
             return saved["splits"]
     encoded = encode_splits_to_indices(splits, vqvae, key=model.main_input_name)
     cache.parent.mkdir(parents=True, exist_ok=True)

@@ -90,6 +90,7 @@ class TrainingArgs:
     trackers: list = field(default_factory=lambda: ["tensorboard", "jsonl"])
     progress: bool = True
     max_time_minutes: float | None = None  # stop (and save) after this wall-clock budget
+    on_nonfinite: str = "stop"  # stop | skip: a non-finite loss term raises, or its optimizer step is skipped
 
 
 @dataclass
