@@ -33,7 +33,6 @@ from transformers import get_scheduler
 from ..data import TensorDictDataset, make_dataloader, seeded_generator
 from ..evaluation import Metric, evaluate, to_flat_dict
 from .artifacts import plot_training_curves, push_to_hub, save_pngs, write_metrics
-from ..validation import check_choice
 from .checkpoints import (TrainState, atomic_save_pretrained, check_finite_weights, find_resumable, load_checkpoint,
                           recover_partial_saves, save_checkpoint, save_final_model)
 from .prior_data import prepare_prior_data
@@ -78,7 +77,6 @@ def _make_accelerator(t, run_dir: Path) -> Accelerator:
 def train(recipe: Recipe, resume: bool = False) -> Path:
     """Train `recipe`; returns the run directory (model, metrics.json, PNGs, logs, checkpoints)."""
     t = recipe.training
-    check_choice("training.on_nonfinite", t.on_nonfinite, ("stop", "skip"))
     run_dir = Path(t.output_dir)
     checkpoints_dir = run_dir / "checkpoints"
     accelerator = _make_accelerator(t, run_dir)

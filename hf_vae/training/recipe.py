@@ -200,6 +200,7 @@ class Recipe:
             check_bool(f"training.{name}", getattr(t, name))
         check_choice("training.lr_scheduler", t.lr_scheduler, [kind.value for kind in SchedulerType])
         check_choice("training.mixed_precision", t.mixed_precision, ("no", "bf16", "fp16"))
+        check_choice("training.on_nonfinite", t.on_nonfinite, ("stop", "skip"))
         if not isinstance(t.trackers, list) or not set(t.trackers) <= {"tensorboard", "jsonl"}:
             raise ValueError(f"`training.trackers` must list 'tensorboard' and/or 'jsonl', got {t.trackers!r}")
 
