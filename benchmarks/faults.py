@@ -13,12 +13,16 @@ Categories (each with `--trials` seeded trials):
 - `final`: SIGKILL while writing the final model (part-way through `save_pretrained`, between the
   file moves into the run folder, or before metrics.json and the PNGs);
 - `fsize`: after the k-th step the child lowers its own RLIMIT_FSIZE to a random size, so the next
-  larger write (usually a checkpoint file) fails part-way with EFBIG and the run crashes.
+  larger write (usually a checkpoint file) fails part-way with EFBIG and the run crashes;
+- `push`: the run pushes to a local Hub server (`tests/hub_server.py`, started by this script) with
+  `--push_to_hub`, and is SIGKILLed while pushing: before the commit, after the files' upload but before
+  the commit, or after the commit; the resume pushes again. Besides the local checks, the repo on the
+  Hub must hold exactly the run's files with the final weights (anything else counts as partial).
 
 Per trial it records whether the fault fired, whether the resume finished (exit 0), whether the final
 weights are bit-identical, checkpoints lost (complete checkpoints present before the fault that no
 longer verify afterwards) and partial files left after the resume (`*.tmp`/`*.old` anywhere, or a
-checkpoint folder whose manifest does not verify). The Hub-push fault is not part of this suite.
+checkpoint folder whose manifest does not verify).
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "training" / "configs" / "vae_digits_tiny.yaml"
 STEPS, SAVE_EVERY = 40, 10
 FILES_PER_CHECKPOINT = 8  # rng .safetensors + .json, model, optimizer .safetensors + .json, scheduler, state, manifest
-CATEGORIES = ("step", "checkpoint", "final", "fsize")
+CATEGORIES = ("step", "checkpoint", "final", "fsize", "push")
 OVERRIDES = [f"training.max_steps={STEPS}", f"training.save_every={SAVE_EVERY}", "training.eval_every=10",
              "training.log_every=10", "training.progress=false", "training.trackers=[jsonl]",
              "evaluation.num_importance_samples=0", "evaluation.num_samples=16"]
@@ -65,7 +69,27 @@ def _install(fault: dict) -> None:
     from hf_vae.training import checkpoints, loop
 
     kind, counter = fault["kind"], {"n": 0}
-    if kind in ("step", "fsize"):
+    if kind == "push":
+        from huggingface_hub import HfApi
+
+        moment = fault["when"]
+        original_commit, original_preupload = HfApi.create_commit, HfApi.preupload_lfs_files
+
+        def create_commit(self, *args, **kwargs):
+            if moment == "before_commit":
+                _die()
+            result = original_commit(self, *args, **kwargs)
+            if moment == "after_commit":
+                _die()
+            return result
+
+        def preupload_lfs_files(self, *args, **kwargs):
+            original_preupload(self, *args, **kwargs)
+            if moment == "after_upload":
+                _die()  # the blobs are on the Hub, the commit that would name them is not
+
+        HfApi.create_commit, HfApi.preupload_lfs_files = create_commit, preupload_lfs_files
+    elif kind in ("step", "fsize"):
         original_step = AcceleratedOptimizer.step
 
         def step(self, *args, **kwargs):
@@ -157,6 +181,8 @@ def draw_fault(kind: str, rng: random.Random, checkpoint_bytes: int) -> dict:
     if kind == "final":
         return {"kind": kind, "when": rng.choice(["save_pretrained", "move", "metrics"]), "at": rng.randint(1, 8),
                 "fraction": rng.random()}
+    if kind == "push":
+        return {"kind": kind, "when": rng.choice(["before_commit", "after_upload", "after_commit"])}
     return {"kind": kind, "at": rng.randint(1, STEPS - 1), "limit": rng.randint(256, checkpoint_bytes)}
 
 
@@ -190,16 +216,31 @@ def _same_weights(a: Path, b: Path) -> bool:
     return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
 
 
+def _hub_partial_files(repo_id: str, run_dir: Path) -> list[str]:
+    """Files of the pushed repo that are not the run's own, or differ from it (the Hub's partial artefacts)."""
+    from hf_vae.hub import run_files
+
+    hub_files = HUB.files(repo_id)
+    local = {str(path.relative_to(run_dir)): path.read_bytes() for path in run_files(run_dir)}
+    wrong = [name for name, data in hub_files.items() if name not in (".gitattributes", "README.md") and local.get(name) != data]
+    return [f"hub:{name}" for name in wrong + sorted(set(local) - set(hub_files))]
+
+
 def run_trial(fault: dict, reference: Path, workdir: Path) -> dict:
     """Inject `fault`, resume, and compare with `reference` (the uninterrupted run's model.safetensors)."""
     run_dir = workdir / "run"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    child = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(fault), "--"] + train_command(run_dir)[3:]
+    push = []
+    if fault["kind"] == "push":
+        repo_id = f"faults/{workdir.name}"
+        push = ["--push_to_hub", "--hub_model_id", repo_id]
+    child = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(fault), "--"] + train_command(run_dir, *push)[3:]
     faulted = subprocess.run(child, capture_output=True, text=True, env=env, timeout=600)
     fired = faulted.returncode != 0
     complete_before = _checkpoint_names(run_dir, verified=True)
     start = time.time()
-    resumed = subprocess.run(train_command(run_dir, "--resume"), capture_output=True, text=True, env=env, timeout=600)
+    resumed = subprocess.run(train_command(run_dir, "--resume", *push), capture_output=True, text=True, env=env, timeout=600)
+    partial = _partial_files(run_dir) + (_hub_partial_files(repo_id, run_dir) if push and resumed.returncode == 0 else [])
     return {
         **fault,
         "fired": fired,
@@ -210,7 +251,7 @@ def run_trial(fault: dict, reference: Path, workdir: Path) -> dict:
         "identical": resumed.returncode == 0 and _same_weights(reference, run_dir / "model.safetensors"),
         "checkpoints_lost": len(complete_before - _checkpoint_names(run_dir, verified=True) - _pruned(run_dir, complete_before)),
         "fell_back": "skipping checkpoint" in resumed.stderr,
-        "partial_files": _partial_files(run_dir),
+        "partial_files": partial,
         "resume_seconds": round(time.time() - start, 1),
     }
 
@@ -221,10 +262,27 @@ def _pruned(run_dir: Path, before: set[str]) -> set[str]:
     return {name for name in before if name not in present}
 
 
+HUB = None  # the local Hub server of the `push` trials
+
+
+def _start_hub(root: Path) -> None:
+    """Serve a local Hub (tests/hub_server.py) from this process and point the children at it (HF_* variables
+    are read at import time, so they are set here, in the environment the children inherit)."""
+    global HUB
+    sys.path.insert(0, str(REPO))
+    from tests.hub_server import HubServer
+
+    HUB = HubServer().start()
+    os.environ.update({"HF_ENDPOINT": HUB.url, "HF_HUB_DISABLE_XET": "1", "HF_TOKEN": "hf_local_fault_token",
+                       "HF_HOME": str(root / "hf_home"), "HF_HUB_DISABLE_TELEMETRY": "1"})
+
+
 def run_suite(trials: int, seed: int = 0, jobs: int = 1, categories=CATEGORIES, workdir: Path | None = None) -> tuple[list[dict], float]:
     """All trials; returns the per-trial records and the wall time."""
     start = time.time()
     root = Path(workdir or tempfile.mkdtemp(prefix="hf_vae_faults_"))
+    if "push" in categories and HUB is None:  # (the tests set HUB to their own server)
+        _start_hub(root)
     reference_dir = root / "reference"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     subprocess.run(train_command(reference_dir), check=True, capture_output=True, env=env, timeout=600)
@@ -280,6 +338,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     records, seconds = run_suite(args.trials, args.seed, args.jobs, args.categories, args.workdir)
     command = f"python benchmarks/faults.py --trials {args.trials} --seed {args.seed} --jobs {args.jobs}"
+    if list(args.categories) != list(CATEGORIES):
+        command += " --categories " + " ".join(args.categories)
     write_report(records, seconds, args.output, command)
     print(args.output.read_text())
 

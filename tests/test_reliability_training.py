@@ -194,14 +194,16 @@ def test_checkpoint_holds_no_pickle_and_a_manifest_of_every_file(finished_run):
 # ---------------------------------------------------------------------------- the fault-injection suite, quick
 
 
-def test_fault_injection_quick_subset(tmp_path):
+def test_fault_injection_quick_subset(tmp_path, hub_server, monkeypatch):
     sys.path.insert(0, str(REPO / "benchmarks"))
     try:
         import faults
     finally:
         sys.path.remove(str(REPO / "benchmarks"))
-    records, _ = faults.run_suite(1, seed=3, categories=("checkpoint", "fsize"), workdir=tmp_path)
-    assert len(records) == 2
+    monkeypatch.setattr(faults, "HUB", hub_server)  # the push trial pushes to the test session's Hub
+    records, _ = faults.run_suite(1, seed=3, categories=("checkpoint", "fsize", "push"), workdir=tmp_path)
+    assert len(records) == 3
+    assert faults.HUB.files("faults/push-000")["model.safetensors"] == (tmp_path / "push-000" / "run" / "model.safetensors").read_bytes()
     for record in records:
         assert record["fired"], record
         assert record["resumed"] and record["identical"], record
