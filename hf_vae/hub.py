@@ -72,7 +72,7 @@ def hf_vae_families() -> tuple[str, ...]:
     return model_types()
 
 
-def _http_errors() -> tuple[type[BaseException], ...]:
+def http_errors() -> tuple[type[BaseException], ...]:
     """Exceptions of the HTTP stacks huggingface_hub may use (httpx2, httpx, requests) plus OSError."""
     errors: list[type[BaseException]] = [OSError]
     for module_name, attribute in (("httpx2", "HTTPError"), ("httpx", "HTTPError"), ("requests", "RequestException")):
@@ -164,7 +164,7 @@ def push_run(
     files = run_files(run_dir)
     model_type = _read_model_type(run_dir / "config.json")
     api = HfApi(token=token, library_name="hf_vae", library_version=__version__)
-    errors = _http_errors()
+    errors = http_errors()
     target = f"{repo_id}" + (f"@{revision}" if revision else "")
     # Render first: a broken template or metrics.json fails before any request.
     card = cards.render_card(run_dir, repo_id, dataset_id=dataset_id)
@@ -247,7 +247,7 @@ def push_embedded_dataset(
         )
     except ValueError:
         raise
-    except (*_http_errors(), RuntimeError) as error:
+    except (*http_errors(), RuntimeError) as error:
         raise HubPushError(f"pushing dataset {name!r} to {target!r} failed: {type(error).__name__}: "
                            f"{str(error).rstrip('.')}. {_ATOMIC_NOTE}") from error
 
@@ -278,7 +278,7 @@ def _download_config(repo_id: str, revision: str | None, token, name: str) -> tu
         except (RepositoryNotFoundError, RevisionNotFoundError) as error:
             raise ValueError(f"{problem} (no such folder, and no such repo or revision on the Hub: "
                              f"{str(error).splitlines()[0]})") from None
-        except _http_errors():
+        except http_errors():
             offline = True  # no network: what the cache holds is all there is
     try:
         return Path(hf_hub_download(repo_id, "config.json", revision=revision, token=token, local_files_only=offline)), offline

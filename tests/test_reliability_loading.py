@@ -91,6 +91,18 @@ def test_mistyped_dataset_fails_with_a_clear_error(tmp_path, monkeypatch):
     assert time.monotonic() - start < 10
 
 
+def test_mistyped_dataset_with_the_hub_unreachable_fails_fast(monkeypatch):
+    """Without a network, a dataset that is not in the cache fails at once (no ~20 s of retries), naming it."""
+    def unreachable(*args, **kwargs):
+        raise OSError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(HfApi, "dataset_info", unreachable)
+    start = time.monotonic()
+    with pytest.raises(ValueError, match=r"got 'no_such_dataset': the Hub cannot be reached and the dataset is not in the cache"):
+        load_image_dataset("no_such_dataset", split="train")
+    assert time.monotonic() - start < 5
+
+
 # -- Finding 7: strict loading ----------------------------------------------------------------------
 
 

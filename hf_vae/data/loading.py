@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -67,10 +68,17 @@ def load_image_dataset(
         )
     if cache_dir is not None:
         load_kwargs["cache_dir"] = os.fspath(cache_dir)
+    offline = False if os.path.exists(os.path.expanduser(name_or_path)) else _probe_hub(name_or_path, revision)
     try:
-        return datasets.load_dataset(
-            os.path.expanduser(name_or_path), split=split, revision=revision, **load_kwargs
-        )
+        with _datasets_offline(offline):
+            return datasets.load_dataset(
+                os.path.expanduser(name_or_path), split=split, revision=revision, **load_kwargs
+            )
+    except ConnectionError as error:  # offline, and not in the cache either
+        raise ValueError(
+            f"`name_or_path` must be one of {EMBEDDED_DATASETS}, a local dataset folder or a Hub dataset id, got "
+            f"{name_or_path!r}: the Hub cannot be reached and the dataset is not in the cache ({error})"
+        ) from None
     except (datasets.exceptions.DatasetNotFoundError, FileNotFoundError) as error:
         # DataFilesNotFoundError is a FileNotFoundError too. Connection errors pass through: an
         # unreachable Hub is not evidence that the dataset does not exist.
@@ -78,6 +86,42 @@ def load_image_dataset(
             f"`name_or_path` must be one of {EMBEDDED_DATASETS}, a Hub dataset id or a local "
             f"dataset folder, got {name_or_path!r} ({error})"
         ) from error
+
+
+def _probe_hub(repo_id: str, revision: str | None) -> bool:
+    """Ask the Hub once whether dataset `repo_id` exists; returns whether the Hub is unreachable (then only the
+    cache can answer). `datasets.load_dataset` alone retries for ~20 s before failing on a typo offline."""
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    from ..hub import http_errors
+
+    if constants.HF_HUB_OFFLINE:
+        return True
+    try:
+        HfApi().dataset_info(repo_id, revision=revision or "main")
+    except (RepositoryNotFoundError, RevisionNotFoundError) as error:
+        raise ValueError(
+            f"`name_or_path` must be one of {EMBEDDED_DATASETS}, a local dataset folder or a Hub dataset id, got "
+            f"{repo_id!r} (no such folder, and no such dataset or revision on the Hub: {str(error).splitlines()[0]})"
+        ) from None
+    except http_errors():  # no network
+        return True
+    return False
+
+
+@contextlib.contextmanager
+def _datasets_offline(offline: bool):
+    """`datasets` in offline mode (cache only, no retries) while the Hub is known to be unreachable."""
+    if not offline:
+        yield
+        return
+    previous = datasets.config.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE = previous
 
 
 def _is_integer_value(feature: Any) -> bool:
