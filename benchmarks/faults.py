@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import random
 import resource
 import signal
@@ -310,7 +311,9 @@ def summarize(records: list[dict]) -> list[dict]:
 
 def write_report(records: list[dict], seconds: float, path: Path, command: str) -> None:
     lines = ["# Training fault injection", "", f"`{command}` — {seconds / 60:.1f} min on this machine, "
-             f"tiny digits VAE, {STEPS} steps, a checkpoint every {SAVE_EVERY}. See `benchmarks/faults.py` for the categories.", "",
+             f"tiny digits VAE, {STEPS} steps, a checkpoint every {SAVE_EVERY}. See `benchmarks/faults.py` for the categories.  ",
+             f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; the trials run `--jobs` at a time, "
+             "each child with torch's default threads. Only correctness is measured here, not speed.", "",
              "| category | trials | fault fired | resumes finished | final weights bit-identical | fell back past a bad checkpoint | checkpoints lost | partial files left |",
              "|---|---|---|---|---|---|---|---|"]
     for row in summarize(records):
