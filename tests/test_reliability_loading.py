@@ -70,11 +70,17 @@ def test_unknown_repo_id_fails_fast_with_a_clear_error(hub_server):
     assert time.monotonic() - start < 5
 
 
-def test_unreachable_hub_fails_fast_instead_of_retrying(monkeypatch):
+def _unreachable(monkeypatch, *methods: str) -> None:
+    """Make these `HfApi` methods fail as they do without a network."""
     def unreachable(*args, **kwargs):
         raise OSError("[Errno -2] Name or service not known")
 
-    monkeypatch.setattr(HfApi, "model_info", unreachable)
+    for method in methods:
+        monkeypatch.setattr(HfApi, method, unreachable)
+
+
+def test_unreachable_hub_fails_fast_instead_of_retrying(monkeypatch):
+    _unreachable(monkeypatch, "model_info")
     start = time.monotonic()
     with pytest.raises(ValueError, match=r"cannot be reached and the repo is not in the cache"):
         load_model(f"{USER}/never-downloaded-{uuid.uuid4().hex[:8]}")
@@ -93,10 +99,7 @@ def test_mistyped_dataset_fails_with_a_clear_error(tmp_path, monkeypatch):
 
 def test_mistyped_dataset_with_the_hub_unreachable_fails_fast(monkeypatch):
     """Without a network, a dataset that is not in the cache fails at once (no ~20 s of retries), naming it."""
-    def unreachable(*args, **kwargs):
-        raise OSError("[Errno -2] Name or service not known")
-
-    monkeypatch.setattr(HfApi, "dataset_info", unreachable)
+    _unreachable(monkeypatch, "dataset_info")
     start = time.monotonic()
     with pytest.raises(ValueError, match=r"got 'no_such_dataset': the Hub cannot be reached and the dataset is not in the cache"):
         load_image_dataset("no_such_dataset", split="train")
@@ -292,11 +295,7 @@ def test_unreachable_hub_loads_a_cached_repo_without_retrying(vae_folder, monkey
     push_run(vae_folder, repo_id)
     load_model(repo_id)  # fills the cache
 
-    def unreachable(*args, **kwargs):
-        raise OSError("[Errno -2] Name or service not known")
-
-    monkeypatch.setattr(HfApi, "model_info", unreachable)
-    monkeypatch.setattr(HfApi, "list_repo_files", unreachable)
+    _unreachable(monkeypatch, "model_info", "list_repo_files")
     start = time.monotonic()
     assert same_weights(load_model(repo_id), tiny_vae())
     assert time.monotonic() - start < 5
