@@ -244,7 +244,7 @@ class ModelTesterMixin:
             from transformers import AutoModel
             model = AutoModel.from_pretrained({str(tmp_path / 'model')!r}, trust_remote_code=True).eval()
             assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
-            inputs = torch.load({str(tmp_path / 'inputs.pt')!r})
+            inputs = torch.load({str(tmp_path / 'inputs.pt')!r}, weights_only=True)
             print(repr(model(**inputs, generator=torch.Generator().manual_seed(3)).loss.item()))
             """,
             tmp_path,

@@ -81,7 +81,7 @@ def test_code_prior_recipe_encodes_the_dataset_once(tmp_path):
         "evaluation": {"num_samples": 4},
     })
     run_dir = train(recipe)
-    cached = torch.load(run_dir / "codes.pt")
+    cached = torch.load(run_dir / "codes.pt", weights_only=True)
     assert cached["splits"]["test"]["indices"].shape == (300, 4, 4)
     assert json.loads((run_dir / "metrics.json").read_text())["test"]["bits_per_token"]["value"] > 0
     # A grid that does not match the codes fails before training.

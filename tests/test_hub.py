@@ -128,7 +128,7 @@ def remote_code_losses(pushed, tmp_path_factory):
         for family, (repo_id, inputs_path) in {jobs!r}.items():
             model = AutoModel.from_pretrained(repo_id, trust_remote_code=True).eval()
             assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
-            inputs = torch.load(inputs_path)
+            inputs = torch.load(inputs_path, weights_only=True)
             with torch.no_grad():
                 loss = model(**inputs, generator=torch.Generator().manual_seed(1)).loss
             results[family] = loss.item()
