@@ -29,7 +29,8 @@ from report import command_line, machine, write_markdown
 
 import hf_vae  # noqa: F401  (registers the families with AutoModel)
 from hf_vae.data import TensorDictDataset
-from hf_vae.evaluation import conditional_fidelity, evaluate
+from hf_vae.evaluation import evaluate
+from hf_vae.fidelity import conditional_fidelity
 from hf_vae.reference_classifier import load_reference_classifier, train_reference_classifier
 from hf_vae.training import Recipe, load_data, train
 

@@ -15,7 +15,7 @@ Three parts, each run on its own (`--parts`) and stored as JSON under `--output_
   the codes of the VQ-VAE in `benchmarks/runs/vqvae_mnist5k/restarts_on` (the trainer caches the codes);
   exact test bits/token vs the uniform bound log2(codebook_size); then `generate_images` (prior ->
   VQ-VAE decoder, mean image) for N samples per label at each guidance scale, judged by the reference
-  classifier (`benchmarks/reference_classifier`) through `hf_vae.evaluation.conditional_fidelity`.
+  classifier (`benchmarks/reference_classifier`) through `hf_vae.fidelity.conditional_fidelity`.
 
     pip install -e .[bench]
     OMP_NUM_THREADS=1 python benchmarks/priors_mnist5k.py --parts kv_cache pixelcnn vq_prior
@@ -195,7 +195,7 @@ def render_pixelcnn(r: dict) -> list[str]:
 def part_vq_prior(args) -> dict:
     from transformers import AutoModel
 
-    from hf_vae.evaluation import conditional_fidelity
+    from hf_vae.fidelity import conditional_fidelity
     from hf_vae.generation import generate_images
     from hf_vae.images import image_grid
     from hf_vae.reference_classifier import load_reference_classifier

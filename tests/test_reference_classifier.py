@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hf_vae import data as hd
-from hf_vae.evaluation import conditional_fidelity
+from hf_vae.fidelity import conditional_fidelity
 from hf_vae.reference_classifier import ReferenceClassifier, load_reference_classifier, train_reference_classifier
 
 
