@@ -50,11 +50,6 @@ def register_family(
                          index_metrics=index_metrics, template_dir=template_dir)
 
 
-def is_hf_vae_model(model) -> bool:
-    """Whether `model` is an instance of a registered hf_vae family."""
-    return isinstance(model, tuple(FAMILIES.values()))
-
-
 def model_types() -> tuple[str, ...]:
     """The `model_type`s of every registered family, sorted."""
     return tuple(sorted(FAMILIES))

@@ -215,7 +215,6 @@ class SamplingMixin:
         check_int("num_samples", num_samples, minimum=1)
         check_generator(generator)
         check_float("temperature", temperature, minimum=0.0, exclusive_minimum=True)
-        check_float("guidance_scale", guidance_scale, minimum=0.0)
         for name, value in options.items():
             if name not in self.sample_options:
                 raise ValueError(f"`{name}` must be a sample option of {type(self).__name__} "
@@ -223,12 +222,17 @@ class SamplingMixin:
         if self.is_conditional and isinstance(labels, numbers.Integral) and not isinstance(labels, bool):
             labels = torch.full((num_samples,), int(labels), dtype=torch.long)
         check_labels(labels, self.config.num_classes if self.is_conditional else None, num_samples)
+        self._check_guidance(guidance_scale, labels)
+        return self._draw(num_samples, generator=generator, labels=labels, temperature=temperature,
+                            guidance_scale=guidance_scale, **options)
+
+    def _check_guidance(self, guidance_scale, labels) -> None:
+        """`guidance_scale` is a finite number >= 0, and 1 unless there are `labels` to guide towards."""
+        check_float("guidance_scale", guidance_scale, minimum=0.0)
         if guidance_scale != 1 and labels is None:
             kind = "a conditional model without `labels`" if self.is_conditional else "an unconditional model"
             raise ValueError(f"`guidance_scale` must be 1 for {kind} (guidance contrasts conditional and "
-                             f"unconditional samples), got {guidance_scale!r}")
-        return self._draw(num_samples, generator=generator, labels=labels, temperature=temperature,
-                            guidance_scale=guidance_scale, **options)
+                             f"unconditional outputs), got {guidance_scale!r}")
 
 
 def check_prior_matches_vqvae(prior, vqvae) -> None:

@@ -24,7 +24,7 @@ from ...distributions import (
 )
 from ...modeling_outputs import EncoderOutput, ScoreOutput, VAEOutput
 from ...modeling_utils import SamplingMixin
-from ...validation import check_choice, check_generator, check_int, check_labels, check_latents, check_number
+from ...validation import check_choice, check_generator, check_int, check_labels, check_latents
 from ..modeling_autoencoder import AutoencoderPreTrainedModel, ConvDecoder, ConvEncoder
 from .configuration_vae import VAEConfig
 
@@ -106,15 +106,6 @@ class VAEModel(SamplingMixin, VAEPreTrainedModel):
 
     def _check_latents(self, latents) -> None:
         check_latents(latents, (self.config.latent_dim,), dtype=self.dtype)
-
-    def _check_guidance(self, guidance_scale, labels) -> None:
-        check_number("guidance_scale", guidance_scale, minimum=0.0)
-        if guidance_scale != 1 and labels is None:
-            kind = "a conditional model without `labels`" if self.is_conditional else "an unconditional model"
-            raise ValueError(
-                f"`guidance_scale` must be 1 for {kind} (guidance contrasts conditional and unconditional "
-                f"decoding), got {guidance_scale!r}"
-            )
 
     # -- the objective ------------------------------------------------------------------------------
 
