@@ -15,7 +15,8 @@
    proportional set size (PSS, shared pages split between their users) is summed too, every ~0.5 s.
    "max single process" is the largest ru_maxrss of any one process of the run (os.wait4's rusage).
    Per dataset size: map-style (`data.in_memory=false`) on a cold datasets cache (the first open converts
-   the parquet shards to Arrow), map-style again on the warm cache, and streaming (`data.streaming=true`).
+   the parquet shards to Arrow), map-style again on the warm cache, and streaming (`data.streaming=true`;
+   the trainer reads a stream in its main process, so that run is one process).
 3. Time to the first step. Every run logs each step (`training.log_every=1`), so the first line of
    `<run>/logs/metrics.jsonl` appears right after optimizer step 1; the time from the subprocess's start to
    that line (polled every ~50 ms) includes the Python imports, opening the data (and, cold, the Arrow
@@ -25,9 +26,6 @@
    (`data.in_memory=false`, default workers) train the same recipe for the same steps, alternately
    (old-new, new-old, ...: `--rounds` rounds in one invocation, one run at a time); images/s is each
    run's `train_images_per_second` (metrics.json: training steps including data loading, no evaluation).
-
-Before the datasets-native data path exists (no `data.in_memory` / `data.streaming` recipe keys), every run
-falls back to the in-memory path and the markdown says so.
 
     python benchmarks/data_scale.py            # 100k and 1M images -> benchmarks/results/data_scale.md
     python benchmarks/data_scale.py --smoke    # 2,000 and 4,000 images, 5 steps -> .../data_scale_smoke.md
@@ -252,14 +250,6 @@ def _kill_tree(root: psutil.Process) -> None:
 
 # ------------------------------------------------------------------------------------------ the runs
 
-def _data_keys() -> set[str]:
-    import dataclasses
-
-    from hf_vae.training.recipe import DataArgs
-
-    return {f.name for f in dataclasses.fields(DataArgs)}
-
-
 def train_command(run_dir: Path, steps: int, dataset: str, *overrides: str) -> list[str]:
     """`hf-vae train` of the mnist5k VAE recipe for `steps` steps, one log line per step, no mid-run evaluation
     (only the one at the last step), and a short ELBO-only test evaluation: the runs measure training."""
@@ -272,10 +262,9 @@ def train_command(run_dir: Path, steps: int, dataset: str, *overrides: str) -> l
             *[arg for item in sets for arg in ("--set", item)]]
 
 
-def memory_runs(folder: Path, size: int, args, env: dict, keys: set[str]) -> list[dict]:
+def memory_runs(folder: Path, size: int, args, env: dict) -> list[dict]:
     """Map-style on a cold then a warm datasets cache, then streaming, on one generated dataset."""
-    map_style = ["data.in_memory=false"] if "in_memory" in keys else []
-    streaming = ["data.streaming=true"] if "streaming" in keys else []
+    map_style, streaming = ["data.in_memory=false"], ["data.streaming=true"]
     # The held-out validation split is 0: a carved split of 1M images would be one more thing that grows.
     common = ["data.validation_size=0"]
     cache = Path(args.output_dir) / "datasets_cache" / f"n{size}"  # its own, so that concurrent chains (--smoke) do not share it
@@ -287,14 +276,14 @@ def memory_runs(folder: Path, size: int, args, env: dict, keys: set[str]) -> lis
         shutil.rmtree(run_dir, ignore_errors=True)
         command = train_command(run_dir, args.steps, str(folder), *common, *overrides)
         result = run_monitored(command, {**env, "HF_DATASETS_CACHE": str(cache)}, run_dir, args.timeout)
-        rows.append({"size": size, "mode": mode, "old_path": not overrides, **result})
+        rows.append({"size": size, "mode": mode, **result})
         print(f"{size:>9,} {mode:<22} peak RSS {result['peak_rss'] / MB:7.0f} MB, first step {result['seconds_to_first_step']:.1f} s", flush=True)
     return rows
 
 
-def throughput_runs(args, env: dict, keys: set[str]) -> list[dict]:
+def throughput_runs(args, env: dict) -> list[dict]:
     """Old in-memory path vs the new one on mnist5k, alternating, the same steps each."""
-    paths = {"old": ["data.in_memory=true"], "new": ["data.in_memory=false"]} if "in_memory" in keys else {"old": [], "new": []}
+    paths = {"old": ["data.in_memory=true"], "new": ["data.in_memory=false"]}
     rows = []
     for round_index in range(args.rounds):
         order = ("old", "new") if round_index % 2 == 0 else ("new", "old")
@@ -319,7 +308,7 @@ def _verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
-def write_results(args, generated: list[dict], memory: list[dict], speed: list[dict], keys: set[str]) -> None:
+def write_results(args, generated: list[dict], memory: list[dict], speed: list[dict]) -> None:
     sizes = sorted({row["size"] for row in memory})
     lines = [
         "# The data path at scale: memory, time to first step, throughput",
@@ -333,9 +322,6 @@ def write_results(args, generated: list[dict], memory: list[dict], speed: list[d
     ]
     if args.concurrent_runs > 1:
         lines += ["", f"**{args.concurrent_runs} chains of training runs ran at once: times and speeds below are not measurements.**"]
-    if not {"in_memory", "streaming"} <= keys:
-        lines += ["", "**The recipe has no `data.in_memory` / `data.streaming` keys: every run below used the old in-memory "
-                      "path, so no row measures the new data path.**"]
     lines += ["", "## Generated datasets", "",
               "| train images | test images | train shards | on disk (MB) | generation (s) | processes | "
               "writer peak RSS (MB) | writer RSS before (MB) | worker peak RSS (MB) |",
@@ -351,8 +337,7 @@ def write_results(args, generated: list[dict], memory: list[dict], speed: list[d
               "processes | setup (s) | first step (s) | wall (s) |",
               "|---|---|---|---|---|---|---|---|---|"]
     for r in memory:
-        mode = r["mode"] + (" (old in-memory path)" if r["old_path"] else "")
-        lines.append(f"| {r['size']:,} | {mode} | {_mb(r['peak_rss'])} | {_mb(r['peak_pss'])} | {_mb(r['max_single_rss'])} | "
+        lines.append(f"| {r['size']:,} | {r['mode']} | {_mb(r['peak_rss'])} | {_mb(r['peak_pss'])} | {_mb(r['max_single_rss'])} | "
                      f"{r['processes']} | {_seconds(r['seconds_to_setup'])} | {_seconds(r['seconds_to_first_step'])} | {r['wall_seconds']:.1f} |")
     targets = []
     for r in memory:
@@ -425,7 +410,6 @@ def main(argv: list[str] | None = None) -> dict:
 
     data_dir = Path(args.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    keys = _data_keys()
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     generated, chains = [], []
@@ -434,15 +418,15 @@ def main(argv: list[str] | None = None) -> dict:
                                           seed=args.seed, jobs=args.jobs)
         print(f"{folder}: {'reused' if record['reused'] else 'generated in %.1f s' % record['seconds']}", flush=True)
         generated.append(record)
-        chains.append(functools.partial(memory_runs, folder, size, args, env, keys))
-    chains.append(functools.partial(throughput_runs, args, env, keys))
+        chains.append(functools.partial(memory_runs, folder, size, args, env))
+    chains.append(functools.partial(throughput_runs, args, env))
     # One chain of runs per dataset size, and the throughput rounds; one at a time unless --concurrent-runs.
     with ThreadPoolExecutor(args.concurrent_runs) as pool:
         *memory, speed = pool.map(lambda chain: chain(), chains)
     memory = [row for rows in memory for row in rows]
-    results = {"generated": generated, "memory": memory, "speed": speed, "data_keys": sorted(keys)}
+    results = {"generated": generated, "memory": memory, "speed": speed}
     (Path(args.output_dir) / "results.json").write_text(json.dumps(results, indent=2))
-    write_results(args, generated, memory, speed, keys)
+    write_results(args, generated, memory, speed)
     return results
 
 
