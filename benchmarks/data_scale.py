@@ -12,7 +12,12 @@
    this process sums the resident memory (RSS) of the whole process tree: the trainer and its DataLoader
    workers. Summed RSS counts pages shared between processes (the libraries a forked worker shares with
    its parent, the memory-mapped Arrow file) once per process, so it overstates the true total; the
-   proportional set size (PSS, shared pages split between their users) is summed too, every ~0.5 s.
+   proportional set size (PSS, shared pages split between their users) is summed too, every ~0.5 s, and
+   so is the memory the processes hold apart from file-backed pages (RssAnon + RssShmem: heaps, tensors,
+   the workers' shared-memory batches), i.e. without the libraries and the memory-mapped Arrow file, whose
+   pages the kernel can drop and read again: a worker reading random rows of a large Arrow file maps more
+   of it (fault-around maps 64 KiB per fault), so summed RSS can grow with the file while the memory the
+   processes allocate does not.
    "max single process" is the largest ru_maxrss of any one process of the run (os.wait4's rusage).
    Per dataset size: map-style (`data.in_memory=false`) on a cold datasets cache (the first open converts
    the parquet shards to Arrow), map-style again on the warm cache, and streaming (`data.streaming=true`;
@@ -187,7 +192,7 @@ def run_monitored(command: list[str], env: dict, run_dir: Path, timeout: float) 
     its setup and first step from the files the trainer writes. Its output goes to `run_dir/train.log`."""
     run_dir.mkdir(parents=True, exist_ok=True)
     first_log, setup_file = run_dir / "logs" / "metrics.jsonl", run_dir / "logs" / "recipe.json"
-    peak_rss = peak_pss = processes = 0
+    peak_rss = peak_pss = peak_anon = processes = 0
     first_step = setup = None
     with open(run_dir / "train.log", "wb") as log:
         start = time.perf_counter()
@@ -207,6 +212,7 @@ def run_monitored(command: list[str], env: dict, run_dir: Path, timeout: float) 
             tree = _tree(root)
             processes = max(processes, len(tree))
             peak_rss = max(peak_rss, sum(_memory(p, "rss") for p in tree))
+            peak_anon = max(peak_anon, sum(_memory(p, "anon") for p in tree))
             if tick % 10 == 0:  # PSS reads smaps_rollup (a few ms per process): every ~0.5 s
                 peak_pss = max(peak_pss, sum(_memory(p, "pss") for p in tree))
             if setup is None and setup_file.exists():
@@ -220,7 +226,7 @@ def run_monitored(command: list[str], env: dict, run_dir: Path, timeout: float) 
         tail = (run_dir / "train.log").read_text(errors="replace")[-3000:]
         raise SystemExit(f"training failed (exit {child.returncode}): {' '.join(command)}\n{tail}")
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    return {"peak_rss": peak_rss, "peak_pss": peak_pss, "max_single_rss": usage.ru_maxrss * 1024, "processes": processes,
+    return {"peak_rss": peak_rss, "peak_pss": peak_pss, "peak_anon": peak_anon, "max_single_rss": usage.ru_maxrss * 1024, "processes": processes,
             "seconds_to_setup": setup, "seconds_to_first_step": first_step, "wall_seconds": wall, "steps": metrics["steps"],
             "images_per_second": metrics["train_images_per_second"]}
 
@@ -233,9 +239,14 @@ def _tree(root: psutil.Process) -> list[psutil.Process]:
 
 
 def _memory(process: psutil.Process, kind: str) -> int:
+    """Bytes of `kind`: rss, pss, or anon (RssAnon + RssShmem of /proc/<pid>/status: resident, not file-backed)."""
     try:
+        if kind == "anon":
+            with open(f"/proc/{process.pid}/status") as status:
+                fields = dict(line.split(":", 1) for line in status if line.startswith(("RssAnon", "RssShmem")))
+            return sum(int(value.split()[0]) * 1024 for value in fields.values())  # "  1234 kB"
         return getattr(process.memory_full_info() if kind == "pss" else process.memory_info(), kind)
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, FileNotFoundError, ProcessLookupError):
         return 0  # a worker that just exited
 
 
@@ -333,25 +344,30 @@ def write_results(args, generated: list[dict], memory: list[dict], speed: list[d
     lines += ["", "Writer peak RSS is this script's high-water mark (it holds torch and the 5,000 source digits before it "
                   "starts); it stays near its RSS before generation at every size because shards are written block by block.",
               "", "## Peak memory of a training run (all processes)", "",
-              "| train images | data path | peak summed RSS (MB) | peak summed PSS (MB) | max single process (MB) | "
-              "processes | setup (s) | first step (s) | wall (s) |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| train images | data path | peak summed RSS (MB) | peak summed PSS (MB) | peak summed non-file RSS (MB) | "
+              "max single process (MB) | processes | setup (s) | first step (s) | wall (s) |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in memory:
-        lines.append(f"| {r['size']:,} | {r['mode']} | {_mb(r['peak_rss'])} | {_mb(r['peak_pss'])} | {_mb(r['max_single_rss'])} | "
+        lines.append(f"| {r['size']:,} | {r['mode']} | {_mb(r['peak_rss'])} | {_mb(r['peak_pss'])} | {_mb(r['peak_anon'])} | {_mb(r['max_single_rss'])} | "
                      f"{r['processes']} | {_seconds(r['seconds_to_setup'])} | {_seconds(r['seconds_to_first_step'])} | {r['wall_seconds']:.1f} |")
+    # The issue's targets on summed RSS (what the issue asks), and the same on non-file RSS (see the notes below).
     targets = []
     for r in memory:
-        targets.append(f"- {r['size']:,}, {r['mode']}: peak summed RSS {_mb(r['peak_rss'])} MB < 2,000 MB: "
-                       f"**{_verdict(r['peak_rss'] < RSS_LIMIT)}**")
+        targets.append(f"- {r['size']:,}, {r['mode']}: < 2,000 MB: summed RSS {_mb(r['peak_rss'])} MB **{_verdict(r['peak_rss'] < RSS_LIMIT)}**; "
+                       f"non-file {_mb(r['peak_anon'])} MB **{_verdict(r['peak_anon'] < RSS_LIMIT)}**")
     small, large = sizes[0], sizes[-1]
     for mode in dict.fromkeys(r["mode"] for r in memory):
         a, b = (next(r for r in memory if r["size"] == s and r["mode"] == mode) for s in (small, large))
-        growth = (b["peak_rss"] - a["peak_rss"]) / a["peak_rss"]
-        targets.append(f"- {mode}: {large:,} vs {small:,} images, peak summed RSS {growth:+.1%} (within 10%): "
-                       f"**{_verdict(abs(growth) <= GROWTH_LIMIT)}**")
+        growth = {key: (b[key] - a[key]) / a[key] for key in ("peak_rss", "peak_anon")}
+        targets.append(f"- {mode}, {large:,} vs {small:,} images, within 10%: summed RSS {growth['peak_rss']:+.1%} "
+                       f"**{_verdict(abs(growth['peak_rss']) <= GROWTH_LIMIT)}**; non-file {growth['peak_anon']:+.1%} "
+                       f"**{_verdict(abs(growth['peak_anon']) <= GROWTH_LIMIT)}**")
     lines += ["", "Targets:", "", *targets,
-              "", "Summed RSS counts each shared page (libraries, the memory-mapped Arrow file) once per process; summed PSS "
-                  "splits shared pages between their users and is sampled every ~0.5 s (RSS every ~50 ms).",
+              "", "Summed RSS counts each shared page (libraries, the memory-mapped Arrow file) once per process. Summed PSS "
+                  "splits shared pages between their users (sampled every ~0.5 s; RSS every ~50 ms). Non-file RSS is "
+                  "RssAnon + RssShmem (/proc/<pid>/status): what the processes allocated (heaps, tensors, shared-memory "
+                  "batches), without file-backed pages (libraries, the memory-mapped Arrow file), which the kernel can drop "
+                  "and read again; summed RSS can grow with the Arrow file as workers read random rows of it.",
               "", f"## Time from process start to the first training step ({large:,} images)", "",
               "| data path | setup (s) | first step (s) |", "|---|---|---|"]
     for r in memory:
