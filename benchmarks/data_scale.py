@@ -13,11 +13,11 @@
    workers. Summed RSS counts pages shared between processes (the libraries a forked worker shares with
    its parent, the memory-mapped Arrow file) once per process, so it overstates the true total; the
    proportional set size (PSS, shared pages split between their users) is summed too, every ~0.5 s, and
-   so is the memory the processes hold apart from file-backed pages (RssAnon + RssShmem: heaps, tensors,
-   the workers' shared-memory batches), i.e. without the libraries and the memory-mapped Arrow file, whose
-   pages the kernel can drop and read again: a worker reading random rows of a large Arrow file maps more
-   of it (fault-around maps 64 KiB per fault), so summed RSS can grow with the file while the memory the
-   processes allocate does not.
+   so is the resident memory that is not file-backed (RssAnon + RssShmem: heaps, tensors, the workers'
+   shared-memory batches; copy-on-write pages a forked worker still shares with the trainer count in both),
+   i.e. without the libraries and the memory-mapped Arrow file, whose pages the kernel can drop and read
+   again: a worker reading random rows of a large Arrow file maps more of it (fault-around maps up to
+   64 KiB per fault), so summed RSS can grow with the file while the memory the processes allocate does not.
    "max single process" is the largest ru_maxrss of any one process of the run (os.wait4's rusage).
    Per dataset size: map-style (`data.in_memory=false`) on a cold datasets cache (the first open converts
    the parquet shards to Arrow), map-style again on the warm cache, and streaming (`data.streaming=true`;
@@ -366,7 +366,7 @@ def write_results(args, generated: list[dict], memory: list[dict], speed: list[d
               "", "Summed RSS counts each shared page (libraries, the memory-mapped Arrow file) once per process. Summed PSS "
                   "splits shared pages between their users (sampled every ~0.5 s; RSS every ~50 ms). Non-file RSS is "
                   "RssAnon + RssShmem (/proc/<pid>/status): what the processes allocated (heaps, tensors, shared-memory "
-                  "batches), without file-backed pages (libraries, the memory-mapped Arrow file), which the kernel can drop "
+                  "batches; copy-on-write pages a forked worker shares with the trainer count twice), without file-backed pages (libraries, the memory-mapped Arrow file), which the kernel can drop "
                   "and read again; summed RSS can grow with the Arrow file as workers read random rows of it.",
               "", f"## Time from process start to the first training step ({large:,} images)", "",
               "| data path | setup (s) | first step (s) |", "|---|---|---|"]
