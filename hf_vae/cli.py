@@ -70,7 +70,8 @@ def _evaluate(args) -> None:
     config = model.config
     # An image model reads images of its own size and channels; a pixel prior reads the dataset's own images.
     images = type(model).input_kind == "images"
-    view = data.load_split(args.dataset, args.split, binarize=args.binarize, seed=args.seed,
+    view = data.load_split(args.dataset, args.split, binarize=args.binarize, seed=args.seed, streaming=args.streaming,
+                           revision=args.revision, config_name=args.config_name,
                            image_size=config.image_size if images else None, num_channels=config.num_channels if images else None)
     torch.manual_seed(args.seed)
     metrics = evaluate(model, view, batch_size=args.batch_size, num_importance_samples=args.num_importance_samples,
@@ -166,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="run directory, local model folder or Hub repo id")
     p.add_argument("--dataset", default="mnist5k")
     p.add_argument("--split", default="test")
+    p.add_argument("--config-name", "--config_name", default=None, help="the dataset's configuration")
+    p.add_argument("--revision", default=None, help="the dataset's Hub branch, tag or commit")
+    p.add_argument("--streaming", action="store_true", help="stream the split instead of downloading it")
     p.add_argument("--binarize", default="static", choices=["none", "static"])
     p.add_argument("--num-importance-samples", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=100)
