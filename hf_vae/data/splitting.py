@@ -67,8 +67,8 @@ def carve_splits(
     """
     parts = _as_parts(dataset_dict, train_split)
     streaming = isinstance(parts[train_split], datasets.IterableDataset)
-    _check_size("data.test_size", test_size)
-    _check_size("data.validation_size", validation_size)
+    _check_size("data.test_size", test_size, zero_means_none=False)
+    _check_size("data.validation_size", validation_size, zero_means_none=True)
     check_int("seed", seed, minimum=0)
     for name, split in (("test_split", test_split), ("validation_split", validation_split)):
         if split is not None and not isinstance(split, str):
@@ -126,9 +126,9 @@ def _as_parts(dataset_dict, train_split: str) -> dict:
     return parts
 
 
-def _check_size(name: str, value) -> None:
-    """A split size: None or 0 (no split), a count >= 1 or a fraction in (0, 1)."""
-    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value == 0):
+def _check_size(name: str, value, zero_means_none: bool) -> None:
+    """A split size: None (or 0 where `zero_means_none`: no split), a count >= 1 or a fraction in (0, 1)."""
+    if value is None or (zero_means_none and isinstance(value, int) and not isinstance(value, bool) and value == 0):
         return
     if isinstance(value, float):
         check_float(name, value, minimum=0, maximum=1, exclusive_minimum=True, exclusive_maximum=True)
