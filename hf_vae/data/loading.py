@@ -223,10 +223,13 @@ def _is_integer_value(feature: Any) -> bool:
 
 
 def _is_image_feature(feature: Any) -> bool:
-    """An `Image` column, or an array of pixels (Array2D/3D, nested lists of integers) that the views read as 8-bit
-    images; a string, a number or a class label is none."""
-    if isinstance(feature, datasets.Image):
+    """An `Image` column, encoded image files (binary, or the {"bytes", "path"} struct of an image stored without its
+    feature), or an array of pixels (Array2D/3D, nested lists of integers) read as 8-bit images; a string, a number
+    or a class label is none."""
+    if isinstance(feature, datasets.Image) or (isinstance(feature, Mapping) and "bytes" in feature):
         return True
+    if isinstance(feature, datasets.Value):
+        return feature.dtype in ("binary", "large_binary")
     if isinstance(feature, (datasets.Array2D, datasets.Array3D)):
         return feature.dtype.startswith(("int", "uint"))
     while isinstance(feature, (datasets.List, datasets.LargeList, datasets.Sequence)):
