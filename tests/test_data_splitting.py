@@ -155,6 +155,30 @@ def test_streaming_carves_the_first_examples_before_any_shuffling():
     assert sorted(ids(parts["train"].shuffle(seed=0, buffer_size=8))) == list(range(8, NUM_ROWS))
 
 
+def test_streamed_parts_never_overlap_however_many_workers_read_them():
+    # 4 shards (files): each gives its first share, so a test split read in one process and a train split read by
+    # 2 workers (datasets splits take/skip among the shards a stream is read in) still never share an example.
+    parts = carve_splits({"train": make_dataset().to_iterable_dataset(num_shards=4)}, test_size=6, validation_size=3)
+
+    def read(stream, workers):
+        loader = torch.utils.data.DataLoader(stream.select_columns(["id"]).with_format("torch"), batch_size=None,
+                                             num_workers=workers)
+        return sorted(int(row["id"]) for row in loader)
+
+    test, validation = read(parts["test"], 0), read(parts["validation"], 0)
+    assert test == [0, 1, 10, 11, 20, 30] and validation == [2, 12, 21]  # ids 0-9 are shard 0, 10-19 shard 1, ...
+    train = read(parts["train"], 2)
+    assert len(train) == NUM_ROWS - 9 and sorted(train + test + validation) == list(range(NUM_ROWS))
+    # The carved train stream resumes from its own state_dict.
+    stream = parts["train"].select_columns(["id"])
+    iterator = iter(stream)
+    seen = [next(iterator)["id"] for _ in range(12)]
+    state = stream.state_dict()
+    resumed = parts["train"].select_columns(["id"])
+    resumed.load_state_dict(state)
+    assert seen + [row["id"] for row in resumed] == [row["id"] for row in stream]
+
+
 def test_a_stream_takes_a_fraction_only_when_its_size_is_known(tmp_path):
     unknown = {"train": make_dataset().to_iterable_dataset()}
     with pytest.raises(ValueError, match=r"`data.test_size` must be a count \(int\) for a stream of unknown size"):

@@ -43,11 +43,11 @@ def carve_splits(
     the same seed gives the same split. Nothing is decoded or copied: the parts are index mappings.
 
     Streams (``datasets.IterableDataset``): the first ``test_size`` examples of the train stream are the test split,
-    the next ``validation_size`` the validation split, the rest train (``take``/``skip``, on the stream as it comes,
-    so shuffle only the carved parts, never before carving). Not stratified. A fraction needs the split's size,
-    read from ``info.splits`` (the dataset card); a stream whose size is unknown takes counts only. ``datasets``
-    spreads ``take``/``skip`` over the shards a stream is read in (DataLoader workers, processes): the parts are
-    complementary when each is read with the same number of workers and processes.
+    the next ``validation_size`` the validation split, the rest train (``take``/``skip`` on the stream as it comes,
+    before any shuffling; a stream of S shards (files) gives the first ``test_size / S`` examples of each). Not
+    stratified. The parts never overlap, however many workers and processes read each of them, and shuffling
+    the carved train split keeps held-out examples out. A fraction needs the split's size, read from
+    ``info.splits`` (the dataset card); a stream whose size is unknown takes counts only.
 
     Args:
         dataset_dict: a ``DatasetDict`` or ``IterableDatasetDict`` (any mapping of splits; a single dataset is
@@ -189,12 +189,29 @@ def _carve_map_style(train: datasets.Dataset, counts: dict, sizes: dict, *, seed
 
 
 def _carve_stream(train: datasets.IterableDataset, counts: dict):
-    """(train, {"test", "validation": carved or None}) by take/skip: test, then validation, then train."""
+    """(train, {"test", "validation": carved or None}) by take/skip: test, then validation, then train, within each
+    source shard (file) of the stream: shard j gives the first `split_number(count, num_shards)[j]` of its examples.
+
+    Why per shard: `take`/`skip` on a whole stream are split by `datasets` among the shards it is read in (DataLoader
+    workers, processes), so a test split read by one process and a train split read by two workers would overlap.
+    Carved per source shard and concatenated, each shard carries its own take/skip wherever it is read, and shuffling
+    the shard order of the carved train split keeps every held-out example out of it.
+    """
+    num_shards = train.num_shards
+    sources = [train.shard(num_shards=num_shards, index=j, contiguous=True) for j in range(num_shards)]
     carved = {}
     for key, count in counts.items():
-        carved[key] = None if count is None else train.take(count)
-        train = train if count is None else train.skip(count)
-    return train, carved
+        if count is None:
+            carved[key] = None
+            continue
+        shares = [count // num_shards + (j < count % num_shards) for j in range(num_shards)]  # as even as can be
+        carved[key] = _concatenate([source.take(n) for source, n in zip(sources, shares)])
+        sources = [source.skip(n) for source, n in zip(sources, shares)]
+    return _concatenate(sources), carved
+
+
+def _concatenate(streams: list[datasets.IterableDataset]) -> datasets.IterableDataset:
+    return streams[0] if len(streams) == 1 else datasets.concatenate_datasets(streams)
 
 
 def data_record(dataset: Any, splits: Mapping[str, Any], *, config_name: str | None = None,
