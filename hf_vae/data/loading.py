@@ -164,7 +164,8 @@ def resolve_dataset_revision(name_or_path: Any, revision: str | None = None) -> 
     if not isinstance(name_or_path, (str, os.PathLike)):
         return None
     name_or_path = os.fspath(name_or_path)
-    if name_or_path in EMBEDDED_DATASETS or os.path.exists(os.path.expanduser(name_or_path)):
+    is_local = looks_like_local_path(name_or_path) or os.path.exists(os.path.expanduser(name_or_path))
+    if name_or_path in EMBEDDED_DATASETS or is_local:
         return None
     key = (name_or_path, revision or "main")
     if key not in _RESOLVED_COMMITS:

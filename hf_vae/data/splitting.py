@@ -89,7 +89,8 @@ def carve_splits(
     elif validation_split is not None and not carve_validation:
         raise ValueError(f"`data.validation_split` must be one of the dataset's splits {list(parts)}, got "
                          f"{validation_split!r} (or set `data.validation_size` to carve one from {train_split!r})")
-    for role, name in (("train_split", train_split), ("test_split", test_split), ("validation_split", validation_split)):
+    roles = {"train_split": train_split, "test_split": test_split, "validation_split": validation_split}
+    for role, name in roles.items():
         if name in parts and isinstance(parts[name], datasets.Dataset) and parts[name].num_rows == 0:
             raise ValueError(f"`data.{role}` must name a split with at least one example, got {name!r} (0 rows)")
 
@@ -233,5 +234,6 @@ def data_record(dataset: Any, splits: Mapping[str, Any], *, config_name: str | N
         "config_name": config_name,
         "revision": revision,
         "commit": resolve_dataset_revision(dataset, revision),
-        "splits": {name: part.num_rows if isinstance(part, datasets.Dataset) else None for name, part in splits.items()},
+        "splits": {name: part.num_rows if isinstance(part, datasets.Dataset) else None
+                   for name, part in splits.items()},
     }
