@@ -67,13 +67,14 @@ def evaluate(
 
     Args:
         model: any hf_vae model; the evaluator is the one its class declares (`evaluator`).
-        dataset: a dataset of examples (e.g. `hf_vae.data.ImageDataset`, or a streaming one), a DataLoader, or a
-            `datasets.Dataset` / `IterableDataset` / `DatasetDict` (its "test" split), read at its native size and
-            channels (wrap it with `hf_vae.data.load_split(..., binarize=...)` to binarize or resize).
+        dataset: a map-style or iterable dataset of examples (e.g. `hf_vae.data.ImageDataset`,
+            `StreamingImageDataset`, `TensorDictDataset`), a DataLoader, or a `datasets.Dataset` /
+            `IterableDataset` / `DatasetDict` (its "test" split), read at its native size and channels (wrap it
+            with `hf_vae.data.load_split(..., binarize=...)` to binarize or resize).
         batch_size: examples per forward pass when `dataset` is not already a DataLoader.
         num_importance_samples: k of the importance-weighted NLL (0 skips it: ELBO terms only).
         seed: seeds the generator of every stochastic estimate, so two calls agree exactly.
-        max_examples: evaluate on the first `max_examples` examples only (of a stream or a DataLoader too).
+        max_examples: evaluate on the first `max_examples` examples only.
         progress: show a progress bar.
         **family_kwargs: passed to the family's evaluator (e.g. `active_unit_threshold` for VAEs).
 
@@ -93,11 +94,9 @@ def evaluate(
     if isinstance(dataset, torch.utils.data.DataLoader):
         loader = dataset
     else:
-        if max_examples is not None and not isinstance(dataset, torch.utils.data.IterableDataset):
-            dataset = torch.utils.data.Subset(dataset, range(min(max_examples, len(dataset))))
-        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    if max_examples is not None and not isinstance(dataset, torch.utils.data.Subset):
-        loader = _first_examples(loader, max_examples)  # a stream (or a loader) has no length to cut
+        from .data import make_eval_loader
+
+        loader = make_eval_loader(dataset, batch_size, max_examples)
     was_training = model.training
     model.eval()
     try:
@@ -128,23 +127,8 @@ def _examples_of(dataset):
     if isinstance(dataset, (datasets.Dataset, datasets.IterableDataset)):
         from .data import load_split
 
-        # A single dataset is taken to be the split named, whatever the name; its own name when it has one.
-        return load_split(dataset, str(dataset.split) if dataset.split is not None else "test")
+        return load_split(dataset, None)  # the view names the split by the dataset's own name
     return dataset
-
-
-def _first_examples(batches: Iterable[dict], limit: int):
-    """The first `limit` examples of an iterable of batches (dicts of tensors), the last batch cut to fit; no batch
-    after it is read."""
-    seen = 0
-    for batch in batches:
-        size = len(next(iter(batch.values())))
-        if seen + size > limit:
-            batch = {key: value[: limit - seen] for key, value in batch.items()}
-        seen += min(size, limit - seen)
-        yield batch
-        if seen >= limit:
-            return
 
 
 def to_flat_dict(metrics: dict[str, Metric], prefix: str = "") -> dict[str, float]:

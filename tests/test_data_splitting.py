@@ -70,6 +70,13 @@ def test_carving_is_stratified_disjoint_complete_and_seeded(train_only):
     assert all(ids(again[k]) == ids(parts[k]) for k in parts)
     other = carve_splits(train_only, test_size=8, validation_size=0.1, seed=4)
     assert set(ids(other["test"])) != test
+    # The rows datasets' own train_test_split picks, in row order, with their positions in the train split.
+    direct = train_only["train"].train_test_split(test_size=8, seed=3, stratify_by_column="fine_label")
+    assert ids(parts["test"]) == sorted(ids(direct["test"]))
+    same, rows = carve_splits(train_only, test_size=8, validation_size=0.1, seed=3, return_row_ids=True)
+    assert all(ids(same[k]) == ids(parts[k]) == rows[k].tolist() for k in parts)  # ids are the rows here
+    assert carve_splits(datasets.DatasetDict(train=train_only["train"], test=train_only["train"]),
+                        return_row_ids=True)[1] == {"train": None, "test": None}
 
 
 def test_a_fraction_is_of_the_train_split_and_an_int_label_column_is_not_stratified():
@@ -306,7 +313,7 @@ def test_write_metrics_records_the_data_and_the_card_prints_the_commit(tmp_path)
     torch.manual_seed(0)
     VAEModel(VAEConfig(image_size=8, hidden_channels=[8, 16], latent_dim=4)).save_pretrained(tmp_path)
     recipe = SimpleNamespace(to_dict=lambda: {"data": {"dataset": "someone/faces", "revision": "v1", "test_split": "test"}})
-    state = SimpleNamespace(step=3, best_step=3, elapsed_seconds=1.0, images_seen=30, step_seconds=1.0, nonfinite_skips=0)
+    state = SimpleNamespace(step=3, best_step=3, elapsed_seconds=1.0, images_seen=30, step_seconds=1.0, nonfinite_skips=0, skipped_images=0)
     metrics = {"elbo": Metric(-40.0, "nats", "ELBO, 1 sample", "Mean evidence lower bound per example")}
     stream = make_dataset().to_iterable_dataset()
     recorded = data_record(str(tmp_path), {"train": make_dataset(), "test": stream}, revision="v1")  # local: no commit

@@ -26,6 +26,7 @@ __all__ = [
     "LABEL_COLUMN_NAMES",
     "check_label_range",
     "detect_columns",
+    "get_label_names",
     "get_num_classes",
     "load_image_dataset",
     "resolve_dataset_revision",
@@ -326,21 +327,33 @@ def _describe(features: Mapping[str, Any]) -> str:
     return "{" + ", ".join(f"{name!r}: {kind}" for name, kind in kinds.items()) + "}"
 
 
-def get_num_classes(features: Mapping[str, Any], label_column: str | None = None) -> int | None:
-    """Number of classes of ``label_column`` (detected when ``None``) if it is a ``ClassLabel``, else ``None``.
-
-    Plain integer label columns carry no class count, so they give ``None`` too.
-    """
+def _label_feature(features: Mapping[str, Any], label_column: str | None) -> Any:
+    """The feature of ``label_column`` (detected when ``None``), or ``None`` when there is no label column."""
     if label_column is None:
         _, label_column = detect_columns(features)
     elif label_column not in features:
         raise ValueError(
             f"`label_column` must be one of the dataset's columns {list(features)}, got {label_column!r}"
         )
-    if label_column is None:
-        return None
-    feature = features[label_column]
+    return None if label_column is None else features[label_column]
+
+
+def get_num_classes(features: Mapping[str, Any], label_column: str | None = None) -> int | None:
+    """Number of classes of ``label_column`` (detected when ``None``) if it is a ``ClassLabel``, else ``None``.
+
+    Plain integer label columns carry no class count, so they give ``None`` too.
+    """
+    feature = _label_feature(features, label_column)
     return feature.num_classes if isinstance(feature, datasets.ClassLabel) else None
+
+
+def get_label_names(features: Mapping[str, Any], label_column: str | None = None) -> list[str] | None:
+    """The ``ClassLabel`` names of ``label_column`` (detected when ``None``), else ``None``.
+
+    A plain integer label column has no names, so it gives ``None`` too.
+    """
+    feature = _label_feature(features, label_column)
+    return list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
 
 
 def check_label_range(dataset: datasets.Dataset, label_column: str, num_classes: int | None = None,

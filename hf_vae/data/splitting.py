@@ -15,8 +15,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import datasets
+import numpy as np
 
-from ..validation import check_float, check_int
+from ..validation import check_bool, check_float, check_int
 from .loading import _detect_label_column, resolve_dataset_revision
 
 __all__ = ["carve_splits", "data_record"]
@@ -31,7 +32,8 @@ def carve_splits(
     validation_size: int | float | None = 0,
     seed: int = 0,
     label_column: str | None = None,
-) -> datasets.DatasetDict | datasets.IterableDatasetDict:
+    return_row_ids: bool = False,
+) -> datasets.DatasetDict | datasets.IterableDatasetDict | tuple:
     """The train, test and (when asked) validation splits of a dataset, carving from train those it lacks.
 
     A split the dataset has is used as it is; one it lacks is carved from ``train_split`` when its size is given:
@@ -40,7 +42,7 @@ def carve_splits(
 
     Map-style splits (``datasets.Dataset``): carved with ``Dataset.train_test_split(seed=seed)``, stratified by
     the label column when it is a ``ClassLabel`` (each class keeps its share on both sides), else unstratified;
-    the same seed gives the same split. Nothing is decoded or copied: the parts are index mappings.
+    the same seed gives the same split. Nothing is decoded or copied: the parts are index mappings, in row order.
 
     Streams (``datasets.IterableDataset``): the first ``test_size`` examples of the train stream are the test split,
     the next ``validation_size`` the validation split, the rest train (``take``/``skip`` on the stream as it comes,
@@ -60,16 +62,20 @@ def carve_splits(
         validation_size: size of the validation split to carve (``None`` or 0: none).
         seed: seed of the map-style carving (unused for streams).
         label_column: the labels to stratify by; detected when ``None`` (see ``detect_columns``).
+        return_row_ids: also return ``{name: row ids}``: for each carved map-style part, the (increasing) positions
+            of its rows in ``train_split``, e.g. to seed a static binarization by the original row; ``None`` for a
+            split used as it is and for streams.
 
     Returns:
         A ``DatasetDict`` (``IterableDatasetDict`` for streams) with keys ``"train"``, ``"test"`` and, when asked,
-        ``"validation"``.
+        ``"validation"``; with ``return_row_ids``, ``(that dict, {name: np.ndarray or None})``.
     """
     parts = _as_parts(dataset_dict, train_split)
     streaming = isinstance(parts[train_split], datasets.IterableDataset)
     _check_size("data.test_size", test_size, zero_means_none=False)
     _check_size("data.validation_size", validation_size, zero_means_none=True)
     check_int("seed", seed, minimum=0)
+    check_bool("return_row_ids", return_row_ids)
     for name, split in (("test_split", test_split), ("validation_split", validation_split)):
         if split is not None and not isinstance(split, str):
             raise ValueError(f"`data.{name}` must be a split name or None, got {split!r}")
@@ -100,14 +106,16 @@ def carve_splits(
     counts = _counts(sizes, total, train_split)
     if streaming:
         train, carved = _carve_stream(train, counts)
+        row_ids = {}
     else:
-        train, carved = _carve_map_style(train, counts, sizes, seed=seed, label_column=label_column)
+        train, carved, row_ids = _carve_map_style(train, counts, sizes, seed=seed, label_column=label_column)
     result = {"train": train, "test": carved["test"] if carved["test"] is not None else parts[test_split]}
     if carved["validation"] is not None:
         result["validation"] = carved["validation"]
     elif validation_split is not None:
         result["validation"] = parts[validation_split]
-    return datasets.IterableDatasetDict(result) if streaming else datasets.DatasetDict(result)
+    result = datasets.IterableDatasetDict(result) if streaming else datasets.DatasetDict(result)
+    return (result, {name: row_ids.get(name) for name in result}) if return_row_ids else result
 
 
 def _as_parts(dataset_dict, train_split: str) -> dict:
@@ -166,27 +174,41 @@ def _counts(sizes: dict, total: int | None, train_split: str) -> dict:
 
 
 def _carve_map_style(train: datasets.Dataset, counts: dict, sizes: dict, *, seed: int, label_column: str | None):
-    """(train, {"test", "validation": carved or None}) by `train_test_split`, test first, stratified by a ClassLabel."""
+    """(train, {"test", "validation": carved or None}, {name: row ids}) by `train_test_split`, test first, stratified
+    by a ClassLabel.
+
+    The split is drawn on a small in-memory table of (row id, label) (what `train_test_split` looks at: the number of
+    rows, the labels and the seed), so the rows are those `train.train_test_split` would give, and their ids in the
+    train split are known; each part then selects its rows in increasing order, which keeps reads contiguous.
+    """
+    if all(count is None for count in counts.values()):
+        return train, dict.fromkeys(counts), {}  # nothing to carve: train is used as it is
     if label_column is None:
         label_column = _detect_label_column(train.features)
     elif label_column not in train.features:
         raise ValueError(f"`data.label_column` must be one of the dataset's columns {list(train.features)}, "
                          f"got {label_column!r}")
     stratify = label_column if isinstance(train.features.get(label_column), datasets.ClassLabel) else None
-    carved = {}
+    columns = {"row": np.arange(train.num_rows)}
+    features = {"row": datasets.Value("int64")}
+    if stratify is not None:
+        columns[stratify] = train.with_format("arrow")[stratify]  # the label column alone, no image read
+        features[stratify] = train.features[stratify]
+    index = datasets.Dataset.from_dict(columns, features=datasets.Features(features))
+    rows = {}
     for key, count in counts.items():
         if count is None:
-            carved[key] = None
             continue
         try:
-            # keep_in_memory: the parts are index mappings (8 bytes a row), not worth cache files.
-            split = train.train_test_split(test_size=count, shuffle=True, seed=seed, stratify_by_column=stratify,
+            split = index.train_test_split(test_size=count, shuffle=True, seed=seed, stratify_by_column=stratify,
                                            keep_in_memory=True)
         except ValueError as error:  # too few examples of a class to stratify
             raise ValueError(f"`data.{key}_size` must leave examples of every class of {stratify!r} on both sides of "
-                             f"a stratified split of {train.num_rows} examples, got {sizes[key]!r} ({error})") from None
-        train, carved[key] = split["train"], split["test"]
-    return train, carved
+                             f"a stratified split of {index.num_rows} examples, got {sizes[key]!r} ({error})") from None
+        index, rows[key] = split["train"], np.sort(split["test"]["row"][:])
+    rows["train"] = np.sort(index["row"][:])
+    carved = {key: train.select(rows[key], keep_in_memory=True) if key in rows else None for key in counts}
+    return train.select(rows["train"], keep_in_memory=True), carved, rows
 
 
 def _carve_stream(train: datasets.IterableDataset, counts: dict):
