@@ -83,6 +83,7 @@ def test_a_fraction_is_of_the_train_split_and_an_int_label_column_is_not_stratif
     plain = datasets.Features({**FEATURES, "fine_label": datasets.Value("int64")})
     parts = carve_splits({"train": make_dataset(features=plain)}, test_size=0.25, label_column="fine_label")
     assert parts["test"].num_rows == 10 and "validation" not in parts
+    assert carve_splits({"train": make_dataset(10, features=plain)}, test_size=0.7)["test"].num_rows == 7  # not 8: float noise
     # 3 examples of 4 classes cannot be stratified: an unstratified split takes them anyway.
     assert carve_splits({"train": make_dataset(features=plain)}, test_size=3)["test"].num_rows == 3
     with pytest.raises(ValueError, match=r"`data.test_size` must leave examples of every class of 'fine_label'"):

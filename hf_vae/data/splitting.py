@@ -22,6 +22,7 @@ from .loading import _detect_label_column, resolve_dataset_revision
 
 __all__ = ["carve_splits", "data_record"]
 
+
 def carve_splits(
     dataset_dict: Mapping[str, datasets.Dataset | datasets.IterableDataset] | datasets.Dataset | datasets.IterableDataset,
     *,
@@ -163,7 +164,8 @@ def _counts(sizes: dict, total: int | None, train_split: str) -> dict:
         if isinstance(size, float) and total is None:
             raise ValueError(f"`{name}` must be a count (int) for a stream of unknown size ({train_split!r} has no "
                              f"num_examples in its info), got {size!r}")
-        count = math.ceil(size * total) if isinstance(size, float) else size
+        # Rounded up like datasets and scikit-learn, after dropping float noise (0.7 * 10 is 7.000000000000001).
+        count = math.ceil(round(size * total, 9)) if isinstance(size, float) else size
         if left is not None and count >= left:
             after = " left after the test split" if key == "validation" and counts["test"] else ""
             raise ValueError(f"`{name}` must leave at least one of the {left} examples of {train_split!r}{after} for "
