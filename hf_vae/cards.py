@@ -291,6 +291,9 @@ def card_context(run_dir: str | os.PathLike, repo_id: str | None = None, *, data
         "dataset": dataset,
         "dataset_split": data.get("test_split", "test") if recipe else None,
         "eval_binarize": data.get("eval_binarize") if recipe else None,
+        # metrics.json "data" (the revision asked and the commit it resolved to); older runs have only the recipe's.
+        "dataset_revision": (summary.get("data") or {}).get("revision", data.get("revision")),
+        "dataset_commit": (summary.get("data") or {}).get("commit"),
         "images": images,
         "fmt": _format_number,
     }
