@@ -113,8 +113,10 @@ def _sample(args) -> None:
                              f"got {' '.join(args.labels)!r}")
         values = _cli_labels(args.labels, model.config.label_names)
         ids = model.class_ids(values, len(values), name="--labels")
-        # Consecutive blocks, one per label: --labels 3 cat with 64 samples draws 32 of each.
-        kwargs["labels"] = ids.repeat_interleave(-(-args.num_samples // len(ids)))[: args.num_samples]
+        # Consecutive blocks, one per label, as even as the count allows: --labels 3 cat with 64 samples
+        # draws 32 of each; 3 labels with 4 samples draw 2, 1, 1.
+        count = max(args.num_samples, 1)  # a bad --num-samples is sample_images' to report
+        kwargs["labels"] = ids[torch.arange(count) * len(ids) // count]
     generator = torch.Generator().manual_seed(args.seed)
     # sample_images checks the capability before drawing (a VQ-VAE, which has no prior, raises a ValueError).
     # A prior's token grids become images (pixels, or VQ-VAE codes decoded); an image model samples images.
