@@ -192,8 +192,8 @@ class SamplingMixin:
 
     `sample(num_samples, *, generator=None, labels=None, temperature=1.0, guidance_scale=1.0, **options)`
     checks the shared arguments and the family's options (its `sample_options`), turns the labels (ids or
-    class names) into (N,) class ids, then calls the family's `_draw(num_samples, *, generator, labels, temperature,
-    guidance_scale, **options)`, which draws.
+    class names) into (N,) class ids (`class_ids`), then calls the family's `_draw(num_samples, *,
+    generator, labels, temperature, guidance_scale, **options)`, which draws.
     """
 
     @torch.no_grad()
