@@ -66,9 +66,10 @@ def test_markdown_has_every_row_with_sane_numbers(smoke):
         assert 0 < row["max_single_rss"] <= row["peak_rss"] * 1.05 and row["peak_pss"] > 0, row
         assert 0 < row["peak_anon"] < row["peak_rss"], row  # file-backed pages (the libraries at least) left out
         assert 0 < row["seconds_to_setup"] <= row["seconds_to_first_step"] <= row["wall_seconds"], row
+        assert 0 < row["trainer_seconds_to_first_step"] < row["seconds_to_first_step"], row  # no imports in it
         assert row["steps"] == 5 and row["images_per_second"] > 0, row
     first_step = _table(markdown, "## Time from process start to the first training step")
-    assert [row[0] for row in first_step] == list(MODES) and all(float(row[2]) > 0 for row in first_step)
+    assert [row[0] for row in first_step] == list(MODES) and all(float(row[2]) > float(row[3]) > 0 for row in first_step)
     speed = _table(markdown, "## Training throughput on mnist5k")
     assert len(speed) == 1 and float(speed[0][2]) > 0 and float(speed[0][3]) > 0
     verdicts = re.findall(r"\*\*(PASS|FAIL)\*\*", markdown)
