@@ -18,7 +18,8 @@
    i.e. without the libraries and the memory-mapped Arrow file, whose pages the kernel can drop and read
    again: a worker reading random rows of a large Arrow file maps more of it (fault-around maps up to
    64 KiB per fault), so summed RSS can grow with the file while the memory the processes allocate does not.
-   "max single process" is the largest ru_maxrss of any one process of the run (os.wait4's rusage).
+   "max single process" is the largest ru_maxrss of any one process of the run (os.wait4's rusage): exact,
+   where the sampled sums can miss a spike shorter than their interval.
    Per dataset size: map-style (`data.in_memory=false`) on a cold datasets cache (the first open converts
    the parquet shards to Arrow), map-style again on the warm cache, and streaming (`data.streaming=true`;
    the trainer reads a stream in its main process, so that run is one process).

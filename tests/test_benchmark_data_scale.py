@@ -63,7 +63,8 @@ def test_markdown_has_every_row_with_sane_numbers(smoke):
     assert [(row[0], row[1].split(" (")[0]) for row in memory] == [(size, mode) for size in ("2,000", "4,000") for mode in MODES]
     for row in results["memory"]:
         assert 100e6 < row["peak_rss"] < 16e9, row
-        assert 0 < row["max_single_rss"] <= row["peak_rss"] * 1.05 and row["peak_pss"] > 0, row
+        # ru_maxrss is exact, the sums are sampled (a spike between two samples is missed): no order between them.
+        assert 100e6 < row["max_single_rss"] < 16e9 and row["peak_pss"] > 0, row
         assert 0 < row["peak_anon"] < row["peak_rss"], row  # file-backed pages (the libraries at least) left out
         assert 0 < row["seconds_to_setup"] <= row["seconds_to_first_step"] <= row["wall_seconds"], row
         assert 0 < row["trainer_seconds_to_first_step"] < row["seconds_to_first_step"], row  # no imports in it
