@@ -258,3 +258,14 @@ def test_a_conditional_run_takes_the_class_names_and_records_its_data(tmp_path):
                        model.sample(2, labels=[3, 4], generator=generator()))
     data = json.loads((run / "metrics.json").read_text())["data"]
     assert data["dataset"] == "<DatasetDict object>" and data["splits"] == {"train": 1397, "validation": 100, "test": 300}
+
+
+def test_image_transform_plugs_into_datasets_transform_api():
+    """The one transform also runs through `datasets`' own API (`with_transform`, `IterableDataset.map`)."""
+    digits = hd.load_image_dataset("digits")["test"].select(range(12))
+    transform = hd.ImageTransform(image_column="image", label_column="label", num_channels=3, image_size=16)
+    through_datasets = digits.with_transform(transform)[:12]
+    view = hd.ImageDataset(digits, num_channels=3, image_size=16)
+    assert all(torch.equal(a, view[i]["pixel_values"]) for i, a in enumerate(through_datasets["pixel_values"]))
+    streamed = digits.to_iterable_dataset().map(transform, batched=True, batch_size=5, remove_columns=["image"])
+    assert [int(row["labels"]) for row in streamed] == digits["label"]
