@@ -1,0 +1,174 @@
+"""The real Hub image datasets the recipes name, as replicas on the local Hub (tests/dataset_replicas.py,
+tests/hub_server.py): `datasets.load_dataset` sees the real features, configs, splits and files, map-style
+and streaming (ranged reads); `hf_vae.data.load_split` turns them into `pixel_values`; and every
+`training/configs/vae_{mnist,fashion_mnist,cifar10,celeba64}.yaml` recipe trains a few steps on its
+replica, map-style and streaming, with a tiny model. No network: the repos live on 127.0.0.1."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import urllib.error
+import urllib.request
+
+import datasets
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+
+from hf_vae.data import load_split
+from hf_vae.training import Recipe, train
+
+from .dataset_replicas import CELEBA_FACES, CIFAR10, FASHION_MNIST, MNIST, REPLICAS, upload_replica
+from .model_tester import REPO_ROOT
+
+CONFIGS = REPO_ROOT / "training" / "configs"
+# recipe file -> the replica it trains on
+RECIPES = {"vae_mnist.yaml": MNIST, "vae_fashion_mnist.yaml": FASHION_MNIST, "vae_cifar10.yaml": CIFAR10,
+           "vae_celeba64.yaml": CELEBA_FACES}
+REPLICA_IDS = list(REPLICAS)
+
+
+@pytest.fixture(scope="module")
+def replicas(hub_server) -> dict[str, str]:
+    """Every replica uploaded to the local Hub under its real repo id: {repo id: commit id}."""
+    return {repo_id: upload_replica(replica) for repo_id, replica in REPLICAS.items()}
+
+
+def _expected_files(replica) -> set[str]:
+    files = {".gitattributes", *(path for paths in replica.shards.values() for path in paths)}
+    return files | ({"README.md"} if replica.config_name else {"dataset_infos.json"})
+
+
+# --- the replicas are the real layouts -------------------------------------------------------------
+
+@pytest.mark.parametrize("repo_id", REPLICA_IDS)
+def test_replica_has_the_real_repo_files_and_parquet_schema(hub_server, replicas, repo_id):
+    replica = REPLICAS[repo_id]
+    files = hub_server.files(repo_id, repo_type="dataset")
+    assert set(files) == _expected_files(replica)
+    first_shard = next(iter(replica.shards.values()))[0]
+    table = pq.read_table(io.BytesIO(files[first_shard]))
+    # As datasets pushes: the Image column is a {bytes, path} struct, the features ride in the metadata.
+    assert table.schema.field(replica.image_column).type.names == ["bytes", "path"]
+    stored = json.loads(table.schema.metadata[b"huggingface"])["info"]["features"]
+    assert datasets.Features.from_dict(stored) == replica.features
+    image = Image.open(io.BytesIO(table.column(replica.image_column)[0]["bytes"].as_py()))
+    assert (image.format, image.mode, image.size) == (replica.image_format, replica.image_mode,
+                                                       replica.image_size[::-1])
+
+
+@pytest.mark.parametrize("repo_id", REPLICA_IDS)
+def test_load_dataset_gives_the_real_features_and_splits(replicas, repo_id):
+    replica = REPLICAS[repo_id]
+    dataset = datasets.load_dataset(repo_id)
+    assert set(dataset) == set(replica.rows)
+    for split, rows in replica.rows.items():
+        assert dataset[split].features == replica.features
+        assert dataset[split].num_rows == rows
+    if replica.config_name:  # the README's only config, also by name
+        named = datasets.load_dataset(repo_id, replica.config_name, split="train")
+        assert named.config_name == replica.config_name and named.num_rows == replica.rows["train"]
+    image = dataset["train"][0][replica.image_column]
+    assert (image.mode, image.size) == (replica.image_mode, replica.image_size[::-1])
+    if replica.label_names:
+        assert dataset["train"].features["label"].names == replica.label_names
+
+
+@pytest.mark.parametrize("repo_id", REPLICA_IDS)
+def test_streaming_reads_every_shard_by_ranges(hub_server, replicas, repo_id):
+    replica = REPLICAS[repo_id]
+    before = len(hub_server.ranged)
+    stream = datasets.load_dataset(repo_id, split="train", streaming=True)
+    assert isinstance(stream, datasets.IterableDataset)
+    assert stream.features == replica.features
+    rows = list(stream)
+    assert len(rows) == replica.rows["train"]
+    assert rows[0][replica.image_column].size == replica.image_size[::-1]
+    # HfFileSystem read each train shard with Range requests (footer, then row groups), never whole.
+    read = {path.rsplit(f"/{replicas[repo_id]}/", 1)[-1] for path, _ in hub_server.ranged[before:]}
+    assert read == set(replica.shards["train"])
+
+
+def test_ranged_downloads(hub_server, replicas):
+    data = hub_server.files(MNIST.repo_id, repo_type="dataset")["README.md"]
+    url = f"{hub_server.url}/datasets/{MNIST.repo_id}/resolve/main/README.md"
+
+    def get(spec):
+        request = urllib.request.Request(url, headers={"Range": spec})
+        try:
+            with urllib.request.urlopen(request) as answer:
+                return answer.status, answer.headers.get("Content-Range"), answer.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.headers.get("Content-Range"), b""
+
+    size = len(data)
+    assert get("bytes=4-9") == (206, f"bytes 4-9/{size}", data[4:10])
+    assert get("bytes=10-") == (206, f"bytes 10-{size - 1}/{size}", data[10:])
+    assert get("bytes=-5") == (206, f"bytes {size - 5}-{size - 1}/{size}", data[-5:])
+    assert get(f"bytes=0-{size + 100}") == (206, f"bytes 0-{size - 1}/{size}", data)  # clipped to the end
+    assert get(f"bytes={size}-") == (416, f"bytes */{size}", b"")
+
+
+# --- hf_vae.data.load_split -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["map", "streaming"])
+@pytest.mark.parametrize("repo_id", REPLICA_IDS)
+def test_load_split_gives_pixel_values(replicas, repo_id, streaming):
+    replica = REPLICAS[repo_id]
+    size = 64 if replica is CELEBA_FACES else None  # the faces are 178x218: resize to a square
+    channels = 1 if replica.image_mode == "L" else 3
+    view = load_split(repo_id, "train", streaming=streaming, image_size=size)
+    assert isinstance(view, torch.utils.data.IterableDataset) == streaming
+    assert view.num_channels == channels
+    assert view.label_names == replica.label_names
+    assert view.num_classes == (len(replica.label_names) if replica.label_names else None)
+    example = next(iter(view))
+    height, width = (size, size) if size else replica.image_size
+    assert example["pixel_values"].shape == (channels, height, width)
+    assert example["pixel_values"].dtype == torch.float32
+    assert 0 <= example["pixel_values"].min() <= example["pixel_values"].max() <= 1
+    assert ("labels" in example) == bool(replica.label_names)
+
+
+# --- the recipes, end to end ----------------------------------------------------------------------
+
+def _tiny_recipe(name: str, output_dir, revision: str, streaming: bool) -> Recipe:
+    """The recipe file as shipped (dataset, config, splits, columns, image size and crop, likelihood), with a
+    tiny model, a few steps, the replica's commit pinned, and held-out splits that fit the replica."""
+    overrides = [
+        "model.config.hidden_channels=[8, 16]", "model.config.num_res_blocks=0", "model.config.latent_dim=4",
+        "model.config.kl_warmup_steps=0", f"data.revision='{revision}'", f"data.streaming={str(streaming).lower()}",
+        "data.num_workers=0", "data.shuffle_buffer_size=16", "data.validation_size=16",
+        "training.max_steps=3", "training.batch_size=8", "training.eval_every=3", "training.save_every=3",
+        "training.log_every=1", "training.warmup_steps=0", "training.mixed_precision=no", "training.progress=false",
+        "training.early_stopping_patience=null", f"training.output_dir={output_dir}", "training.trackers=[jsonl]",
+        "evaluation.num_importance_samples=0", "evaluation.max_examples=16", "evaluation.batch_size=8",
+        "evaluation.num_samples=4",
+    ]
+    if RECIPES[name] is CELEBA_FACES:  # 120 faces: a test split of 16, not the recipe's 10,000
+        overrides.append("data.test_size=16")
+    return Recipe.from_yaml(CONFIGS / name, overrides)
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["map", "streaming"])
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_recipe_trains_on_its_replica(replicas, tmp_path, name, streaming):
+    replica = RECIPES[name]
+    revision = replicas[replica.repo_id]
+    recipe = _tiny_recipe(name, tmp_path / "run", revision, streaming)
+    assert recipe.data.dataset == replica.repo_id  # the recipe names the real repo ...
+    assert recipe.data.config_name == replica.config_name  # ... and its config
+    train(recipe)
+
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["steps"] == 3
+    numbers = [m["value"] for m in metrics["test"].values() if isinstance(m.get("value"), float)]
+    assert numbers and all(math.isfinite(v) for v in numbers)
+    assert replica.repo_id in json.dumps(metrics) and revision in json.dumps(metrics)  # dataset and revision
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["num_channels"] == (1 if replica.image_mode == "L" else 3)
+    if replica.label_names:  # the ClassLabel names reached the data, and from it the saved config
+        assert [config["id2label"][str(i)] for i in range(10)] == replica.label_names
