@@ -123,7 +123,7 @@ def _image(replica: Replica, digit_pixels: np.ndarray, rng: np.random.Generator)
     """One image of the replica's size and mode: the digit upscaled (MNIST-like: 20x20 box in 28x28), on a
     coloured background for RGB, or (for the 178x218 faces) a face-like ellipse on a blurred background."""
     height, width = replica.image_size
-    digit = Image.fromarray(digit_pixels, mode="L")
+    digit = Image.fromarray(digit_pixels)  # (8, 8) uint8: mode L
     if replica.image_mode == "L":
         canvas = Image.new("L", (width, height))
         canvas.paste(digit.resize((20, 20), Image.Resampling.BILINEAR), ((width - 20) // 2, (height - 20) // 2))
@@ -132,7 +132,7 @@ def _image(replica: Replica, digit_pixels: np.ndarray, rng: np.random.Generator)
         background = Image.new("RGB", (width, height), tuple(int(c) for c in rng.integers(0, 256, 3)))
         ink = Image.new("RGB", (width, height), tuple(int(c) for c in rng.integers(0, 256, 3)))
         return Image.composite(ink, background, digit.resize((width, height), Image.Resampling.BILINEAR))
-    background = Image.fromarray(rng.integers(0, 256, (9, 7, 3), dtype=np.uint8), mode="RGB")
+    background = Image.fromarray(rng.integers(0, 256, (9, 7, 3), dtype=np.uint8))  # RGB
     image = background.resize((width, height), Image.Resampling.BICUBIC)
     skin = tuple(int(c) for c in rng.integers(120, 256, 3))
     ImageDraw.Draw(image).ellipse((width * 0.25, height * 0.25, width * 0.75, height * 0.8), fill=skin)
@@ -167,9 +167,8 @@ def _readme(replica: Replica, num_bytes: dict[str, int]) -> str:
     info = {"config_name": replica.config_name, "features": replica.features._to_yaml_list(),
             "splits": [{"name": split, "num_bytes": num_bytes[split], "num_examples": n}
                        for split, n in replica.rows.items()]}
-    configs = [{"config_name": replica.config_name,
-                "data_files": [{"split": split, "path": f"{replica.config_name}/{split}-*"} for split in replica.shards],
-                "default": True}]
+    data_files = [{"split": split, "path": f"{replica.config_name}/{split}-*"} for split in replica.shards]
+    configs = [{"config_name": replica.config_name, "data_files": data_files, "default": True}]
     header = yaml.safe_dump({"dataset_info": info, "configs": configs}, sort_keys=False)
     return f"---\n{header}---\n\n# Replica of {replica.repo_id} for hf_vae's tests\n"
 

@@ -339,15 +339,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     @staticmethod
     def _ranged(data: bytes, spec: str, headers: dict) -> tuple[int, bytes | dict, dict]:
-        """The answer to `Range: bytes=a-b` (also `a-` and the suffix form `-n`) for file `data`: 206 with
-        the slice and its Content-Range, or 416 when it starts past the end. One range per request, which
-        is all HfFileSystem asks for."""
+        """The answer to `Range: bytes=a-b` (or `a-`, or the suffix form `-n`) for file `data`: 206 with the
+        slice and its Content-Range (an end past the file is clipped, as RFC 9110 says), or 416 when it
+        starts past the end. One range per request: that is all HfFileSystem asks for."""
         match = re.fullmatch(r"bytes=(\d*)-(\d*)", spec.strip())
         if match is None or match.groups() == ("", ""):
             return 400, {"error": f"test hub: unsupported Range {spec!r}"}, {}
-        first, last = match.groups()
-        size = len(data)
-        start, end = (max(size - int(last), 0), size - 1) if first == "" else (int(first), min(int(last or size - 1), size - 1))
+        first, last, size = *match.groups(), len(data)
+        if first == "":  # the last `last` bytes
+            start, end = max(size - int(last), 0), size - 1
+        else:
+            start, end = int(first), min(int(last) if last else size - 1, size - 1)
         if start >= size or start > end:
-            return 416, {"error": f"Range {spec!r} not satisfiable for {size} bytes"}, {"Content-Range": f"bytes */{size}"}
+            error = {"error": f"Range {spec!r} not satisfiable for {size} bytes"}
+            return 416, error, {"Content-Range": f"bytes */{size}"}
         return 206, data[start:end + 1], {**headers, "Content-Range": f"bytes {start}-{end}/{size}"}
