@@ -28,7 +28,6 @@ import torch
 from report import command_line, machine, write_markdown
 
 import hf_vae  # noqa: F401  (registers the families with AutoModel)
-from hf_vae.data import TensorDictDataset
 from hf_vae.evaluation import evaluate
 from hf_vae.fidelity import conditional_fidelity
 from hf_vae.reference_classifier import load_reference_classifier, train_reference_classifier
@@ -84,7 +83,7 @@ def main() -> None:
     splits = load_data(recipe)
     seed = recipe.training.seed
     start = time.time()
-    metrics = evaluate(model, TensorDictDataset(splits["test"]), num_importance_samples=0, seed=seed, progress=False,
+    metrics = evaluate(model, splits["test"], num_importance_samples=0, seed=seed, progress=False,
                        classifier=classifier, num_per_label=args.num_per_label, guidance_scale=args.guidance_scales)
     fidelity_rows = []
     for scale in args.guidance_scales:

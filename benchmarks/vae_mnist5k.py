@@ -39,7 +39,6 @@ import torch
 from report import command_line, processor, write_markdown
 
 import hf_vae  # noqa: F401
-from hf_vae.data import TensorDictDataset
 from hf_vae.evaluation import evaluate
 from hf_vae.training import Recipe, build_model, load_data, train
 
@@ -131,7 +130,7 @@ def run_pythae(recipe: Recipe, splits: dict, output_dir: Path) -> dict:
     # Score pythae's best model with the very same estimator: load its modules into an hf_vae model.
     reference.encoder.load_state_dict(best.encoder.net.state_dict())
     reference.decoder.load_state_dict(best.decoder.net.state_dict())
-    metrics = evaluate(reference, TensorDictDataset(splits["test"]), batch_size=recipe.evaluation.batch_size,
+    metrics = evaluate(reference, splits["test"], batch_size=recipe.evaluation.batch_size,
                        num_importance_samples=recipe.evaluation.num_importance_samples, seed=t.seed,
                        max_examples=recipe.evaluation.max_examples, progress=False)
     return {

@@ -48,11 +48,11 @@ def run(recipe_path: str, overrides: list[str], output_dir: Path, restarts: str,
     from transformers import AutoModel
 
     model = AutoModel.from_pretrained(output_dir).eval()
-    train_split = dict(load_data(recipe)["train"])
+    train_split = load_data(recipe)["train"]
     # The stored training images are grey (the loop binarizes them per step): score one fixed binarization.
     generator = torch.Generator().manual_seed(recipe.data.binarize_seed)
-    train_split["pixel_values"] = torch.bernoulli(train_split["pixel_values"], generator=generator)
-    on_train = evaluate(model, TensorDictDataset(train_split), progress=False)
+    binary = torch.bernoulli(train_split["pixel_values"], generator=generator)
+    on_train = evaluate(model, TensorDictDataset({**train_split.tensors, "pixel_values": binary}), progress=False)
     return {"summary": summary, "test": summary["test"], "train": {k: m.to_dict() for k, m in on_train.items()},
             "grid": model.code_grid_size}
 

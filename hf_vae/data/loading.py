@@ -16,7 +16,7 @@ import datasets
 from ..strict_loading import looks_like_local_path
 from .embedded import EMBEDDED_DATASETS, _cache_root, materialize_embedded_dataset
 
-__all__ = ["IMAGE_COLUMN_NAMES", "LABEL_COLUMN_NAMES", "detect_columns", "get_num_classes", "load_image_dataset"]
+__all__ = ["IMAGE_COLUMN_NAMES", "LABEL_COLUMN_NAMES", "detect_columns", "get_label_names", "get_num_classes", "load_image_dataset"]
 
 IMAGE_COLUMN_NAMES: tuple[str, ...] = ("image", "img", "pixel_values")
 LABEL_COLUMN_NAMES: tuple[str, ...] = ("label", "labels", "class")
@@ -212,3 +212,18 @@ def get_num_classes(features: Mapping[str, Any], label_column: str | None = None
     feature = features[label_column]
     return feature.num_classes if isinstance(feature, datasets.ClassLabel) else None
 
+
+
+def get_label_names(features: Mapping[str, Any], label_column: str | None = None) -> list[str] | None:
+    """The ``ClassLabel`` names of ``label_column`` (detected when ``None``), else ``None``.
+
+    A plain integer label column has no names, so it gives ``None`` too.
+    """
+    if label_column is None:
+        _, label_column = detect_columns(features)
+    elif label_column not in features:
+        raise ValueError(
+            f"`label_column` must be one of the dataset's columns {list(features)}, got {label_column!r}"
+        )
+    feature = features[label_column] if label_column is not None else None
+    return list(feature.names) if isinstance(feature, datasets.ClassLabel) else None

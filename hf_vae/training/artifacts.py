@@ -28,6 +28,7 @@ def write_metrics(run_dir: Path, recipe, state, metrics: dict, num_processes: in
         "train_images_per_second": round(state.images_seen / max(state.step_seconds, 1e-9), 1),
         "num_processes": num_processes,
         "nonfinite_skips": state.nonfinite_skips,
+        "skipped_images": state.skipped_images,
         "test": {name: m.to_dict() for name, m in metrics.items()},
     }
     tmp = run_dir / "metrics.json.tmp"  # written whole, then renamed: a kill never leaves half a file
@@ -35,7 +36,7 @@ def write_metrics(run_dir: Path, recipe, state, metrics: dict, num_processes: in
     os.replace(tmp, run_dir / "metrics.json")
 
 
-def save_pngs(model, test: dict[str, torch.Tensor], run_dir: Path, num_samples: int = 64, seed: int = 0) -> None:
+def save_pngs(model, test, run_dir: Path, num_samples: int = 64, seed: int = 0) -> None:
     """samples.png (`num_samples` images drawn with a generator seeded by `seed`; a conditional model
     cycles through its classes) and reconstructions.png (up to 16 test images above their reconstructions)."""
     capabilities = type(model).capabilities
@@ -54,9 +55,12 @@ def save_pngs(model, test: dict[str, torch.Tensor], run_dir: Path, num_samples: 
                 samples = model.sample(num_samples, generator=generator, **label_kwargs)
         image_grid(samples, nrow=nrow, scale=2).save(run_dir / "samples.png")
     if "reconstruct" in capabilities:
-        count = min(16, len(test["pixel_values"]))
-        originals = test["pixel_values"][:count]
-        label_kwargs = {"labels": test["labels"][:count]} if model.is_conditional else {}
+        from ..data import first_examples
+
+        first = first_examples(test, 16)  # the test split's first 16 examples (fewer if it is smaller)
+        originals = first["pixel_values"]
+        count = len(originals)
+        label_kwargs = {"labels": first["labels"]} if model.is_conditional else {}
         with torch.no_grad():
             recon = model.reconstruct(originals.to(model.device), **label_kwargs).cpu()
         image_grid(torch.cat([originals, recon]), nrow=count, scale=2).save(run_dir / "reconstructions.png")

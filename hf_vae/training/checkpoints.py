@@ -10,6 +10,7 @@ A checkpoint is a folder `checkpoints/checkpoint-<step>` of plain files, none of
     state.json               the `TrainState` (step, position in the epoch, best value, skips)
     rng-<rank>.safetensors   torch (and CUDA) generator states of each process
     rng-<rank>.json          Python's and NumPy's generator states of each process
+    data-<rank>.json         the position of each process's part of a streamed train split (streaming only)
     manifest.json            written last: format, step, the recipe fingerprint, and for every other
                              file its size and sha256
 
@@ -47,6 +48,7 @@ MANIFEST = "manifest.json"
 CHECKPOINT_FILES = ("model.safetensors", "optimizer.safetensors", "optimizer.json", "scheduler.json", "state.json")
 # Recipe fields that may change between a run and its resume: they change neither the weights nor the data.
 RESUMABLE_CHANGES = ("training.output_dir", "training.progress", "training.trackers", "training.max_steps",
+                     "data.num_workers", "data.prefetch_factor", "data.in_memory",
                      "training.max_time_minutes", "training.save_total_limit", "training.early_stopping_patience",
                      "training.log_every", "evaluation.", "hub.")
 
@@ -69,6 +71,7 @@ class TrainState:
     step_seconds: float = 0.0  # time inside training steps only (no evaluation or checkpointing)
     images_seen: int = 0  # training images over all processes
     nonfinite_skips: int = 0  # optimizer steps skipped for a non-finite loss (training.on_nonfinite=skip)
+    skipped_images: int = 0  # undecodable training images skipped (data.on_bad_image=skip), this process
 
     def state_dict(self) -> dict:
         """All fields, as JSON-able values."""
@@ -266,11 +269,12 @@ def _optimizer_state(tensors: dict, plain: dict) -> dict:
 
 
 def save_checkpoint(accelerator, checkpoints_dir: Path, state: TrainState, keep: int, *, model, optimizer,
-                    scheduler, fingerprint: dict) -> None:
+                    scheduler, fingerprint: dict, data_state: dict | None = None) -> None:
     """Write `checkpoint-<step>` (see the module docstring), then drop all but the newest `keep` checkpoints.
 
-    Every process calls it: each writes its own generator states; the main process writes the rest,
-    the manifest, renames the folder into place and prunes.
+    Every process calls it: each writes its own generator states (and `data_state`, the position of its
+    part of a streamed train split); the main process writes the rest, the manifest, renames the folder
+    into place and prunes.
     """
     target = checkpoints_dir / f"checkpoint-{state.step:08d}"
     tmp = target.with_name(target.name + ".tmp")
@@ -284,6 +288,8 @@ def save_checkpoint(accelerator, checkpoints_dir: Path, state: TrainState, keep:
     rng_tensors, rng_plain = _rng_state()
     _save_tensors(tmp / f"rng-{rank}.safetensors", rng_tensors)
     _save_json(tmp / f"rng-{rank}.json", rng_plain)
+    if data_state is not None:
+        _save_json(tmp / f"data-{rank}.json", data_state)
     if accelerator.is_main_process:
         _save_tensors(tmp / "model.safetensors", accelerator.get_state_dict(model))
         opt_tensors, opt_plain = _optimizer_files(optimizer)
@@ -334,8 +340,11 @@ def _recipe_differences(saved: dict, current: dict) -> list[str]:
 
 
 def load_checkpoint(accelerator, folder: Path, manifest: dict, state: TrainState, *, model, optimizer, scheduler,
-                    fingerprint: dict) -> None:
-    """Restore a verified checkpoint into the prepared objects; a changed recipe/architecture is a ValueError."""
+                    fingerprint: dict) -> dict | None:
+    """Restore a verified checkpoint into the prepared objects; a changed recipe/architecture is a ValueError.
+
+    Returns this process's `data_state` (the streamed train split's position), or None when none was saved.
+    """
     differences = _recipe_differences(manifest.get("fingerprint", {}), fingerprint)
     if manifest.get("num_processes") != accelerator.num_processes:
         differences.append(f"num_processes: {manifest.get('num_processes')!r} -> {accelerator.num_processes!r}")
@@ -359,3 +368,5 @@ def load_checkpoint(accelerator, folder: Path, manifest: dict, state: TrainState
     state.load_state_dict(json.loads((folder / "state.json").read_text()))
     rank = accelerator.process_index
     _set_rng_state(load_file(str(folder / f"rng-{rank}.safetensors")), json.loads((folder / f"rng-{rank}.json").read_text()))
+    data_file = f"data-{rank}.json"
+    return json.loads((folder / data_file).read_text()) if data_file in manifest["files"] else None

@@ -9,6 +9,11 @@ A non-finite loss term (or gradient norm) never passes silently: `training.on_no
 naming the step and the term, `skip` drops that optimizer step and counts it (`train/nonfinite_skips`,
 `metrics.json`); no save ever writes non-finite weights.
 
+Data: small splits are decoded once into tensors; larger ones are read from Arrow and decoded on the fly
+by `data.num_workers` DataLoader workers; a streamed train split is shuffled through a buffer, split between
+processes, and its position is saved with each checkpoint (see `StreamingImageDataset` for what a
+resume then guarantees).
+
 Randomness: the shuffling comes from a loader seeded with `training.seed`; everything a step draws
 (dynamic binarization, then the model's own sampling) comes from one generator seeded by
 `derived_seed(seed, step, micro-batch, rank)`, so a resumed step draws exactly what it drew before.
@@ -26,11 +31,11 @@ import numpy as np
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.state import AcceleratorState
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import ProjectConfiguration, send_to_device, set_seed
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from ..data import TensorDictDataset, make_dataloader, seeded_generator
+from ..data import ImageDataset, StreamingImageDataset, collate_examples, make_dataloader, seeded_generator
 from ..evaluation import Metric, evaluate, to_flat_dict
 from .artifacts import plot_training_curves, push_to_hub, save_pngs, write_metrics
 from .checkpoints import (TrainState, atomic_save_pretrained, check_finite_weights, find_resumable, load_checkpoint,
@@ -74,8 +79,15 @@ def _make_accelerator(t, run_dir: Path) -> Accelerator:
     return accelerator
 
 
-def train(recipe: Recipe, resume: bool = False) -> Path:
-    """Train `recipe`; returns the run directory (model, metrics.json, PNGs, logs, checkpoints)."""
+def train(recipe: Recipe, resume: bool = False, *, dataset=None) -> Path:
+    """Train `recipe`; returns the run directory (model, metrics.json, PNGs, logs, checkpoints).
+
+    Args:
+        recipe: the run.
+        resume: continue from the newest usable checkpoint in `training.output_dir`.
+        dataset: a `datasets.Dataset`, `IterableDataset`, `DatasetDict` or `IterableDatasetDict` to train
+            on instead of opening `recipe.data.dataset` (the recipe's split names and sizes still apply).
+    """
     t = recipe.training
     run_dir = Path(t.output_dir)
     checkpoints_dir = run_dir / "checkpoints"
@@ -84,7 +96,7 @@ def train(recipe: Recipe, resume: bool = False) -> Path:
         raise ValueError(f"`output_dir` must not hold checkpoints unless --resume is passed, got {str(run_dir)!r}")
     set_seed(t.seed)
 
-    splits = load_data(recipe)
+    splits = load_data(recipe, dataset, rank=accelerator.process_index, world_size=accelerator.num_processes)
     model = build_model(recipe)
     splits = prepare_prior_data(model, splits, recipe, run_dir)
     dynamic_binarization = recipe.data.train_binarize == "dynamic"
@@ -94,10 +106,21 @@ def train(recipe: Recipe, resume: bool = False) -> Path:
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2), weight_decay=t.weight_decay)
     scheduler = get_scheduler(t.lr_scheduler, optimizer, num_warmup_steps=t.warmup_steps, num_training_steps=t.max_steps)
-    train_loader = make_dataloader(TensorDictDataset(splits["train"]), t.batch_size, shuffle=True, seed=t.seed, drop_last=True)
-    if len(train_loader) == 0:
-        raise ValueError(f"`training.batch_size` must not exceed the {len(train_loader.dataset)} training examples, got {t.batch_size}")
-    model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
+    streaming = isinstance(splits["train"], StreamingImageDataset)
+    if streaming:
+        # Each process reads its own part of the stream (split_dataset_by_node), in the main process, so that
+        # the stream's state_dict is exactly the position of the batches consumed; not prepared (no dispatch).
+        train_loader = torch.utils.data.DataLoader(splits["train"], batch_size=t.batch_size // accelerator.num_processes,
+                                                   collate_fn=collate_examples, drop_last=True)
+        model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    else:
+        workers = recipe.data.num_workers if isinstance(splits["train"], ImageDataset) else 0  # tensors need none
+        train_loader = make_dataloader(splits["train"], t.batch_size, shuffle=True, seed=t.seed, drop_last=True,
+                                       num_workers=workers, prefetch_factor=recipe.data.prefetch_factor,
+                                       pin_memory=accelerator.device.type == "cuda")
+        if len(train_loader) == 0:
+            raise ValueError(f"`training.batch_size` must not exceed the {len(train_loader.dataset)} training examples, got {t.batch_size}")
+        model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
     state = TrainState()
     # What a resume must match: the recipe, minus the fields `checkpoints.RESUMABLE_CHANGES` allows (the
     # architecture is the recipe's `model.*`; `load_checkpoint` also compares the parameter shapes).
@@ -112,7 +135,10 @@ def train(recipe: Recipe, resume: bool = False) -> Path:
         if latest is None:
             accelerator.print(f"--resume: no usable checkpoint in {checkpoints_dir}, starting from scratch")
         else:
-            load_checkpoint(accelerator, latest, manifest, state, **objects)
+            data_state = load_checkpoint(accelerator, latest, manifest, state, **objects)
+            if streaming and data_state is not None:
+                splits["train"].set_epoch(state.epoch)
+                splits["train"].load_state_dict(data_state)
             accelerator.print(f"resumed from {latest.name} at step {state.step}")
             if accelerator.is_main_process:
                 JSONLTracker.truncate(run_dir / "logs" / "metrics.jsonl", state.step)
@@ -128,10 +154,20 @@ def train(recipe: Recipe, resume: bool = False) -> Path:
     bad_term = None  # the first non-finite loss term of the current accumulation window
     model.train()
     while state.step < t.max_steps and not stop:
-        train_loader.set_epoch(state.epoch)
-        loader = accelerator.skip_first_batches(train_loader, state.batches_in_epoch) if state.batches_in_epoch else train_loader
+        if streaming:  # resumed streams continue from their loaded state_dict, not by skipping batches
+            splits["train"].set_epoch(state.epoch)
+            loader = train_loader
+        else:
+            train_loader.set_epoch(state.epoch)
+            loader = accelerator.skip_first_batches(train_loader, state.batches_in_epoch) if state.batches_in_epoch else train_loader
         step_start = time.perf_counter()
         for batch in loader:
+            state.skipped_images += int(batch.pop("num_skipped", 0))
+            if "pixel_values" not in batch and unwrapped.main_input_name not in batch:
+                state.batches_in_epoch += 1  # every image of this batch was skipped
+                continue
+            if streaming:
+                batch = send_to_device(batch, accelerator.device)
             generator = seeded_generator(t.seed, state.step, state.batches_in_epoch, accelerator.process_index)
             inputs = model_inputs(unwrapped, batch, generator=generator, global_step=state.step, dynamic_binarization=dynamic_binarization)
             with accelerator.accumulate(model):
@@ -181,7 +217,8 @@ def train(recipe: Recipe, resume: bool = False) -> Path:
                 accelerator.print(f"time budget of {t.max_time_minutes} min reached at step {state.step}")
                 stop = True
             if state.step % t.save_every == 0 or state.step == t.max_steps or stop:
-                save_checkpoint(accelerator, checkpoints_dir, state, t.save_total_limit, **objects)
+                data_state = splits["train"].state_dict() if streaming else None
+                save_checkpoint(accelerator, checkpoints_dir, state, t.save_total_limit, data_state=data_state, **objects)
             if stop or state.step >= t.max_steps:
                 break
             step_start = time.perf_counter()
@@ -190,6 +227,7 @@ def train(recipe: Recipe, resume: bool = False) -> Path:
             state.batches_in_epoch = 0
     progress.close()
     accelerator.wait_for_everyone()
+    state.skipped_images = int(accelerator.gather(torch.tensor([state.skipped_images], device=accelerator.device)).sum())
 
     if accelerator.is_main_process:
         _finish(recipe, accelerator, unwrapped, splits, state, run_dir)
@@ -240,12 +278,12 @@ def _evaluate_and_track(recipe, accelerator, model, splits, state, run_dir) -> b
     through Accelerate's trigger. Returns True when early stopping fires.
     """
     t, e = recipe.training, recipe.evaluation
-    split = "validation" if splits["validation"] else "test"
+    split = "validation" if splits["validation"] is not None else "test"
     if accelerator.is_main_process:
         with warnings.catch_warnings():
             # Early in training most units are inactive; the collapse warning is for the final model.
             warnings.simplefilter("ignore", UserWarning)
-            metrics = evaluate(model, TensorDictDataset(splits[split]), batch_size=e.batch_size,
+            metrics = evaluate(model, splits[split], batch_size=e.batch_size,
                                num_importance_samples=e.validation_importance_samples, seed=t.seed, progress=False)
         accelerator.log(to_flat_dict(metrics, prefix=f"{split}/"), step=state.step)
         value = _validation_metric(metrics)
@@ -270,7 +308,7 @@ def _finish(recipe, accelerator, model, splits, state, run_dir: Path) -> None:
 
         model.load_state_dict(load_file(best / "model.safetensors"))
     model.eval()
-    metrics = evaluate(model, TensorDictDataset(splits["test"]), batch_size=e.batch_size,
+    metrics = evaluate(model, splits["test"], batch_size=e.batch_size,
                        num_importance_samples=e.num_importance_samples, seed=t.seed,
                        max_examples=e.max_examples, progress=t.progress)
     accelerator.log(to_flat_dict(metrics, prefix="test/"), step=state.step)

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 from transformers import SchedulerType
 
-from ..data import BINARIZE_MODES
+from ..data import BAD_IMAGE_POLICIES, BINARIZE_MODES
 from ..validation import check_bool, check_choice, check_float, check_int
 
 __all__ = ["DataArgs", "EvaluationArgs", "HubArgs", "ModelArgs", "Recipe", "TrainingArgs", "build_model"]
@@ -47,20 +47,30 @@ class ModelArgs:
 
 @dataclass
 class DataArgs:
-    """`data:` section: which dataset and how its images become tensors."""
+    """`data:` section: which dataset, which splits, how they are read, and how images become tensors."""
 
-    dataset: str = "mnist5k"
-    revision: str | None = None
+    dataset: str = "mnist5k"  # embedded name, Hub dataset id or local folder (or `train(recipe, dataset=...)`)
+    config_name: str | None = None  # the dataset's configuration (datasets.load_dataset(name=...))
+    revision: str | None = None  # Hub branch, tag or commit; the commit it resolved to goes to metrics.json
     train_split: str = "train"
     test_split: str = "test"
-    validation_size: int = 0  # examples carved (stratified) from train for evaluation / early stopping
+    validation_split: str | None = None  # an existing split for evaluation during training / early stopping
+    test_size: int | float | None = None  # carve the test split from train (count or fraction) when there is none
+    validation_size: int | float = 0  # carve (stratified) a validation split from train: count or fraction
+    streaming: bool = False  # read as a stream (IterableDataset): nothing is downloaded or converted up front
+    shuffle_buffer_size: int = 1000  # streaming: examples in the shuffle buffer (0: stored order)
+    in_memory: str | bool = "auto"  # auto: splits that fit in 512 MiB as float32 are decoded once into tensors
+    num_workers: int = 2  # DataLoader workers that decode on-the-fly splits (streams are read in the main process)
+    prefetch_factor: int = 2  # batches each worker reads ahead
     image_column: str | None = None
     label_column: str | None = None
     image_size: int | None = None
+    center_crop: int | None = None  # a centred square of this side, before resizing to image_size
     num_channels: int | None = None
     train_binarize: str = "none"  # none | static | dynamic (dynamic: a fresh Bernoulli draw every step)
     eval_binarize: str = "none"  # none | static (the fixed binarization the benchmarks report on)
-    binarize_seed: int = 0
+    binarize_seed: int = 0  # also seeds the carving of held-out splits
+    on_bad_image: str = "raise"  # raise | skip: an undecodable image names its split and row, or is skipped and counted
 
 
 @dataclass
@@ -211,14 +221,7 @@ class Recipe:
         if e.max_examples is not None:
             check_int("evaluation.max_examples", e.max_examples, minimum=1)
 
-        for name in ("validation_size", "binarize_seed"):
-            check_int(f"data.{name}", getattr(d, name), minimum=0)
-        for name in ("image_size", "num_channels"):
-            if getattr(d, name) is not None:
-                check_int(f"data.{name}", getattr(d, name), minimum=1)
-        check_choice("data.train_binarize", d.train_binarize, BINARIZE_MODES)
-        # Evaluation needs fixed data: no dynamic binarization there.
-        check_choice("data.eval_binarize", d.eval_binarize, ("none", "static"))
+        _check_data(d)
 
         check_bool("hub.push_to_hub", h.push_to_hub)
         check_bool("hub.private", h.private)
@@ -229,6 +232,46 @@ class Recipe:
 
             validate_repo_id(h.hub_model_id, name="hub.hub_model_id")
         build_config(self)  # the model config checks its fields (and rejects unknown keys) on construction
+
+
+def _check_split_size(name: str, value, allow_none: bool) -> None:
+    if value is None and allow_none or value == 0 and not allow_none:
+        return
+    if isinstance(value, float) and not isinstance(value, bool):
+        check_float(name, value, minimum=0, maximum=1, exclusive_minimum=True, exclusive_maximum=True)
+    else:
+        check_int(name, value, minimum=1)
+
+
+def _check_data(d: DataArgs) -> None:
+    """The `data:` section's values, and the combinations that cannot work."""
+    for name in ("dataset", "train_split", "test_split"):
+        if not isinstance(getattr(d, name), str) or not getattr(d, name):
+            raise ValueError(f"`data.{name}` must be a non-empty string, got {getattr(d, name)!r}")
+    for name in ("config_name", "revision", "validation_split", "image_column", "label_column"):
+        if getattr(d, name) is not None and not isinstance(getattr(d, name), str):
+            raise ValueError(f"`data.{name}` must be a string or null, got {getattr(d, name)!r}")
+    _check_split_size("data.test_size", d.test_size, allow_none=True)
+    _check_split_size("data.validation_size", d.validation_size, allow_none=False)
+    if d.validation_split is not None and d.validation_size:
+        raise ValueError(f"`data.validation_size` must be 0 when `data.validation_split` names a split, got {d.validation_size!r}")
+    for name in ("binarize_seed", "shuffle_buffer_size", "num_workers"):
+        check_int(f"data.{name}", getattr(d, name), minimum=0)
+    check_int("data.prefetch_factor", d.prefetch_factor, minimum=1)
+    for name in ("image_size", "num_channels", "center_crop"):
+        if getattr(d, name) is not None:
+            check_int(f"data.{name}", getattr(d, name), minimum=1)
+    check_bool("data.streaming", d.streaming)
+    check_choice("data.in_memory", d.in_memory, ("auto", True, False))
+    check_choice("data.on_bad_image", d.on_bad_image, BAD_IMAGE_POLICIES)
+    check_choice("data.train_binarize", d.train_binarize, BINARIZE_MODES)
+    # Evaluation needs fixed data: no dynamic binarization there.
+    check_choice("data.eval_binarize", d.eval_binarize, ("none", "static"))
+    if d.streaming and d.in_memory is True:
+        raise ValueError("`data.in_memory` must be auto or false with `data.streaming: true`, got True")
+    if d.streaming and d.train_binarize == "static":
+        raise ValueError("`data.train_binarize` must be none or dynamic with `data.streaming: true` (a static "
+                         "binarization is seeded by row, and a shuffled stream has no rows), got 'static'")
 
 
 def build_config(recipe: Recipe):

@@ -1,21 +1,29 @@
-"""The recipe's data as in-memory splits, the model/data compatibility check, and the inputs of one step.
+"""The recipe's data as splits, the model/data compatibility check, and the inputs of one step.
 
-    recipe.data ──► load_data ──► {"train", "validation", "test"}: {"pixel_values": (N, C, H, W), "labels": (N,)}
-                                  (or {<main_input_name>: (N, h, w) code grids, "labels"} from `prior_data`)
+    recipe.data (or a datasets object) ──► load_data ──► {"train", "validation" (or None), "test"}: torch datasets
+        small splits (data.in_memory: auto) ──► TensorDictDataset  {"pixel_values": (N, C, H, W), "labels": (N,)}
+        large ones                          ──► ImageDataset       (Arrow-backed, decoded on the fly by workers)
+        data.streaming: true                ──► StreamingImageDataset (train shuffled and split between processes)
+    (a prior over VQ-VAE codes then trains on {<main_input_name>: (N, h, w) code grids, "labels"}, `prior_data`)
     one batch + the step's generator ──► model_inputs ──► the keyword arguments of `model.forward`
 
-Every decision reads the family protocol (`input_kind`, `main_input_name`, `takes_global_step`,
-`is_conditional`), never a method signature or an attribute probe.
+Held-out splits the dataset lacks are carved from train (`data.test_size`, `data.validation_size`) before
+anything is decoded, so every path (in memory, on the fly, streamed) trains on the same rows. Every decision
+reads the family protocol (`input_kind`, `main_input_name`, `takes_global_step`, `is_conditional`), never a
+method signature or an attribute probe.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import datasets
 import numpy as np
 import torch
 
-from ..data import binarize_pixels, load_split, load_tensors
+from ..data import ImageDataset, StreamingImageDataset, TensorDictDataset, binarize_pixels, load_tensors
+from ..data.dataset import skip_loader_seed
+from ..data.loading import load_image_dataset
 from ..modeling_utils import pixels_to_indices
 from .recipe import Recipe
 
@@ -23,52 +31,173 @@ __all__ = ["check_compatible", "load_data", "model_inputs"]
 
 # The validation split is binarized once, with its own stream (seed + 1), apart from train and test.
 _VALIDATION_SEED_OFFSET = 1
+# `data.in_memory: auto` holds the splits as float32 tensors when all of them fit in this many bytes.
+IN_MEMORY_AUTO_BYTES = 512 * 2**20
 
 
-def load_data(recipe: Recipe) -> dict[str, dict[str, torch.Tensor]]:
-    """{"train", "validation" (maybe empty), "test"} -> {"pixel_values", "labels"?} tensors.
+def load_data(recipe: Recipe, dataset=None, *, rank: int = 0, world_size: int = 1) -> dict[str, Any]:
+    """{"train", "validation" (None when not asked for), "test"} -> torch datasets of the recipe's data.
 
-    Training images stay grey when `train_binarize` is dynamic: the loop draws a fresh binarization
-    per step from the step's seed (see `model_inputs`), which is what makes resuming exact.
+    Args:
+        recipe: its `data` section says which dataset, which splits, and how images become tensors.
+        dataset: a `datasets.Dataset`, `IterableDataset`, `DatasetDict` or `IterableDatasetDict` to use
+            instead of opening `recipe.data.dataset` (a single split is the train split).
+        rank, world_size: this process's part of a streamed train split.
+
+    Training images stay grey when `train_binarize` is dynamic: the loop draws a fresh binarization per
+    step from the step's seed (see `model_inputs`), which is what makes resuming exact.
     """
     d = recipe.data
-    common = dict(image_size=d.image_size, num_channels=d.num_channels, image_column=d.image_column,
-                  label_column=d.label_column, seed=d.binarize_seed)
-    train_mode = "static" if d.train_binarize == "static" else "none"
-    train = load_tensors(load_split(d.dataset, d.train_split, revision=d.revision, binarize=train_mode, **common))
-    test = load_tensors(load_split(d.dataset, d.test_split, revision=d.revision, binarize=d.eval_binarize, **common))
-    splits = {"train": train, "test": test, "validation": {}}
-    if d.validation_size:
-        from sklearn.model_selection import train_test_split
+    raw = _open(d, dataset)
+    parts = _carve(raw, d)
+    common = dict(image_size=d.image_size, center_crop=d.center_crop, num_channels=d.num_channels,
+                  image_column=d.image_column, label_column=d.label_column, on_bad_image=d.on_bad_image)
+    modes = _binarizations(d)
+    views = {}
+    for name, part in parts.items():
+        if part is None:
+            views[name] = None
+            continue
+        hf_split, row_ids = part
+        binarize, seed = modes[name]
+        if isinstance(hf_split, datasets.IterableDataset):
+            train = name == "train"
+            views[name] = StreamingImageDataset(
+                hf_split, binarize=binarize, seed=seed, split=name, num_rows=_stream_rows(hf_split),
+                shuffle_buffer_size=d.shuffle_buffer_size if train else 0, shuffle_seed=recipe.training.seed,
+                rank=rank if train else 0, world_size=world_size if train else 1, **common)
+        else:
+            views[name] = ImageDataset(hf_split, binarize=binarize, seed=seed, split=name, row_ids=row_ids, **common)
+    if _in_memory(d, views):
+        # Read once. Train and test draw their loaders' base seeds from the global RNG, as the recorded runs
+        # (which carved validation out of the train tensors) did; validation draws from its own generator.
+        for name in ("train", "test", "validation"):
+            if views[name] is not None:
+                generator = torch.Generator() if name == "validation" else None
+                views[name] = TensorDictDataset(load_tensors(views[name], generator=generator), label_names=views[name].label_names)
+    elif not d.streaming:
+        for _ in range(2):  # what reading train and test in memory draws, so both paths build the same model
+            skip_loader_seed()
+    return views
 
-        n = len(train["pixel_values"])
-        if d.validation_size >= n:
-            raise ValueError(f"`data.validation_size` must be < the {n} training examples, got {d.validation_size}")
-        stratify = train["labels"].numpy() if "labels" in train else None
-        keep, held = train_test_split(np.arange(n), test_size=d.validation_size, random_state=d.binarize_seed, stratify=stratify)
-        keep, held = torch.from_numpy(np.sort(keep)), torch.from_numpy(np.sort(held))
-        validation = {k: v[held] for k, v in train.items()}
-        if d.train_binarize == "dynamic" and d.eval_binarize == "static":
-            # The held-out images are evaluated like the test split: one fixed binarization.
-            generator = torch.Generator().manual_seed(d.binarize_seed + _VALIDATION_SEED_OFFSET)
-            validation["pixel_values"] = binarize_pixels(validation["pixel_values"], generator=generator)
-        splits["validation"] = validation
-        splits["train"] = {k: v[keep] for k, v in train.items()}
-    return splits
+
+def _open(d, dataset):
+    """The dataset as a DatasetDict / IterableDatasetDict (opened by name, or the object given)."""
+    if dataset is None:
+        kwargs = {"streaming": True} if d.streaming else {}
+        if d.config_name is not None:
+            kwargs["name"] = d.config_name
+        return load_image_dataset(d.dataset, None, revision=d.revision, **kwargs)
+    if isinstance(dataset, (datasets.Dataset, datasets.IterableDataset)):
+        dataset = {d.train_split: dataset}
+    if not isinstance(dataset, (dict, datasets.DatasetDict, datasets.IterableDatasetDict)):
+        raise ValueError(f"`dataset` must be a datasets.Dataset, IterableDataset, DatasetDict or IterableDatasetDict, "
+                         f"got {type(dataset).__name__}")
+    streamed = [isinstance(split, datasets.IterableDataset) for split in dataset.values()]
+    if any(streamed) != d.streaming:
+        raise ValueError(f"`data.streaming` must be {any(streamed)} for the {type(dataset).__name__} given, got {d.streaming}")
+    return dataset
+
+
+def _split_size(size, n: int, name: str) -> int:
+    count = size if isinstance(size, int) else int(round(size * n))
+    if not 1 <= count < n:
+        raise ValueError(f"`data.{name}` must leave at least one example in each of the {n} training rows' parts, "
+                         f"got {size!r} ({count} rows)")
+    return count
+
+
+def _carve(raw, d) -> dict[str, tuple | None]:
+    """{"train", "test", "validation"} -> (split, row ids in the split it came from) or None."""
+    available = list(raw)
+    for name, split in ((d.train_split, "train_split"), (d.validation_split, "validation_split")):
+        if name is not None and name not in raw:
+            raise ValueError(f"`data.{split}` must be one of the dataset's splits {available}, got {name!r}")
+    if d.test_size is None and d.test_split not in raw:
+        raise ValueError(f"`data.test_split` must be one of the dataset's splits {available}, got {d.test_split!r} "
+                         "(or set `data.test_size` to carve a test split from train)")
+    if d.test_size is not None and d.test_split in raw:
+        raise ValueError(f"`data.test_size` must be null: the dataset has a {d.test_split!r} split, got {d.test_size!r}")
+    train, rows = raw[d.train_split], None
+    parts = {"test": None if d.test_size else (raw[d.test_split], None),
+             "validation": (raw[d.validation_split], None) if d.validation_split else None}
+    for name, size in (("test", d.test_size), ("validation", d.validation_size)):
+        if not size or parts[name] is not None:
+            continue
+        if isinstance(train, datasets.IterableDataset):
+            n = _stream_rows(train)
+            if not isinstance(size, int) and n is None:
+                raise ValueError(f"`data.{name}_size` must be a count for a stream of unknown length, got {size!r}")
+            count = size if isinstance(size, int) else _split_size(size, n, f"{name}_size")
+            # The first `count` rows of the stream, before any shuffling (not stratified).
+            parts[name] = (train.take(count), None)
+            train = train.skip(count)
+            continue
+        keep, held = _stratified_split(train, d, _split_size(size, len(train), f"{name}_size"))
+        base = np.arange(len(train)) if rows is None else rows
+        parts[name] = (train.select(held), base[held])
+        train, rows = train.select(keep), base[keep]
+    parts["train"] = (train, rows)
+    for name, part in parts.items():
+        if part is not None and isinstance(part[0], datasets.Dataset) and len(part[0]) == 0:
+            raise ValueError(f"the {name} split must hold at least one example, got an empty split")
+    return parts
+
+
+def _stratified_split(train: datasets.Dataset, d, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """(kept rows, held-out rows), sorted; stratified by the label column when there is one."""
+    from sklearn.model_selection import train_test_split
+
+    from ..data import detect_columns
+
+    _, label = detect_columns(train.features, d.image_column, d.label_column)
+    stratify = np.asarray(train.select_columns([label]).with_format("numpy")[label]) if label else None
+    keep, held = train_test_split(np.arange(len(train)), test_size=count, random_state=d.binarize_seed, stratify=stratify)
+    return np.sort(keep), np.sort(held)
+
+
+def _stream_rows(stream) -> int | None:
+    info = getattr(stream, "info", None)
+    split = info.splits.get(str(stream.split)) if info is not None and info.splits and stream.split else None
+    return split.num_examples if split is not None and split.num_examples else None
+
+
+def _binarizations(d) -> dict[str, tuple[str, int]]:
+    """(binarize mode, seed) of each split's view."""
+    train = ("static", d.binarize_seed) if d.train_binarize == "static" else ("none", d.binarize_seed)
+    if d.train_binarize == "static":
+        validation = train  # rows from train keep train's binarization
+    elif d.train_binarize == "dynamic" and d.eval_binarize == "static":
+        # The held-out images are evaluated like the test split: one fixed binarization, its own stream.
+        validation = ("static", d.binarize_seed + _VALIDATION_SEED_OFFSET)
+    else:
+        validation = ("none", d.binarize_seed)
+    return {"train": train, "validation": validation, "test": (d.eval_binarize, d.binarize_seed)}
+
+
+def _in_memory(d, views: dict) -> bool:
+    """`data.in_memory`; `auto`: every split as float32 tensors fits in `IN_MEMORY_AUTO_BYTES`."""
+    if d.streaming or d.in_memory is False:
+        return False
+    if d.in_memory is True:
+        return True
+    total = sum(len(v) * v.num_channels * v.image_size[0] * v.image_size[1] * 4 for v in views.values() if v is not None)
+    return total <= IN_MEMORY_AUTO_BYTES
 
 
 def check_compatible(model, splits: dict, dynamic_binarization: bool = False) -> None:
     """Fail before training when the model and the dataset disagree (channels, size, grid, labels)."""
     config = model.config
     train = splits["train"]
+    tensors = train.tensors if isinstance(train, TensorDictDataset) else {}
     if type(model).input_kind == "tokens":
-        if model.main_input_name in train:
+        if model.main_input_name in tensors:
             # A prior over VQ-VAE codes: `prior_data` replaced the images by (N, h, w) code grids.
-            grid = tuple(train[model.main_input_name].shape[1:])
+            grid = tuple(tensors[model.main_input_name].shape[1:])
             if grid != (config.grid_size, config.grid_size):
                 raise ValueError(f"`model.config.grid_size` must match the {grid[0]}x{grid[1]} VQ-VAE code grids, got {config.grid_size}")
         else:
-            channels, height, width = train["pixel_values"].shape[1:]
+            channels, height, width = _image_shape(train)
             if config.token_source != "pixels":
                 raise ValueError(f"`model.config.token_source` must be 'pixels' when no VQ-VAE codes were prepared, got {config.token_source!r}")
             if channels != 1 or (height, width) != (config.grid_size, config.grid_size):
@@ -78,7 +207,7 @@ def check_compatible(model, splits: dict, dynamic_binarization: bool = False) ->
                 raise ValueError("`data.train_binarize` and `data.eval_binarize` must binarize the images for a prior over "
                                  "binary pixel tokens (pixel_levels=2), got grey images")
     else:
-        channels, height, width = train["pixel_values"].shape[1:]
+        channels, height, width = _image_shape(train)
         if config.num_channels != channels:
             raise ValueError(f"`model.config.num_channels` must match the dataset's {channels} channels (or set data.num_channels "
                              f"to convert), got {config.num_channels}")
@@ -88,20 +217,42 @@ def check_compatible(model, splits: dict, dynamic_binarization: bool = False) ->
     _check_labels_fit(model, train)
 
 
-def _is_binary(split: dict) -> bool:
-    images = split["pixel_values"]
+def _image_shape(split) -> tuple[int, int, int]:
+    if isinstance(split, TensorDictDataset):
+        return tuple(split.tensors["pixel_values"].shape[1:])
+    return (split.num_channels, *split.image_size)
+
+
+def _is_binary(split) -> bool:
+    if not isinstance(split, TensorDictDataset):
+        return split.binarize != "none"  # the view's own static binarization
+    images = split.tensors["pixel_values"]
     return bool(((images == 0) | (images == 1)).all())
 
 
-def _check_labels_fit(model, train: dict) -> None:
+def _largest_label(split) -> int | None:
+    """The largest label of a split: from the tensors, the Arrow column (no image is decoded), or the
+    ClassLabel's size for a stream (whose int labels are checked as they arrive)."""
+    if isinstance(split, TensorDictDataset):
+        return int(split.tensors["labels"].max()) if "labels" in split.tensors else None
+    if split.label_column is None:
+        return None
+    if isinstance(split, ImageDataset):
+        column = split.dataset.select_columns([split.label_column]).with_format("numpy")[split.label_column]
+        return int(np.max(column))
+    return split.num_classes - 1 if split.num_classes else None
+
+
+def _check_labels_fit(model, train) -> None:
     if not model.is_conditional:
         return
     num_classes = model.config.num_classes
-    if "labels" not in train:
+    has_labels = "labels" in train.tensors if isinstance(train, TensorDictDataset) else train.label_column is not None
+    if not has_labels:
         raise ValueError(f"`data.label_column` must name the labels of a conditional model (num_classes={num_classes}), "
                          "got a dataset without a label column")
-    top = int(train["labels"].max())
-    if top >= num_classes:
+    top = _largest_label(train)
+    if top is not None and top >= num_classes:
         raise ValueError(f"`model.config.num_classes` must exceed every label of the dataset (up to {top}), got {num_classes}")
 
 
