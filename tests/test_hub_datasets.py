@@ -18,8 +18,9 @@ import pytest
 import torch
 from PIL import Image
 
-from hf_vae.data import load_split
+from hf_vae.data import StreamingImageDataset, TensorDictDataset, load_split
 from hf_vae.training import Recipe, train
+from hf_vae.training.splits import load_data
 
 from .dataset_replicas import CELEBA_FACES, CIFAR10, FASHION_MNIST, MNIST, REPLICAS, upload_replica
 from .model_tester import REPO_ROOT
@@ -135,24 +136,42 @@ def test_load_split_gives_pixel_values(replicas, repo_id, streaming):
 
 # --- the recipes, end to end ----------------------------------------------------------------------
 
-def _tiny_recipe(name: str, output_dir, revision: str, streaming: bool) -> Recipe:
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_recipe_as_shipped_fits_its_dataset(name):
+    replica = RECIPES[name]
+    recipe = Recipe.from_yaml(CONFIGS / name)  # every key known, every value checked, the config built
+    model, data = recipe.model.config, recipe.data
+    assert (data.dataset, data.config_name) == (replica.repo_id, replica.config_name)
+    assert model["num_channels"] == (1 if replica.image_mode == "L" else 3)
+    assert model["image_size"] == (data.image_size or replica.image_size[0])
+    assert data.validation_size > 0 and data.streaming is False
+    if replica is CELEBA_FACES:  # train-only, 178x218: carve a test split, crop the face, 64x64
+        assert "test" not in replica.rows and data.test_size
+        assert (data.center_crop, data.image_size) == (148, 64)
+
+
+
+def _tiny_recipe(name: str, output_dir, revision: str | None, streaming: bool) -> Recipe:
     """The recipe file as shipped (dataset, config, splits, columns, image size and crop, likelihood), with a
-    tiny model, a few steps, the replica's commit pinned, and held-out splits that fit the replica."""
+    tiny model, a few steps, `revision` pinned (None: as written), and held-out splits that fit the replica."""
     overrides = [
         "model.config.hidden_channels=[8, 16]", "model.config.num_res_blocks=0", "model.config.latent_dim=4",
-        "model.config.kl_warmup_steps=0", f"data.revision='{revision}'", f"data.streaming={str(streaming).lower()}",
+        "model.config.kl_warmup_steps=0", f"data.streaming={str(streaming).lower()}",
         "data.num_workers=0", "data.shuffle_buffer_size=16", "data.validation_size=16",
         "training.max_steps=3", "training.batch_size=8", "training.eval_every=3", "training.save_every=3",
-        "training.log_every=1", "training.warmup_steps=0", "training.mixed_precision=no", "training.progress=false",
+        "training.log_every=1", "training.warmup_steps=0", "training.mixed_precision='no'", "training.progress=false",
         "training.early_stopping_patience=null", f"training.output_dir={output_dir}", "training.trackers=[jsonl]",
         "evaluation.num_importance_samples=0", "evaluation.max_examples=16", "evaluation.batch_size=8",
         "evaluation.num_samples=4",
     ]
+    if revision is not None:
+        overrides.append(f"data.revision='{revision}'")  # quoted: a commit id can read as a YAML number
     if RECIPES[name] is CELEBA_FACES:  # 120 faces: a test split of 16, not the recipe's 10,000
         overrides.append("data.test_size=16")
     return Recipe.from_yaml(CONFIGS / name, overrides)
 
 
+@pytest.mark.filterwarnings("ignore:posterior collapse")  # 3 steps of a 4-latent model
 @pytest.mark.parametrize("streaming", [False, True], ids=["map", "streaming"])
 @pytest.mark.parametrize("name", list(RECIPES))
 def test_recipe_trains_on_its_replica(replicas, tmp_path, name, streaming):
@@ -161,14 +180,34 @@ def test_recipe_trains_on_its_replica(replicas, tmp_path, name, streaming):
     recipe = _tiny_recipe(name, tmp_path / "run", revision, streaming)
     assert recipe.data.dataset == replica.repo_id  # the recipe names the real repo ...
     assert recipe.data.config_name == replica.config_name  # ... and its config
-    train(recipe)
 
+    # The data the trainer gets: every split (CelebA's test and validation carved from its only split)
+    # of the right kind, and the ClassLabel names carried through.
+    splits = load_data(recipe)
+    assert set(splits) == {"train", "validation", "test"}
+    for view in splits.values():
+        assert isinstance(view, StreamingImageDataset if streaming else TensorDictDataset)  # in_memory: auto
+        assert view.label_names == replica.label_names
+    if not streaming:
+        assert len(splits["validation"]) == 16
+        assert len(splits["test"]) == (16 if replica is CELEBA_FACES else replica.rows["test"])
+        assert len(splits["train"]) == replica.rows["train"] - 16 - (16 if replica is CELEBA_FACES else 0)
+
+    train(recipe)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["steps"] == 3
-    numbers = [m["value"] for m in metrics["test"].values() if isinstance(m.get("value"), float)]
+    numbers = [m["value"] for m in metrics["test"].values() if isinstance(m["value"], float)]
     assert numbers and all(math.isfinite(v) for v in numbers)
-    assert replica.repo_id in json.dumps(metrics) and revision in json.dumps(metrics)  # dataset and revision
+    assert metrics["recipe"]["data"]["dataset"] == replica.repo_id
+    assert metrics["recipe"]["data"]["revision"] == revision
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["num_channels"] == (1 if replica.image_mode == "L" else 3)
-    if replica.label_names:  # the ClassLabel names reached the data, and from it the saved config
-        assert [config["id2label"][str(i)] for i in range(10)] == replica.label_names
+
+
+@pytest.mark.filterwarnings("ignore:posterior collapse")
+@pytest.mark.xfail(strict=True, reason="issue #12 item 3: metrics.json records data.revision as written (None), "
+                                       "not the commit the Hub resolved it to")
+def test_unpinned_run_records_the_commit_it_trained_on(replicas, tmp_path):
+    recipe = _tiny_recipe("vae_mnist.yaml", tmp_path / "run", None, streaming=False)
+    train(recipe)
+    assert replicas[MNIST.repo_id] in (tmp_path / "run" / "metrics.json").read_text()
