@@ -134,6 +134,26 @@ def test_load_split_gives_pixel_values(replicas, repo_id, streaming):
     assert ("labels" in example) == bool(replica.label_names)
 
 
+def test_streamed_split_resumes_mid_shard_from_its_state(replicas):
+    """A state taken 50 faces in (10 into the second of three shards, read by ranges) resumes at face 51:
+    unshuffled, the resumed stream is exactly the rest of an uninterrupted one."""
+    def stream():
+        return load_split(CELEBA_FACES.repo_id, "train", streaming=True, image_size=16, shuffle_buffer_size=0)
+
+    whole = [example["pixel_values"] for example in stream()]
+    view = stream()
+    iterator = iter(view)
+    for _ in range(50):
+        next(iterator)
+    state = view.state_dict()
+
+    resumed = stream()
+    resumed.load_state_dict(state)
+    rest = [example["pixel_values"] for example in resumed]
+    assert len(whole) == CELEBA_FACES.rows["train"] and len(rest) == len(whole) - 50
+    assert all(torch.equal(a, b) for a, b in zip(rest, whole[50:]))
+
+
 # --- the recipes, end to end ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", list(RECIPES))
