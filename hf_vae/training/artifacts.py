@@ -29,6 +29,7 @@ def write_metrics(run_dir: Path, recipe, state, metrics: dict, num_processes: in
         "num_processes": num_processes,
         "nonfinite_skips": state.nonfinite_skips,
         "skipped_images": state.skipped_images,
+        "seconds_to_first_step": None if state.seconds_to_first_step is None else round(state.seconds_to_first_step, 2),
         "test": {name: m.to_dict() for name, m in metrics.items()},
     }
     tmp = run_dir / "metrics.json.tmp"  # written whole, then renamed: a kill never leaves half a file

@@ -72,6 +72,7 @@ class TrainState:
     images_seen: int = 0  # training images over all processes
     nonfinite_skips: int = 0  # optimizer steps skipped for a non-finite loss (training.on_nonfinite=skip)
     skipped_images: int = 0  # undecodable training images skipped (data.on_bad_image=skip), this process
+    seconds_to_first_step: float | None = None  # from `train()` being called to the end of the first step
 
     def state_dict(self) -> dict:
         """All fields, as JSON-able values."""

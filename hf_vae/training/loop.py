@@ -88,6 +88,7 @@ def train(recipe: Recipe, resume: bool = False, *, dataset=None) -> Path:
         dataset: a `datasets.Dataset`, `IterableDataset`, `DatasetDict` or `IterableDatasetDict` to train
             on instead of opening `recipe.data.dataset` (the recipe's split names and sizes still apply).
     """
+    called = time.perf_counter()
     t = recipe.training
     run_dir = Path(t.output_dir)
     checkpoints_dir = run_dir / "checkpoints"
@@ -199,6 +200,8 @@ def train(recipe: Recipe, resume: bool = False, *, dataset=None) -> Path:
 
             state.step += 1
             state.step_seconds += time.perf_counter() - step_start
+            if state.seconds_to_first_step is None:  # opening the data, building the model, the first batch
+                state.seconds_to_first_step = time.perf_counter() - called
             state.elapsed_seconds = time.time() - start_time
             progress.update(1)
             if state.step % t.log_every == 0 or state.step == t.max_steps:

@@ -1,0 +1,230 @@
+"""The datasets-native data path (issue #12): on-the-fly Arrow reads with workers, streaming with a
+resumable position, splits carved before decoding, dataset objects, bad data. Tiny recipes on the
+embedded 8x8 digits; datasets built in memory with `datasets.Dataset.from_dict`."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from hf_vae import data as hd
+from hf_vae.training import Recipe, load_data, train
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_RECIPE = REPO / "training" / "configs" / "vae_digits_tiny.yaml"
+FAST = ["training.max_steps=12", "training.save_every=4", "training.eval_every=4", "training.progress=false",
+        "training.trackers=[jsonl]", "evaluation.num_importance_samples=0", "evaluation.num_samples=4",
+        "training.keep_best=false", "training.save_total_limit=3"]
+
+
+def _recipe(output_dir, *overrides) -> Recipe:
+    return Recipe.from_yaml(TINY_RECIPE, [*FAST, f"training.output_dir={output_dir}", *overrides])
+
+
+def _weights(run_dir: Path) -> dict:
+    return load_file(run_dir / "model.safetensors")
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _png(value: int, size=(8, 8)) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full(size, value, np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _numbered(n: int, *, bad_rows=(), num_classes: int = 4) -> datasets.Dataset:
+    """`n` 8x8 grey images whose pixel value is the row number (mod 256), labels row % num_classes."""
+    images = [{"bytes": b"not a png" if i in bad_rows else _png(i % 256), "path": None} for i in range(n)]
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(num_classes=num_classes)})
+    return datasets.Dataset.from_dict({"image": images, "label": [i % num_classes for i in range(n)]}, features=features)
+
+
+def _rows(batch) -> list[int]:
+    return [round(v * 255) for v in batch["pixel_values"][:, 0, 0, 0].tolist()]
+
+
+# ------------------------------------------------------------------------------------------- paths
+
+
+def test_in_memory_and_on_the_fly_paths_train_the_same_model(tmp_path):
+    """Same rows, same order, same initial weights: the two paths differ only in where images are decoded."""
+    in_memory = train(_recipe(tmp_path / "mem", "data.in_memory=true"))
+    on_the_fly = train(_recipe(tmp_path / "fly", "data.in_memory=false", "data.num_workers=2"))
+    assert _same(_weights(in_memory), _weights(on_the_fly))
+    recipe = _recipe(tmp_path / "x", "data.in_memory=false")
+    splits = load_data(recipe)
+    assert isinstance(splits["train"], hd.ImageDataset) and isinstance(splits["validation"], hd.ImageDataset)
+    assert isinstance(load_data(_recipe(tmp_path / "y"))["train"], hd.TensorDictDataset)  # auto: 8x8 digits fit
+
+
+def test_streaming_resume_reads_exactly_what_an_uninterrupted_run_reads(tmp_path):
+    """Without a shuffle buffer the stream's saved position is exact: resuming from step 8 ends bit-identical."""
+    stream = ["data.streaming=true", "data.shuffle_buffer_size=0"]
+    full = train(_recipe(tmp_path / "full", *stream))
+    resumed = tmp_path / "resumed"
+    shutil.copytree(full, resumed)
+    shutil.rmtree(resumed / "checkpoints" / "checkpoint-00000012")
+    for name in ("model.safetensors", "metrics.json"):
+        (resumed / name).unlink()
+    assert json.loads((resumed / "checkpoints" / "checkpoint-00000008" / "data-0.json").read_text())
+    train(_recipe(resumed, *stream), resume=True)
+    assert _same(_weights(full), _weights(resumed))
+    # Epochs go on past the end of the stream (300 train rows - 100 validation = 200 = 6 batches of 32).
+    assert json.loads((full / "metrics.json").read_text())["steps"] == 12
+
+
+@pytest.mark.parametrize("seed", [3, 7])
+def test_shuffled_stream_resume_loses_and_repeats_at_most_the_buffer(seed):
+    """What README promises for a shuffle buffer of B examples (datasets does not save the buffer): after a
+    resume, at most B of the epoch's examples go unread in that epoch, at most B are read a second time,
+    and none twice after the resume."""
+    stream = _numbered(200).to_iterable_dataset(num_shards=4)
+    view = hd.StreamingImageDataset(stream, shuffle_buffer_size=16, shuffle_seed=seed)
+    iterator = iter(torch.utils.data.DataLoader(view, batch_size=10, collate_fn=hd.collate_examples))
+    before = [row for _ in range(7) for row in _rows(next(iterator))]
+    state = view.state_dict()
+    resumed = hd.StreamingImageDataset(stream, shuffle_buffer_size=16, shuffle_seed=seed)
+    resumed.load_state_dict(state)
+    after = [row for batch in torch.utils.data.DataLoader(resumed, batch_size=10, collate_fn=hd.collate_examples)
+             for row in _rows(batch)]
+    assert len(set(after)) == len(after) and len(set(before) & set(after)) <= 16
+    assert 200 - len(set(before) | set(after)) <= 16
+    unshuffled = hd.StreamingImageDataset(stream)
+    assert [r for b in torch.utils.data.DataLoader(unshuffled, batch_size=50, collate_fn=hd.collate_examples)
+            for r in _rows(b)] == list(range(200))
+
+
+def test_stream_is_split_between_processes():
+    stream = _numbered(120).to_iterable_dataset(num_shards=4)
+    parts = [[r for b in torch.utils.data.DataLoader(hd.StreamingImageDataset(stream, rank=rank, world_size=2),
+                                                      batch_size=20, collate_fn=hd.collate_examples) for r in _rows(b)]
+             for rank in (0, 1)]
+    assert not set(parts[0]) & set(parts[1]) and sorted(parts[0] + parts[1]) == list(range(120))
+    with pytest.raises(ValueError, match="rank.*world_size=2.*got 2"):
+        hd.StreamingImageDataset(stream, rank=2, world_size=2)
+
+
+def test_workers_read_the_same_batches_as_the_main_process():
+    view = hd.ImageDataset(_numbered(64), binarize="static", seed=1)
+    main = list(hd.make_dataloader(view, 16, shuffle=True, seed=2))
+    workers = list(hd.make_dataloader(view, 16, shuffle=True, seed=2, num_workers=2, prefetch_factor=3))
+    assert all(torch.equal(a["pixel_values"], b["pixel_values"]) and torch.equal(a["labels"], b["labels"])
+               for a, b in zip(main, workers))
+
+
+# ------------------------------------------------------------------------------------ splits, objects
+
+
+def test_train_only_dataset_object_gets_a_carved_stratified_test_split(tmp_path):
+    """A Dataset object with no test split (the CIFAR-100-style case): `data.test_size` carves one."""
+    digits = hd.load_image_dataset("digits")
+    train_only = datasets.concatenate_datasets([digits["train"], digits["test"]])
+    recipe = _recipe(tmp_path / "run", "data.test_size=0.1", "data.validation_size=0.1", "training.max_steps=2")
+    splits = load_data(recipe, train_only)
+    sizes = {name: len(split) for name, split in splits.items()}
+    assert sizes == {"test": 180, "validation": 162, "train": 1455}  # 1797 rows; validation: 10% of the rest
+    for name in ("test", "validation"):  # stratified: every class keeps its share
+        counts = np.bincount(splits[name]["labels"].numpy(), minlength=10)
+        assert counts.min() >= sizes[name] // 10 - 2
+    again = load_data(recipe, train_only)
+    assert torch.equal(again["test"]["pixel_values"], splits["test"]["pixel_values"])
+    run = train(recipe, dataset=train_only)
+    assert json.loads((run / "metrics.json").read_text())["test"]["num_examples"]["value"] == 180
+    with pytest.raises(ValueError, match=r"data.test_split.*\['train'\].*'test'.*data.test_size"):
+        load_data(_recipe(tmp_path / "r"), train_only)
+    with pytest.raises(ValueError, match="data.test_size.*must be null.*'test' split"):
+        load_data(_recipe(tmp_path / "r", "data.test_size=10"))
+
+
+def test_dataset_dict_and_streamed_objects_train(tmp_path):
+    digits = hd.load_image_dataset("digits")
+    run = train(_recipe(tmp_path / "dict", "training.max_steps=2"), dataset=digits)
+    assert (run / "model.safetensors").exists()
+    streamed = datasets.IterableDatasetDict({k: v.to_iterable_dataset(num_shards=2) for k, v in digits.items()})
+    recipe = _recipe(tmp_path / "stream", "training.max_steps=2", "data.streaming=true", "data.validation_size=50")
+    splits = load_data(recipe, streamed)
+    assert isinstance(splits["train"], hd.StreamingImageDataset) and splits["validation"] is not None
+    assert (train(recipe, dataset=streamed) / "model.safetensors").exists()
+    with pytest.raises(ValueError, match="data.streaming.*must be True"):
+        load_data(_recipe(tmp_path / "x"), streamed)
+
+
+def test_class_label_names_reach_the_split():
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["cat", "dog"])})
+    two = datasets.Dataset.from_dict({"image": [{"bytes": _png(1), "path": None}] * 2, "label": [0, 1]}, features=features)
+    assert hd.load_split(two, None).label_names == ["cat", "dog"]
+    assert hd.get_label_names(two.features) == ["cat", "dog"]
+    assert hd.StreamingImageDataset(two.to_iterable_dataset()).label_names == ["cat", "dog"]
+
+
+def test_center_crop_then_resize():
+    wide = np.zeros((20, 30), np.uint8)
+    wide[5:15, 10:20] = 255  # a bright centred 10x10 square
+    buffer = io.BytesIO()
+    Image.fromarray(wide).save(buffer, format="PNG")
+    one = datasets.Dataset.from_dict({"image": [{"bytes": buffer.getvalue(), "path": None}]},
+                                     features=datasets.Features({"image": datasets.Image()}))
+    pixels = hd.ImageDataset(one, center_crop=10, image_size=5)[0]["pixel_values"]
+    assert pixels.shape == (1, 5, 5) and bool((pixels == 1).all())
+    with pytest.raises(ValueError, match="at least 40x40 for data.center_crop=40"):
+        hd.ImageDataset(one, center_crop=40)[0]
+
+
+# -------------------------------------------------------------------------------------------- bad data
+
+
+def test_undecodable_image_names_its_split_and_row_or_is_skipped_and_counted(tmp_path):
+    bad = _numbered(96, bad_rows=(37,))
+    with pytest.raises(ValueError, match=r"image\[37\] of split 'train'.*decodable.*on_bad_image: skip"):
+        list(hd.make_dataloader(hd.ImageDataset(bad), 32))
+    with pytest.raises(ValueError, match=r"image\[37\] of split 'train'"):
+        list(torch.utils.data.DataLoader(hd.StreamingImageDataset(bad.to_iterable_dataset()), batch_size=32,
+                                         collate_fn=hd.collate_examples))
+    skipping = hd.ImageDataset(bad, on_bad_image="skip")
+    batches = list(hd.make_dataloader(skipping, 32, num_workers=2))
+    assert [len(b["pixel_values"]) for b in batches] == [32, 31, 32] and batches[1]["num_skipped"] == 1
+    assert 37 not in _rows(batches[1])
+    # Through the trainer: every read of the bad row is skipped and counted in metrics.json.
+    dataset = datasets.DatasetDict({"train": bad, "test": _numbered(20)})
+    recipe = _recipe(tmp_path / "run", "data.in_memory=false", "data.on_bad_image=skip", "data.validation_size=0",
+                     "data.num_workers=0", "training.max_steps=6", "model.config.image_size=8")
+    metrics = json.loads((train(recipe, dataset=dataset) / "metrics.json").read_text())
+    assert metrics["skipped_images"] == 2  # 6 steps of 32 = two epochs of 96 rows: row 37 read twice
+
+
+def test_empty_split_and_labels_beyond_num_classes_are_named(tmp_path):
+    empty = datasets.DatasetDict({"train": _numbered(40), "test": _numbered(1).select([])})
+    with pytest.raises(ValueError, match="test split must hold at least one example"):
+        load_data(_recipe(tmp_path / "a", "data.validation_size=0"), empty)
+    streamed = datasets.IterableDatasetDict({"train": _numbered(40).to_iterable_dataset(),
+                                             "test": _numbered(4).to_iterable_dataset().take(0)})
+    with pytest.raises(ValueError, match="at least one example.*'test'"):
+        load_data(_recipe(tmp_path / "b", "data.validation_size=0", "data.streaming=true"), streamed)
+    plain = _numbered(8).cast_column("label", datasets.Value("int64"))
+    view = hd.ImageDataset(plain.map(lambda row: {"label": -1 if row["label"] == 3 else row["label"]}))
+    with pytest.raises(ValueError, match=r"label\[3\] of split 'train'.*class id >= 0, got -1"):
+        view[3]
+
+
+def test_recipe_rejects_bad_data_settings(tmp_path):
+    for override, match in (("data.test_size=1.5", "data.test_size"), ("data.validation_size=-1", "data.validation_size"),
+                            ("data.in_memory=maybe", "data.in_memory"), ("data.on_bad_image=ignore", "data.on_bad_image"),
+                            ("data.num_workers=-1", "data.num_workers"), ("data.center_crop=0", "data.center_crop")):
+        with pytest.raises(ValueError, match=match):
+            _recipe(tmp_path, override)
+    with pytest.raises(ValueError, match="data.in_memory.*streaming"):
+        _recipe(tmp_path, "data.streaming=true", "data.in_memory=true")
+    with pytest.raises(ValueError, match="data.train_binarize.*streaming"):
+        _recipe(tmp_path, "data.streaming=true", "data.train_binarize=static")
