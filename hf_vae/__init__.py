@@ -5,6 +5,7 @@ Importing the package registers every family (each from its own `models/<family>
 tasks with transformers `pipeline()`, and (when diffusers is installed) hf_vae with diffusers.
 """
 
+from .configuration_utils import has_label_names, set_label_names
 from .distributions import DiagonalGaussian, get_likelihood, log_mean_exp, nats_to_bits_per_dim
 from .models.vae import VAEConfig, VAEModel
 from .models.cvae import CVAEConfig, CVAEModel
@@ -40,7 +41,9 @@ __all__ = [
     "evaluate",
     "generate_images",
     "get_likelihood",
+    "has_label_names",
     "log_mean_exp",
     "nats_to_bits_per_dim",
     "sample_tokens",
+    "set_label_names",
 ]

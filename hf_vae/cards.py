@@ -198,6 +198,14 @@ def _load_config(run_dir: Path):
     return AutoConfig.from_pretrained(run_dir), CARD_FAMILIES[model_type]
 
 
+def _class_names(config) -> list[tuple[int, str]]:
+    """(id, name) of a conditional model's classes when it has names (`hf_vae.set_label_names`); else []
+    (transformers' placeholder `LABEL_0`, `LABEL_1` is not names)."""
+    from .configuration_utils import has_label_names
+
+    return sorted(config.id2label.items()) if has_label_names(config) else []
+
+
 def _load_metrics(run_dir: Path) -> dict:
     path = run_dir / "metrics.json"
     if not path.is_file():
@@ -280,6 +288,7 @@ def card_context(run_dir: str | os.PathLike, repo_id: str | None = None, *, data
         "family": family,
         "config": _hyperparameters(config),
         "config_class": type(config).__name__,
+        "class_names": _class_names(config),
         "metrics": metrics,
         "scalar_metrics": [row for row in metrics.values() if not row["is_list"]],
         "index_metrics": _index_rows(metrics, family),
@@ -291,6 +300,9 @@ def card_context(run_dir: str | os.PathLike, repo_id: str | None = None, *, data
         "dataset": dataset,
         "dataset_split": data.get("test_split", "test") if recipe else None,
         "eval_binarize": data.get("eval_binarize") if recipe else None,
+        # metrics.json "data" (the revision asked and the commit it resolved to); older runs have only the recipe's.
+        "dataset_revision": (summary.get("data") or {}).get("revision", data.get("revision")),
+        "dataset_commit": (summary.get("data") or {}).get("commit"),
         "images": images,
         "fmt": _format_number,
     }

@@ -2,7 +2,7 @@
 
     hf-vae train training/configs/vae_mnist5k.yaml [--resume] [--set training.max_steps=200]
     hf-vae evaluate RUN_DIR --dataset mnist5k --split test --binarize static --num-importance-samples 1000
-    hf-vae sample RUN_DIR --num-samples 64 --output samples.png
+    hf-vae sample RUN_DIR --num-samples 64 --output samples.png [--labels 3 cat]
     hf-vae card RUN_DIR [--repo-id USER/NAME] [--output README.md]
     hf-vae push RUN_DIR USER/NAME [--revision BRANCH] [--private] [--commit-message MSG]
     hf-vae push-dataset mnist5k USER/NAME [--revision BRANCH] [--private]
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -70,7 +71,8 @@ def _evaluate(args) -> None:
     config = model.config
     # An image model reads images of its own size and channels; a pixel prior reads the dataset's own images.
     images = type(model).input_kind == "images"
-    view = data.load_split(args.dataset, args.split, binarize=args.binarize, seed=args.seed,
+    view = data.load_split(args.dataset, args.split, binarize=args.binarize, seed=args.seed, streaming=args.streaming,
+                           revision=args.revision, config_name=args.config_name,
                            image_size=config.image_size if images else None, num_channels=config.num_channels if images else None)
     torch.manual_seed(args.seed)
     metrics = evaluate(model, view, batch_size=args.batch_size, num_importance_samples=args.num_importance_samples,
@@ -83,6 +85,19 @@ def _evaluate(args) -> None:
             json.dump({name: m.to_dict() for name, m in metrics.items()}, f, indent=2)
 
 
+def _cli_labels(tokens: list[str], label_names: list[str] | None) -> list[int | str]:
+    """`--labels` words -> class ids and class names: a word that is one of the model's class names
+    (`label_names`) is that class, so MNIST's "3" is its class named "3"; otherwise a word splits at
+    commas ("0,1,2") and an integer part is a class id. Anything else stays a name, for the model to
+    report as unknown with the names it knows."""
+    names = set(label_names or ())
+    values: list[int | str] = []
+    for token in tokens:
+        parts = [token] if token in names else [part.strip() for part in token.split(",")]
+        values += [int(part) if part not in names and re.fullmatch(r"[+-]?\d+", part) else part for part in parts]
+    return values
+
+
 def _sample(args) -> None:
     import torch
 
@@ -91,19 +106,19 @@ def _sample(args) -> None:
     from .pipelines.pipeline_utils import sample_images
 
     _check_output(args.output)
-    labels = None
-    if args.labels:
-        try:
-            labels = [int(x) for x in args.labels.split(",")]
-        except ValueError:
-            raise ValueError(f"`--labels` must be comma-separated class ids such as 0,1,2, got {args.labels!r}") from None
     model = load_model(args.model).eval()
-    if labels is not None and not model.is_conditional:
-        raise ValueError(f"`--labels` must be omitted for {type(model).__name__} (an unconditional model), got {args.labels!r}")
-    generator = torch.Generator().manual_seed(args.seed)
     kwargs = {}
-    if labels is not None:
-        kwargs["labels"] = torch.tensor(labels).repeat_interleave(max(1, args.num_samples // len(labels)))[: args.num_samples]
+    if args.labels:
+        if not model.is_conditional:
+            raise ValueError(f"`--labels` must be omitted for {type(model).__name__} (an unconditional model), "
+                             f"got {' '.join(args.labels)!r}")
+        values = _cli_labels(args.labels, model.config.label_names)
+        ids = model.class_ids(values, len(values), name="--labels")
+        # Consecutive blocks, one per label, as even as the count allows: --labels 3 cat with 64 samples
+        # draws 32 of each; 3 labels with 4 samples draw 2, 1, 1.
+        count = max(args.num_samples, 1)  # a bad --num-samples is sample_images' to report
+        kwargs["labels"] = ids[torch.arange(count) * len(ids) // count]
+    generator = torch.Generator().manual_seed(args.seed)
     # sample_images checks the capability before drawing (a VQ-VAE, which has no prior, raises a ValueError).
     # A prior's token grids become images (pixels, or VQ-VAE codes decoded); an image model samples images.
     images = sample_images(model, args.num_samples, generator=generator, **kwargs)
@@ -166,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="run directory, local model folder or Hub repo id")
     p.add_argument("--dataset", default="mnist5k")
     p.add_argument("--split", default="test")
+    p.add_argument("--config-name", "--config_name", default=None, help="the dataset's configuration")
+    p.add_argument("--revision", default=None, help="the dataset's Hub branch, tag or commit")
+    p.add_argument("--streaming", action="store_true", help="stream the split instead of downloading it")
     p.add_argument("--binarize", default="static", choices=["none", "static"])
     p.add_argument("--num-importance-samples", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=100)
@@ -177,7 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="write a PNG grid of samples from a saved model")
     p.add_argument("model")
     p.add_argument("--num-samples", type=int, default=64)
-    p.add_argument("--labels", default=None, help="comma-separated class labels (conditional models)")
+    p.add_argument("--labels", nargs="+", default=None, metavar="LABEL",
+                   help="conditional models: class ids or class names, e.g. --labels 3 cat or --labels 0,1,2 "
+                        "(a word that is a class name means that class); the samples are split between them")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default="samples.png")
     p.set_defaults(func=_sample)

@@ -1,5 +1,6 @@
 """The config bases: `HfVaeConfig` (every family, a `PreTrainedConfig` that checks its fields when built)
-and `TokenPriorConfig` (the fields every token prior shares).
+and `TokenPriorConfig` (the fields every token prior shares), and a conditional model's class names
+(`set_label_names`, `has_label_names`).
 
 transformers 5 configs are dataclasses; `@strict` would raise its own error types, so the families
 validate in `__post_init__` and raise `ValueError` naming the field, the expected and the received value.
@@ -64,18 +65,89 @@ class HfVaeConfig(PreTrainedConfig):
             if isinstance(field_value, tuple):
                 setattr(self, field_name, list(field_value))
         self._check_fields()
-        super().__post_init__(**kwargs)
+        super().__post_init__(**kwargs)  # turns the JSON's string keys of `id2label` back into ints
+        _check_id2label(self)
 
     @classmethod
     def from_dict(cls, config_dict, **kwargs):
         """`PreTrainedConfig.from_dict`, then the checks again: it sets keyword overrides
         (`from_pretrained(path, beta=2.0)`) as attributes after construction, unchecked."""
         result = super().from_dict(config_dict, **kwargs)
-        (result[0] if isinstance(result, tuple) else result)._check_fields()
+        config = result[0] if isinstance(result, tuple) else result
+        config._check_fields()
+        _check_id2label(config)
         return result
+
+    @property
+    def label_names(self) -> list[str] | None:
+        """A conditional model's class names, index = class id (`set_label_names`); `None` when none were set."""
+        return _label_names(self)
 
     def _check_fields(self) -> None:
         raise NotImplementedError
+
+
+# ---------------------------------------------------------------------------------------------
+# Class names: `id2label` / `label2id`, as transformers' classifiers store them
+# ---------------------------------------------------------------------------------------------
+
+
+def _is_placeholder(id2label: dict) -> bool:
+    """transformers' own filler ({0: 'LABEL_0', 1: 'LABEL_1'} on every config): no names."""
+    return all(value == f"LABEL_{key}" for key, value in id2label.items())
+
+
+def _label_names(config) -> list[str] | None:
+    num_classes = getattr(config, "num_classes", None)
+    id2label = getattr(config, "id2label", None) or {}
+    if num_classes is None or len(id2label) != num_classes or _is_placeholder(id2label):
+        return None
+    return [id2label.get(class_id) for class_id in range(num_classes)]
+
+
+def _are_names(names, num_classes: int) -> bool:
+    """`names` are `num_classes` unique non-empty strings (class id = position)."""
+    return (isinstance(names, (list, tuple)) and len(names) == num_classes and len(set(names)) == num_classes
+            and all(isinstance(label, str) and label for label in names))
+
+
+def _check_id2label(config) -> None:
+    """A conditional config's `id2label`, when it holds names, names every class 0..num_classes-1 once
+    (catches a config.json edited by hand, or `from_pretrained(path, num_classes=...)` contradicting it)."""
+    num_classes = getattr(config, "num_classes", None)
+    id2label = getattr(config, "id2label", None) or {}
+    if num_classes is None or _is_placeholder(id2label):
+        return  # an unconditional model's id2label is transformers' business (the key still loads)
+    if sorted(id2label) != list(range(num_classes)) or not _are_names(list(id2label.values()), num_classes):
+        raise ValueError(f"`id2label` must map the class ids 0..{num_classes - 1} (num_classes={num_classes}) to "
+                         f"unique non-empty names, got {id2label!r}")
+
+
+def set_label_names(config, names: list[str]) -> None:
+    """Give a conditional model's config its class names: `config.id2label = {id: name}` and
+    `config.label2id = {name: id}` (saved in config.json, so they survive `save_pretrained` /
+    `from_pretrained` and the Hub). Then `sample`, the pipelines and the CLI take `labels` by name.
+
+    Args:
+        config: the config of a conditional model (a CVAE, or a prior with `num_classes` set).
+        names: `num_classes` unique non-empty strings, `names[i]` the name of class i (e.g. a dataset's
+            `ClassLabel` names, `hf_vae.data.get_label_names(features)`).
+    """
+    num_classes = getattr(config, "num_classes", None)
+    if not isinstance(config, HfVaeConfig) or num_classes is None:
+        raise ValueError(f"`config` must be the config of a conditional hf_vae model (num_classes set), got "
+                         f"{type(config).__name__}" + ("" if not isinstance(config, HfVaeConfig) else " with num_classes=None"))
+    if not _are_names(names, num_classes):
+        raise ValueError(f"`names` must be a list of {num_classes} unique non-empty strings (num_classes="
+                         f"{num_classes}), got {names!r}")
+    config.id2label = {class_id: str(label) for class_id, label in enumerate(names)}
+    config.label2id = {label: class_id for class_id, label in config.id2label.items()}
+
+
+def has_label_names(config) -> bool:
+    """Whether `config` holds class names (`set_label_names`): transformers' placeholder
+    `{0: 'LABEL_0', 1: 'LABEL_1'}`, found on every config, is not names (nor is any `LABEL_<id>` list)."""
+    return _label_names(config) is not None
 
 
 TOKEN_SOURCES = ("vqvae_codes", "pixels")

@@ -68,7 +68,9 @@ def evaluate(
     Args:
         model: any hf_vae model; the evaluator is the one its class declares (`evaluator`).
         dataset: a map-style or iterable dataset of examples (e.g. `hf_vae.data.ImageDataset`,
-            `StreamingImageDataset`, `TensorDictDataset`) or a DataLoader.
+            `StreamingImageDataset`, `TensorDictDataset`), a DataLoader, or a `datasets.Dataset` /
+            `IterableDataset` / `DatasetDict` (its "test" split), read at its native size and channels (wrap it
+            with `hf_vae.data.load_split(..., binarize=...)` to binarize or resize).
         batch_size: examples per forward pass when `dataset` is not already a DataLoader.
         num_importance_samples: k of the importance-weighted NLL (0 skips it: ELBO terms only).
         seed: seeds the generator of every stochastic estimate, so two calls agree exactly.
@@ -88,6 +90,7 @@ def evaluate(
     check_int("batch_size", batch_size, minimum=1)
     if max_examples is not None:
         check_int("max_examples", max_examples, minimum=1)
+    dataset = _examples_of(dataset)
     if isinstance(dataset, torch.utils.data.DataLoader):
         loader = dataset
     else:
@@ -109,6 +112,23 @@ def evaluate(
     for message in metrics["warnings"].value if "warnings" in metrics else []:
         warnings.warn(message, NotALikelihoodWarning, stacklevel=2)
     return metrics
+
+
+def _examples_of(dataset):
+    """A `datasets` object as a torch dataset of examples (`hf_vae.data.load_split`, native size and channels); a
+    `DatasetDict` gives its "test" split. Anything else is returned as it is."""
+    import datasets
+
+    if isinstance(dataset, (datasets.DatasetDict, datasets.IterableDatasetDict)):
+        if "test" not in dataset:
+            raise ValueError(f"`dataset` must have a 'test' split when it is a {type(dataset).__name__} (or pass the "
+                             f"split to evaluate), got splits {list(dataset)}")
+        dataset = dataset["test"]
+    if isinstance(dataset, (datasets.Dataset, datasets.IterableDataset)):
+        from .data import load_split
+
+        return load_split(dataset, None)  # the view names the split by the dataset's own name
+    return dataset
 
 
 def to_flat_dict(metrics: dict[str, Metric], prefix: str = "") -> dict[str, float]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import numbers
 import os
 import re
 from pathlib import Path
@@ -24,7 +23,7 @@ from .images import quantize as quantize_images
 from .modeling_outputs import ScoreOutput
 from .sampling import LogitsFn, check_sampling_args, is_guided, sample_tokens
 from .strict_loading import check_loaded, check_model_source, check_model_type
-from .validation import check_float, check_generator, check_int, check_labels
+from .validation import check_float, check_generator, check_int, to_class_ids
 
 CAPABILITIES = frozenset({"sample", "encode", "reconstruct", "score", "interpolate"})
 
@@ -98,6 +97,13 @@ class HfVaePreTrainedModel(PreTrainedModel):
     def is_conditional(self) -> bool:
         """Whether the model takes class `labels` (a conditional family, or a prior with `num_classes` set)."""
         return False
+
+    def class_ids(self, labels, batch_size: int, name: str = "labels") -> torch.Tensor | None:
+        """`labels` as a user passes them -> checked class ids (batch_size,) long (`hf_vae.validation.to_class_ids`):
+        an id or a class name (`config.label_names`) for every example, a list mixing them, or an integer
+        tensor. `None` stays `None`; an unconditional model rejects anything else."""
+        num_classes = self.config.num_classes if self.is_conditional else None
+        return to_class_ids(labels, num_classes, batch_size, self.config.label_names, name)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -185,9 +191,9 @@ class SamplingMixin:
     """`sample` with the shared vocabulary, written and checked once for every family that samples.
 
     `sample(num_samples, *, generator=None, labels=None, temperature=1.0, guidance_scale=1.0, **options)`
-    checks the shared arguments and the family's options (its `sample_options`), turns one int label into
-    (N,) labels, then calls the family's `_draw(num_samples, *, generator, labels, temperature,
-    guidance_scale, **options)`, which draws.
+    checks the shared arguments and the family's options (its `sample_options`), turns the labels (ids or
+    class names) into (N,) class ids (`class_ids`), then calls the family's `_draw(num_samples, *,
+    generator, labels, temperature, guidance_scale, **options)`, which draws.
     """
 
     @torch.no_grad()
@@ -196,7 +202,7 @@ class SamplingMixin:
         num_samples: int,
         *,
         generator: torch.Generator | None = None,
-        labels: torch.Tensor | int | None = None,
+        labels: torch.Tensor | int | str | list[int | str] | None = None,
         temperature: float = 1.0,
         guidance_scale: float = 1.0,
         **options,
@@ -206,8 +212,9 @@ class SamplingMixin:
         Args:
             num_samples: N, how many to draw.
             generator: drives every draw (reproducible samples).
-            labels: a conditional model's class ids: (N,), or one int for all N; `None` draws from the
-                unconditional model (the null label). Must be None for an unconditional model.
+            labels: a conditional model's classes: (N,) ids (a tensor, or a list that may mix ids and class
+                names such as `["3", "cat"]`, see `config.label_names`), or one id or name for all N; `None`
+                draws from the unconditional model (the null label). Must be None for an unconditional model.
             temperature: scale of the randomness (> 0; < 1 gives more typical samples).
             guidance_scale: classifier-free guidance (>= 0; 1 = none); != 1 needs `labels`.
             options: the family's `sample_options` (e.g. the VAE's `output`, the priors' `top_k`, `top_p`).
@@ -219,9 +226,7 @@ class SamplingMixin:
             if name not in self.sample_options:
                 raise ValueError(f"`{name}` must be a sample option of {type(self).__name__} "
                                  f"({sorted(self.sample_options) or 'none'}), got {value!r}")
-        if self.is_conditional and isinstance(labels, numbers.Integral) and not isinstance(labels, bool):
-            labels = torch.full((num_samples,), int(labels), dtype=torch.long)
-        check_labels(labels, self.config.num_classes if self.is_conditional else None, num_samples)
+        labels = self.class_ids(labels, num_samples)
         self._check_guidance(guidance_scale, labels)
         return self._draw(num_samples, generator=generator, labels=labels, temperature=temperature,
                             guidance_scale=guidance_scale, **options)
@@ -275,13 +280,13 @@ class TokenPriorPreTrainedModel(SamplingMixin, HfVaePreTrainedModel):
         return self.config.num_classes
 
     def _condition_ids(self, labels, batch_size: int, generator=None, drop_labels: bool = False) -> torch.Tensor:
-        """Labels (B,) -> the ids (B,) the network is conditioned on.
+        """Labels (B,) (ids or class names, see `class_ids`) -> the ids (B,) the network is conditioned on.
 
         A conditional prior reads the class ids, with the null label where labels are missing or dropped
         (label dropout when `drop_labels`, drawn with `generator`). An unconditional prior reads 0 for
         every example: the transformer's single BOS token; the PixelCNN has no class bias to read it with.
         """
-        check_labels(labels, self.config.num_classes, batch_size)
+        labels = self.class_ids(labels, batch_size)
         if self.config.num_classes is None:
             return torch.zeros(batch_size, dtype=torch.long, device=self.device)
         if labels is None:

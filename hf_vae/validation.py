@@ -159,3 +159,40 @@ def check_labels(labels, num_classes: int | None, batch_size: int, name: str = "
     low, high = int(labels.min()), int(labels.max())
     if low < 0 or high >= num_classes:
         raise ValueError(f"`{name}` must hold class ids in [0, {num_classes}), got ids in [{low}, {high}]")
+
+
+def to_class_ids(labels, num_classes: int | None, batch_size: int, names: list[str] | None = None,
+                 name: str = "labels") -> torch.Tensor | None:
+    """What a user passes as `labels` -> class ids (batch_size,), checked by `check_labels`: the one
+    conversion that `sample`, the CVAE, the priors, the pipelines and the CLI share.
+
+    Accepted: `None`; one class id (int) or one class name (str) for every example; a (B,) integer tensor
+    (returned as is, on its device); a list / tuple mixing ids and names. `names` are the model's class
+    names (index = id; `config.label_names`). A string is always a class NAME, never parsed as an id:
+    "3" is class 3 only where a class is named "3" (MNIST), and a model without names rejects it.
+    """
+    if labels is None or num_classes is None or isinstance(labels, torch.Tensor):
+        check_labels(labels, num_classes, batch_size, name)  # an unconditional model rejects any labels
+        return labels
+    index = {label: class_id for class_id, label in enumerate(names or ())}
+    if isinstance(labels, (list, tuple)):
+        ids = torch.tensor([_class_id(item, index, num_classes, name) for item in labels], dtype=torch.long)
+    else:
+        ids = torch.full((batch_size,), _class_id(labels, index, num_classes, name), dtype=torch.long)
+    check_labels(ids, num_classes, batch_size, name)
+    return ids
+
+
+def _class_id(label, index: dict[str, int], num_classes: int, name: str) -> int:
+    """One id or class name -> its class id (the range is `check_labels`'s to check)."""
+    if isinstance(label, numbers.Integral) and not isinstance(label, bool):
+        return int(label)
+    if isinstance(label, str) and label in index:
+        return index[label]
+    if not index:
+        _fail(name, "class ids (an int, a list of ints or an integer tensor; this model has no class names: "
+                    "config.id2label holds none, see hf_vae.set_label_names)", label)
+    shown = ", ".join(repr(known) for known in list(index)[:10])
+    more = f" and {len(index) - 10} more" if len(index) > 10 else ""
+    _fail(name, f"class ids in [0, {num_classes}) or class names of the model ({shown}{more}), as one value, "
+                "a list or an integer tensor", label)

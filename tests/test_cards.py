@@ -36,7 +36,7 @@ def run_dir(tmp_path_factory):
     model.save_pretrained(run)
     summary = {"recipe": recipe.to_dict(), "steps": 0, "test": {k: m.to_dict() for k, m in metrics.items()}}
     (run / "metrics.json").write_text(json.dumps(summary, indent=2))
-    save_pngs(model, {"pixel_values": torch.stack([test[i]["pixel_values"] for i in range(8)])}, run, num_samples=16)
+    save_pngs(model, torch.utils.data.Subset(test, range(8)), run, num_samples=16)
     return run
 
 

@@ -76,9 +76,9 @@ def test_config_and_model_extend_the_vae():
         (torch.tensor([True, False, True]), "integer"),
         (torch.tensor([0, 1, 3]), r"\[0, 3\)"),  # 3 is the internal null label, not a class
         (torch.tensor([0, -1, 2]), r"\[0, 3\)"),
-        ([0, 1, 2], "tensor"),
+        (["0", 1, 2], "no class names"),  # lists of ids and class names are taken; "0" is no name here
     ],
-    ids=["missing", "rank", "length", "float", "bool", "too-large", "negative", "list"],
+    ids=["missing", "rank", "length", "float", "bool", "too-large", "negative", "unknown-name"],
 )
 def test_bad_labels_raise(labels, expected):
     model = _model()

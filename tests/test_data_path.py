@@ -228,3 +228,16 @@ def test_recipe_rejects_bad_data_settings(tmp_path):
         _recipe(tmp_path, "data.streaming=true", "data.in_memory=true")
     with pytest.raises(ValueError, match="data.train_binarize.*streaming"):
         _recipe(tmp_path, "data.streaming=true", "data.train_binarize=static")
+
+
+def test_cli_evaluate_streams_the_same_numbers_as_map_style(tmp_path):
+    from hf_vae.cli import main
+
+    run = train(_recipe(tmp_path / "run", "training.max_steps=2"))
+    outputs = {}
+    for mode, extra in (("map", []), ("stream", ["--streaming"])):
+        outputs[mode] = tmp_path / f"{mode}.json"
+        main(["evaluate", str(run), "--dataset", "digits", "--max-examples", "40", "--num-importance-samples", "0",
+              "--output", str(outputs[mode]), *extra])
+    read = {mode: json.loads(path.read_text()) for mode, path in outputs.items()}
+    assert read["map"]["num_examples"]["value"] == 40 and read["map"]["elbo"] == read["stream"]["elbo"]

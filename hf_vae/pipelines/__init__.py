@@ -10,6 +10,8 @@ folder or a Hub repo id; no tokenizer or processor is needed):
 | `"image-reconstruction"` | VAE, CVAE, VQ-VAE | `pipe(images, labels=None, sample_posterior=None, generator=None, seed=None, output_type="pil")` | per image a reconstruction |
 | `"image-scoring"` | all | `pipe(images, labels=None, num_importance_samples=100, generator=None, seed=None, quantize=None)` | per image `{"score", "unit": "nats", "estimator", "bits_per_dim"}` |
 
+`labels` (conditional models) are class ids or class names (`model.config.label_names`): one for every
+image, or a list mixing them, or an integer tensor (`pipeline_utils.as_labels`).
 `images` is one image (PIL, file path, numpy array, (C, H, W) tensor) -> one result, or a list / a
 (B, C, H, W) tensor -> a list of results, run as one batch. Scores (higher = less likely, for outlier
 detection): VAE / CVAE -log p(x) by IWAE with k samples ("ELBO, 1 sample" for k = 1); pixel priors the

@@ -45,7 +45,7 @@ class VAEGenerationPipeline(DiffusionPipeline):
         self,
         num_samples: int = 1,
         generator: torch.Generator | None = None,
-        labels: int | list[int] | torch.Tensor | None = None,
+        labels: int | str | list[int | str] | torch.Tensor | None = None,
         guidance_scale: float = 1.0,
         temperature: float = 1.0,
         output_type: str = "pil",
@@ -56,7 +56,8 @@ class VAEGenerationPipeline(DiffusionPipeline):
         Args:
             num_samples: number of images.
             generator: drives every draw (same generator state -> same images).
-            labels: CVAE only: one class id for every image, or one per image.
+            labels: CVAE only: one class id or class name (`vae.config.label_names`) for every image, or one
+                per image (a list mixing ids and names, or an integer tensor).
             guidance_scale: CVAE only: classifier-free guidance (1 = plain conditional decoding).
             temperature: scale of the prior noise (< 1: more typical, less varied images).
             output_type: `"pil"` (list of PIL images), `"np"` (float32 (B, H, W, C) in [0, 1]) or `"pt"`
@@ -99,7 +100,7 @@ class VQGenerationPipeline(DiffusionPipeline):
         self,
         num_samples: int = 1,
         generator: torch.Generator | None = None,
-        labels: int | list[int] | torch.Tensor | None = None,
+        labels: int | str | list[int | str] | torch.Tensor | None = None,
         guidance_scale: float = 1.0,
         temperature: float = 1.0,
         top_k: int | None = None,
@@ -111,8 +112,8 @@ class VQGenerationPipeline(DiffusionPipeline):
 
         Args:
             num_samples, generator, temperature, output_type, return_dict: as in `VAEGenerationPipeline`.
-            labels, guidance_scale: a class-conditional prior's class ids and classifier-free guidance
-                (needs a prior trained with label dropout).
+            labels, guidance_scale: a class-conditional prior's classes (ids or class names, as in
+                `VAEGenerationPipeline`) and classifier-free guidance (needs a prior trained with label dropout).
             top_k, top_p: truncate each token's distribution (`hf_vae.sampling`).
         """
         check_output_type(output_type)

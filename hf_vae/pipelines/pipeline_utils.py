@@ -15,6 +15,7 @@ import torch
 
 from ..generation import generate_images, load_vqvae
 from ..modeling_utils import check_prior_matches_vqvae
+from ..validation import check_int
 
 #: The options every `sample` takes (the shared vocabulary); a family adds its `sample_options`.
 SAMPLE_OPTIONS = frozenset({"generator", "labels", "temperature", "guidance_scale"})
@@ -30,6 +31,12 @@ def check_capability(model, capability: str, task: str, hint: str = "", name: st
         )
 
 
+def _check_conditional(model, labels) -> None:
+    """`labels` go only to a conditional model."""
+    if labels is not None and not model.is_conditional:
+        raise ValueError(f"`labels` must be None for {type(model).__name__}: the model is unconditional, got {labels!r}")
+
+
 def check_options(model, method: str, accepted: frozenset[str], **options) -> dict:
     """The options that are set (not None), checked against what `model.<method>` takes: any other raises
     a `ValueError` naming it. `labels` go only to a conditional model; given to another, they raise. A
@@ -38,8 +45,8 @@ def check_options(model, method: str, accepted: frozenset[str], **options) -> di
     for name, value in options.items():
         if value is None:
             continue
-        if name == "labels" and not model.is_conditional:
-            raise ValueError(f"`labels` must be None for {type(model).__name__}: the model is unconditional, got {value!r}")
+        if name == "labels":
+            _check_conditional(model, value)
         if name not in accepted and name != "labels" and not (name == "seed" and "generator" in accepted):
             raise ValueError(
                 f"`{name}` is not an option of {type(model).__name__}.{method}, got {name}={value!r}; "
@@ -88,16 +95,14 @@ def make_generator(generator=None, seed=None) -> torch.Generator | None:
     return torch.Generator().manual_seed(int(seed))
 
 
-def as_labels(labels, batch_size: int | None = None):
-    """User labels -> what the model methods take: `None`, an int (one class for every image), or a long
-    tensor (B,). An int is expanded to `batch_size` when given. Class ids are checked by the model."""
-    if labels is None or isinstance(labels, torch.Tensor):
-        return labels
-    if isinstance(labels, numbers.Integral) and not isinstance(labels, bool):
-        return int(labels) if batch_size is None else torch.full((batch_size,), int(labels), dtype=torch.long)
-    if isinstance(labels, (list, tuple)) and all(isinstance(x, numbers.Integral) and not isinstance(x, bool) for x in labels):
-        return torch.tensor([int(x) for x in labels], dtype=torch.long)
-    raise ValueError(f"`labels` must be an int, a list of ints or an integer tensor of class ids, got {labels!r}")
+def as_labels(model, labels, batch_size: int) -> torch.Tensor | None:
+    """User labels -> the class ids (batch_size,) the model methods take, through the model's own
+    conversion (`model.class_ids`): an id or a class name for every image, a list mixing ids and names
+    (`model.config.label_names`), or an integer tensor. `None` stays `None`."""
+    if labels is None:
+        return None
+    _check_conditional(model, labels)
+    return model.class_ids(labels, batch_size)
 
 
 def sample_images(model, num_samples: int, *, vqvae=None, progress: bool = False, **options) -> torch.Tensor:
@@ -105,15 +110,17 @@ def sample_images(model, num_samples: int, *, vqvae=None, progress: bool = False
     `generate_images` (prior samples, then the VQ-VAE decoder or the pixel map) for a token prior.
 
     Options (`labels`, `guidance_scale`, `temperature`, the family's `sample_options`, `generator`) go to
-    that method; one it does not take raises a `ValueError` naming it.
+    that method; one it does not take raises a `ValueError` naming it. `labels` may be class names
+    (`as_labels`).
     """
     check_capability(
         model, "sample", "image generation",
         ": a VQ-VAE has no prior; sample with a token prior over its codes (and pass the VQ-VAE as `vqvae`)",
     )
+    check_int("num_samples", num_samples, minimum=1)  # before the labels are expanded to it
     kwargs = check_options(model, "sample", SAMPLE_OPTIONS | type(model).sample_options, **options)
     if "labels" in kwargs:
-        kwargs["labels"] = as_labels(kwargs["labels"])
+        kwargs["labels"] = as_labels(model, kwargs["labels"], num_samples)
     if type(model).input_kind == "tokens":
         if is_code_prior(model) and vqvae is None:
             raise ValueError("`vqvae` must be the VQ-VAE whose codes the prior models, got None")

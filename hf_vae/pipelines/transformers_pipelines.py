@@ -108,7 +108,7 @@ class _ImageInputPipeline(HfVaePipeline):
 
     def preprocess(self, images, labels=None):
         pixel_values, is_batch = load_images(images, self.model.config.num_channels)
-        labels = as_labels(labels, pixel_values.shape[0])
+        labels = as_labels(self.model, labels, pixel_values.shape[0])
         return {"pixel_values": pixel_values.to(self.model.dtype), "labels": labels, "is_batch": is_batch}
 
     @staticmethod
@@ -124,13 +124,15 @@ class UnconditionalImageGenerationPipeline(HfVaePipeline):
         pipe = pipeline("unconditional-image-generation", model="me/vae-mnist")       # or a folder / model
         images = pipe(num_samples=8, seed=0)                                          # 8 PIL images
         digits = pipe(labels=[3, 3, 7], guidance_scale=2.0, output_type="np")         # CVAE: (3, H, W, C)
+        cats = pipe(num_samples=4, labels="cat")                  # by class name (`model.config.label_names`)
         two_stage = pipeline("unconditional-image-generation", model=prior, vqvae=vqvae)
 
     Construction: `vqvae` (model, repo id or folder) for a prior over VQ-VAE codes; default: the VQ-VAE
     recorded in `prior.config.vqvae_name_or_path`.
 
-    Call: `num_samples` (default 1, or `len(labels)`), `generator` or `seed`, `temperature`, `labels` (an
-    int for every image, or one class id per image), `guidance_scale`, `top_k` / `top_p` (token priors),
+    Call: `num_samples` (default 1, or `len(labels)`), `generator` or `seed`, `temperature`, `labels` (a
+    class id or class name for every image, or one per image: a list mixing ids and names, or an integer
+    tensor; see `as_labels`), `guidance_scale`, `top_k` / `top_p` (token priors),
     `output_type` ("pil": a list of PIL images, default; "np": float32 (N, H, W, C); "pt": (N, C, H, W)).
     An argument the model does not take (e.g. `labels` for an unconditional VAE) raises a `ValueError`.
     """
@@ -158,11 +160,13 @@ class UnconditionalImageGenerationPipeline(HfVaePipeline):
         return _drop_none(preprocess), _drop_none(forward), _drop_none(postprocess)
 
     def preprocess(self, num_samples, generator=None, seed=None, labels=None):
-        if num_samples is None:
-            num_samples = len(labels) if isinstance(labels, (list, tuple, torch.Tensor)) and len(labels) else 1
+        if num_samples is None:  # one image per label given as a list or a (N,) tensor
+            sized = isinstance(labels, (list, tuple)) or (isinstance(labels, torch.Tensor) and labels.ndim == 1)
+            num_samples = len(labels) if sized and len(labels) else 1
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"`num_samples` must be an int >= 1, got {num_samples!r}")
-        return {"num_samples": num_samples, "generator": make_generator(generator, seed), "labels": as_labels(labels)}
+        return {"num_samples": num_samples, "generator": make_generator(generator, seed),
+                "labels": as_labels(self.model, labels, num_samples)}
 
     def _forward(self, model_inputs, **options):
         num_samples = model_inputs.pop("num_samples")
@@ -267,7 +271,7 @@ class ImageScoringPipeline(_ImageInputPipeline):
         else:
             num_channels, dtype = 1, torch.float32
         pixel_values, is_batch = load_images(images, num_channels)
-        labels = as_labels(labels, pixel_values.shape[0])
+        labels = as_labels(self.model, labels, pixel_values.shape[0])
         return {"pixel_values": pixel_values.to(dtype), "labels": labels, "is_batch": is_batch}
 
     def _sanitize_parameters(self, labels=None, num_importance_samples=None, generator=None, seed=None, quantize=None):

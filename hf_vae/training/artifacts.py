@@ -18,8 +18,12 @@ from ..images import image_grid
 __all__ = ["plot_training_curves", "push_to_hub", "save_pngs", "write_metrics"]
 
 
-def write_metrics(run_dir: Path, recipe, state, metrics: dict, num_processes: int) -> None:
-    """`metrics.json`: the recipe, the run's position and speed, and every test metric (`Metric.to_dict`)."""
+def write_metrics(run_dir: Path, recipe, state, metrics: dict, num_processes: int, data: dict | None = None) -> None:
+    """`metrics.json`: the recipe, the run's position and speed, every test metric (`Metric.to_dict`), and under
+    `"data"` the data read (`hf_vae.data.splitting.data_record`: dataset, config, revision asked and the commit it
+    resolved to, rows per split), which the card prints."""
+    if data is not None and not isinstance(data, dict):
+        raise ValueError(f"`data` must be a dict (see hf_vae.data.splitting.data_record) or None, got {type(data).__name__}")
     summary = {
         "recipe": recipe.to_dict(),
         "steps": state.step,
@@ -32,6 +36,8 @@ def write_metrics(run_dir: Path, recipe, state, metrics: dict, num_processes: in
         "seconds_to_first_step": None if state.seconds_to_first_step is None else round(state.seconds_to_first_step, 2),
         "test": {name: m.to_dict() for name, m in metrics.items()},
     }
+    if data is not None:
+        summary["data"] = data
     tmp = run_dir / "metrics.json.tmp"  # written whole, then renamed: a kill never leaves half a file
     tmp.write_text(json.dumps(summary, indent=2, default=str))
     os.replace(tmp, run_dir / "metrics.json")

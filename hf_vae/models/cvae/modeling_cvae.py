@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...distributions import uniform
-from ...validation import check_labels
 from ..vae.modeling_vae import GaussianDecoder, GaussianEncoder, VAEModel
 from .configuration_cvae import CVAEConfig
 
@@ -67,7 +66,8 @@ class CVAEModel(VAEModel):
     # -- the condition hooks ------------------------------------------------------------------------
 
     def _labels(self, labels, batch_size: int, required: bool, name: str = "labels") -> torch.Tensor:
-        """Checked class ids (B,) long on the model's device; `None` -> the null label unless `required`."""
+        """Checked class ids (B,) long on the model's device, from ids or class names (`class_ids`); `None`
+        -> the null label unless `required`."""
         if labels is None:
             if required:
                 raise ValueError(
@@ -75,8 +75,7 @@ class CVAEModel(VAEModel):
                     f"of shape ({batch_size},), got None"
                 )
             return torch.full((batch_size,), self.null_label, dtype=torch.long, device=self.device)
-        check_labels(labels, self.config.num_classes, batch_size, name)
-        return labels.to(device=self.device, dtype=torch.long)
+        return self.class_ids(labels, batch_size, name).to(device=self.device, dtype=torch.long)
 
     def _condition(self, labels, batch_size: int, required: bool = False, name: str = "labels") -> torch.Tensor:
         """Label vectors (B, label_dim) of class ids (B,); `None` is the null label unless `required`."""
