@@ -24,6 +24,7 @@ from hf_vae.data.loading import check_label_range, detect_columns, load_image_da
 from hf_vae.data.splitting import carve_splits, data_record
 from hf_vae.evaluation import Metric, evaluate
 from hf_vae.training.artifacts import write_metrics
+from hf_vae.training.checkpoints import TrainState
 
 from .hub_server import USER
 
@@ -314,7 +315,7 @@ def test_write_metrics_records_the_data_and_the_card_prints_the_commit(tmp_path)
     torch.manual_seed(0)
     VAEModel(VAEConfig(image_size=8, hidden_channels=[8, 16], latent_dim=4)).save_pretrained(tmp_path)
     recipe = SimpleNamespace(to_dict=lambda: {"data": {"dataset": "someone/faces", "revision": "v1", "test_split": "test"}})
-    state = SimpleNamespace(step=3, best_step=3, elapsed_seconds=1.0, images_seen=30, step_seconds=1.0, nonfinite_skips=0, skipped_images=0)
+    state = TrainState(step=3, best_step=3, elapsed_seconds=1.0, images_seen=30, step_seconds=1.0)
     metrics = {"elbo": Metric(-40.0, "nats", "ELBO, 1 sample", "Mean evidence lower bound per example")}
     stream = make_dataset().to_iterable_dataset()
     recorded = data_record(str(tmp_path), {"train": make_dataset(), "test": stream}, revision="v1")  # local: no commit

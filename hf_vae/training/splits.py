@@ -18,12 +18,12 @@ from __future__ import annotations
 from typing import Any
 
 import datasets
-import numpy as np
 import torch
 
 from ..data import ImageDataset, StreamingImageDataset, TensorDictDataset, binarize_pixels, load_tensors
 from ..data.dataset import skip_loader_seed
-from ..data.loading import load_image_dataset
+from ..data.loading import check_label_range, load_image_dataset
+from ..data.splitting import carve_splits
 from ..modeling_utils import pixels_to_indices
 from .recipe import Recipe
 
@@ -49,7 +49,11 @@ def load_data(recipe: Recipe, dataset=None, *, rank: int = 0, world_size: int = 
     """
     d = recipe.data
     raw = _open(d, dataset)
-    parts = _carve(raw, d)
+    carved, row_ids = carve_splits(raw, train_split=d.train_split, test_split=d.test_split,
+                                   validation_split=d.validation_split, test_size=d.test_size,
+                                   validation_size=d.validation_size, seed=d.binarize_seed,
+                                   label_column=d.label_column, return_row_ids=True)
+    parts = {name: (carved[name], row_ids[name]) if name in carved else None for name in ("train", "validation", "test")}
     common = dict(image_size=d.image_size, center_crop=d.center_crop, num_channels=d.num_channels,
                   image_column=d.image_column, label_column=d.label_column, on_bad_image=d.on_bad_image)
     modes = _binarizations(d)
@@ -99,64 +103,8 @@ def _open(d, dataset):
     return dataset
 
 
-def _split_size(size, n: int, name: str) -> int:
-    count = size if isinstance(size, int) else int(round(size * n))
-    if not 1 <= count < n:
-        raise ValueError(f"`data.{name}` must leave at least one example in each of the {n} training rows' parts, "
-                         f"got {size!r} ({count} rows)")
-    return count
-
-
-def _carve(raw, d) -> dict[str, tuple | None]:
-    """{"train", "test", "validation"} -> (split, row ids in the split it came from) or None."""
-    available = list(raw)
-    for name, split in ((d.train_split, "train_split"), (d.validation_split, "validation_split")):
-        if name is not None and name not in raw:
-            raise ValueError(f"`data.{split}` must be one of the dataset's splits {available}, got {name!r}")
-    if d.test_size is None and d.test_split not in raw:
-        raise ValueError(f"`data.test_split` must be one of the dataset's splits {available}, got {d.test_split!r} "
-                         "(or set `data.test_size` to carve a test split from train)")
-    if d.test_size is not None and d.test_split in raw:
-        raise ValueError(f"`data.test_size` must be null: the dataset has a {d.test_split!r} split, got {d.test_size!r}")
-    train, rows = raw[d.train_split], None
-    parts = {"test": None if d.test_size else (raw[d.test_split], None),
-             "validation": (raw[d.validation_split], None) if d.validation_split else None}
-    for name, size in (("test", d.test_size), ("validation", d.validation_size)):
-        if not size or parts[name] is not None:
-            continue
-        if isinstance(train, datasets.IterableDataset):
-            n = _stream_rows(train)
-            if not isinstance(size, int) and n is None:
-                raise ValueError(f"`data.{name}_size` must be a count for a stream of unknown length, got {size!r}")
-            count = size if isinstance(size, int) else _split_size(size, n, f"{name}_size")
-            # The first `count` rows of the stream, before any shuffling (not stratified).
-            parts[name] = (train.take(count), None)
-            train = train.skip(count)
-            continue
-        keep, held = _stratified_split(train, d, _split_size(size, len(train), f"{name}_size"))
-        base = np.arange(len(train)) if rows is None else rows
-        parts[name] = (train.select(held), base[held])
-        train, rows = train.select(keep), base[keep]
-    parts["train"] = (train, rows)
-    for name, part in parts.items():
-        if part is not None and isinstance(part[0], datasets.Dataset) and len(part[0]) == 0:
-            raise ValueError(f"the {name} split must hold at least one example, got an empty split")
-    return parts
-
-
-def _stratified_split(train: datasets.Dataset, d, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """(kept rows, held-out rows), sorted; stratified by the label column when there is one."""
-    from sklearn.model_selection import train_test_split
-
-    from ..data import detect_columns
-
-    _, label = detect_columns(train.features, d.image_column, d.label_column)
-    stratify = np.asarray(train.select_columns([label]).with_format("numpy")[label]) if label else None
-    keep, held = train_test_split(np.arange(len(train)), test_size=count, random_state=d.binarize_seed, stratify=stratify)
-    return np.sort(keep), np.sort(held)
-
-
 def _stream_rows(stream) -> int | None:
+    """A stream's size from the dataset's info (its card), when known."""
     info = getattr(stream, "info", None)
     split = info.splits.get(str(stream.split)) if info is not None and info.splits and stream.split else None
     return split.num_examples if split is not None and split.num_examples else None
@@ -237,9 +185,8 @@ def _largest_label(split) -> int | None:
         return int(split.tensors["labels"].max()) if "labels" in split.tensors else None
     if split.label_column is None:
         return None
-    if isinstance(split, ImageDataset):
-        column = split.dataset.select_columns([split.label_column]).with_format("numpy")[split.label_column]
-        return int(np.max(column))
+    if isinstance(split, ImageDataset):  # the Arrow column only, no image decoded
+        return check_label_range(split.dataset, split.label_column, split=split.split)
     return split.num_classes - 1 if split.num_classes else None
 
 
