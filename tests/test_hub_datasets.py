@@ -224,16 +224,14 @@ def test_recipe_trains_on_its_replica(replicas, tmp_path, name, streaming):
     assert metrics["steps"] == 3
     numbers = [m["value"] for m in metrics["test"].values() if isinstance(m["value"], float)]
     assert numbers and all(math.isfinite(v) for v in numbers)
-    assert metrics["recipe"]["data"]["dataset"] == replica.repo_id
-    assert metrics["recipe"]["data"]["revision"] == revision
+    record = metrics["data"]  # what the run read: dataset, config, the revision asked and its commit
+    assert (record["dataset"], record["config_name"]) == (replica.repo_id, replica.config_name)
+    assert record["revision"] == record["commit"] == revision
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["num_channels"] == (1 if replica.image_mode == "L" else 3)
 
 
 @pytest.mark.filterwarnings("ignore:posterior collapse")
-@pytest.mark.xfail(strict=True, reason="issue #12 item 3: hf_vae.data.splitting.data_record (dataset, revision asked, "
-                                       "commit resolved) exists, but train() does not yet pass it to write_metrics, so "
-                                       "metrics.json has no 'data' record; remove this mark once it does")
 def test_unpinned_run_records_the_commit_it_trained_on(replicas, tmp_path):
     recipe = _tiny_recipe("vae_mnist.yaml", tmp_path / "run", None, streaming=False)
     train(recipe)
