@@ -10,6 +10,11 @@ atomic: the whole NDJSON body is read before the branch moves, so a connection t
 changes nothing. `fail("commit" | "lfs-upload", ...)` injects such drops: the server reads part of the
 body and hangs up without answering. `requests` and `dropped` record (method, path) of what came in.
 
+File downloads honour `Range: bytes=...` as the Hub's CDN does (206 and the slice, 416 past the end):
+streaming `datasets.load_dataset(..., streaming=True)` reads parquet through HfFileSystem with a HEAD for
+the size, then ranged GETs of the footer and of the row groups it needs. `ranged` records (path, range)
+of each ranged answer.
+
 Usage (tests/conftest.py does this before anything imports `huggingface_hub`):
 
     server = HubServer().start()         # binds 127.0.0.1 on a free port, serves from a daemon thread
@@ -67,7 +72,8 @@ ROUTES = [
     ("PUT", r"/lfs-objects/(?P<sha>[0-9a-f]{64})", "lfs_upload", "lfs-upload"),
     # ... step 4: the NDJSON commit (header, then regular "file" and "lfsFile" lines).
     ("POST", API + r"/commit/" + REV, "commit", "commit"),
-    # hf_hub_download (HEAD for metadata, then GET): every from_pretrained, ModelCard.load, load_dataset.
+    # hf_hub_download (HEAD for metadata, then GET): every from_pretrained, ModelCard.load, load_dataset;
+    # HfFileSystem's ranged reads (streaming load_dataset) get 206 slices (see _Handler._ranged).
     ("GET HEAD", r"/(?P<kind>datasets/)?(?P<repo>[^/]+/[^/]+)/resolve/" + REV + r"/(?P<path>.+)", "download", None),
 ]
 ROUTES = [(methods.split(), re.compile(pattern), name, fault) for methods, pattern, name, fault in ROUTES]
@@ -125,6 +131,7 @@ class HubServer:
         self._faults: dict[str, list[int]] = {}  # kind -> [after_bytes, times left]
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request
         self.dropped: list[tuple[str, str]] = []  # (method, path) of the requests a fault dropped
+        self.ranged: list[tuple[str, str]] = []  # (path, "bytes=a-b") of every ranged (206/416) answer
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.httpd.daemon_threads = True
         self.httpd.hub = self
@@ -315,6 +322,9 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as error:  # a server bug or a request it cannot serve: fail the test clearly
             answer = 500, {"error": f"test hub: {type(error).__name__}: {error}"}, {}
         status, payload, headers = answer
+        if status == 200 and isinstance(payload, bytes) and "Range" in self.headers:
+            hub.ranged.append((url.path, self.headers["Range"]))
+            status, payload, headers = self._ranged(payload, self.headers["Range"], headers)
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream" if isinstance(payload, bytes) else "application/json")
@@ -326,3 +336,21 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     do_HEAD = do_POST = do_PUT = do_GET
+
+    @staticmethod
+    def _ranged(data: bytes, spec: str, headers: dict) -> tuple[int, bytes | dict, dict]:
+        """The answer to `Range: bytes=a-b` (or `a-`, or the suffix form `-n`) for file `data`: 206 with the
+        slice and its Content-Range (an end past the file is clipped, as RFC 9110 says), or 416 when it
+        starts past the end. One range per request: that is all HfFileSystem asks for."""
+        match = re.fullmatch(r"bytes=(\d*)-(\d*)", spec.strip())
+        if match is None or match.groups() == ("", ""):
+            return 400, {"error": f"test hub: unsupported Range {spec!r}"}, {}
+        first, last, size = *match.groups(), len(data)
+        if first == "":  # the last `last` bytes
+            start, end = max(size - int(last), 0), size - 1
+        else:
+            start, end = int(first), min(int(last) if last else size - 1, size - 1)
+        if start >= size or start > end:
+            error = {"error": f"Range {spec!r} not satisfiable for {size} bytes"}
+            return 416, error, {"Content-Range": f"bytes */{size}"}
+        return 206, data[start:end + 1], {**headers, "Content-Range": f"bytes {start}-{end}/{size}"}
