@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -140,6 +141,7 @@ class ImageDataset(_SplitView, torch.utils.data.Dataset):
         self._setup(hf_dataset.features, table[0] if len(table) else None, image_size=image_size,
                     center_crop=center_crop, num_channels=num_channels, binarize=binarize, seed=seed,
                     image_column=image, label_column=label, split=split, on_bad_image=on_bad_image)
+        self._mapped_pages = MappedPages([f["filename"] for f in table.cache_files])
         self.epoch = 0
         self._generator = torch.Generator()
         self._generator_worker_seed: int | None = None
@@ -168,6 +170,7 @@ class ImageDataset(_SplitView, torch.utils.data.Dataset):
                 raise IndexError(f"`index` must be in [-{n}, {n}), got {index}")
             positions.append(index % n)
         rows = self.dataset[positions]
+        self._mapped_pages.release()
         row_ids = positions if self.row_ids is None else self.row_ids[positions].tolist()
         examples = self.transform.examples(rows, row_ids)
         if self.binarize == "dynamic":
@@ -190,6 +193,53 @@ class ImageDataset(_SplitView, torch.utils.data.Dataset):
         return (f"{type(self).__name__}(num_rows={len(self)}, split={self.split!r}, image_column={self.image_column!r}, "
                 f"label_column={self.label_column!r}, num_channels={self.num_channels}, image_size={self.image_size}, "
                 f"num_classes={self.num_classes}, binarize={self.binarize!r})")
+
+
+class MappedPages:
+    """Keeps a process's resident memory from growing with the Arrow files it reads at random.
+
+    `datasets` memory-maps its Arrow cache files. Random reads fault pages in (the kernel maps up to 64 KiB
+    around each), and they stay in the process's resident set, so a worker that reads a few rows from
+    everywhere ends up holding most of the file: its memory grows with the dataset, not with what it uses.
+    `release` tells the kernel (Linux ``madvise(MADV_DONTNEED)``) that this process no longer needs the
+    mapped pages of these files; they stay in the page cache, and the next read maps them again. Only
+    read-only mappings of the named files are touched (never anonymous memory, whose content that would
+    discard); elsewhere than Linux it does nothing.
+    """
+
+    _MADV_DONTNEED = 4
+
+    def __init__(self, filenames: Sequence[str]) -> None:
+        self.filenames = {os.path.realpath(f) for f in filenames if f}
+        self._ranges: list[tuple[int, int]] | None = None
+        self._libc = None
+
+    def __getstate__(self) -> dict:  # a worker finds its own mappings
+        return {"filenames": self.filenames, "_ranges": None, "_libc": None}
+
+    def release(self) -> None:
+        """Drop this process's resident pages of the files' read-only mappings."""
+        if not self.filenames or not sys.platform.startswith("linux"):
+            return
+        if self._ranges is None:
+            import ctypes
+
+            self._libc = ctypes.CDLL(None, use_errno=True)
+            self._libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+            self._ranges = self._find_ranges() or None  # none mapped yet: look again next time
+        for start, end in self._ranges or ():
+            self._libc.madvise(start, end - start, self._MADV_DONTNEED)
+
+    def _find_ranges(self) -> list[tuple[int, int]]:
+        ranges = []
+        with open("/proc/self/maps") as maps:  # "start-end perms offset dev inode path"
+            for line in maps:
+                fields = line.split(maxsplit=5)
+                if len(fields) == 6 and fields[1].startswith("r") and "w" not in fields[1] \
+                        and os.path.realpath(fields[5].strip()) in self.filenames:
+                    start, end = (int(x, 16) for x in fields[0].split("-"))
+                    ranges.append((start, end))
+        return ranges
 
 
 class StreamingImageDataset(_SplitView, torch.utils.data.IterableDataset):
