@@ -14,21 +14,14 @@
 - `transforms`: `ImageTransform` (decode, channels, crop, resize, scale, static binarization; batched and
   picklable, usable with `datasets`' `with_transform` / `map`) and `collate_examples`.
 - `dataset`: `ImageDataset` (map-style, Arrow-backed, decoded on the fly), `StreamingImageDataset` (a stream,
-  with its resumable position), `load_split`, the loaders, and small splits held in memory
-  (`load_tensors`, `TensorDictDataset`), which the trainer picks for splits that fit (`data.in_memory`).
+  with its resumable position), `load_split`, and small splits held in memory (`load_tensors`,
+  `TensorDictDataset`), which the trainer picks for splits that fit (`data.in_memory`).
+- `loaders`: `make_dataloader` (seeded shuffling, workers, prefetching, pinned memory), `make_eval_loader`.
 """
 
 from .binarization import BINARIZE_MODES, binarize_pixels, derived_seed, seeded_generator
-from .dataset import (
-    ImageDataset,
-    StreamingImageDataset,
-    TensorDictDataset,
-    first_examples,
-    load_split,
-    load_tensors,
-    make_dataloader,
-    make_eval_loader,
-)
+from .dataset import ImageDataset, StreamingImageDataset, TensorDictDataset, load_split, load_tensors
+from .loaders import first_examples, make_dataloader, make_eval_loader
 from .embedded import EMBEDDED_DATASETS, materialize_embedded_dataset
 from .loading import (
     IMAGE_COLUMN_NAMES,

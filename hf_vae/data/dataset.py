@@ -1,6 +1,6 @@
 """The torch side of a split: `ImageDataset` (map-style, Arrow-backed, decoded on the fly),
-`StreamingImageDataset` (an `IterableDataset` read as it streams), `load_split`, the loaders, and the
-in-memory form of a small split (`load_tensors`, `TensorDictDataset`).
+`StreamingImageDataset` (an `IterableDataset` read as it streams), `load_split`, and the in-memory form
+of a small split (`load_tensors`, `TensorDictDataset`). The loaders over them are in `loaders`.
 
     datasets.Dataset         ──► ImageDataset          ─┐  batches of collate_examples:
     datasets.IterableDataset ──► StreamingImageDataset ─┼─► {"pixel_values": (B, C, H, W) float32 in [0, 1],
@@ -12,7 +12,6 @@ so decoding happens in the `DataLoader` workers, and a bad image names its split
 
 from __future__ import annotations
 
-import itertools
 import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -27,10 +26,7 @@ from .binarization import BINARIZE_MODES, binarize_pixels, derived_seed
 from .loading import detect_columns, get_label_names, get_num_classes, load_image_dataset
 from .transforms import ImageTransform, as_pil, as_size, channels_of_mode, collate_examples
 
-__all__ = [
-    "ImageDataset", "StreamingImageDataset", "TensorDictDataset", "first_examples", "load_split", "load_tensors",
-    "make_dataloader", "make_eval_loader",
-]
+__all__ = ["ImageDataset", "MappedPages", "StreamingImageDataset", "TensorDictDataset", "load_split", "load_tensors"]
 
 
 class _SplitView:
@@ -360,50 +356,6 @@ def load_split(name_or_path: str | os.PathLike | datasets.Dataset | datasets.Ite
     if isinstance(hf_dataset, datasets.IterableDataset):
         return StreamingImageDataset(hf_dataset, **view_kwargs)
     return ImageDataset(hf_dataset, **view_kwargs)
-
-
-def make_dataloader(dataset: torch.utils.data.Dataset, batch_size: int, shuffle: bool = False, seed: int = 0,
-                    num_workers: int = 0, drop_last: bool = False, prefetch_factor: int | None = None,
-                    pin_memory: bool = False) -> torch.utils.data.DataLoader:
-    """A ``DataLoader`` whose shuffling and worker seeds come from a generator seeded with ``seed``.
-
-    Batches are `collate_examples` batches ``{"pixel_values": (B, C, H, W) float32, "labels": (B,) int64}``.
-    Workers stay alive between epochs (``persistent_workers``); ``prefetch_factor`` batches per worker are
-    read ahead.
-    """
-    check_int("batch_size", batch_size, minimum=1)
-    check_int("num_workers", num_workers, minimum=0)
-    workers = {"prefetch_factor": prefetch_factor or 2, "persistent_workers": True} if num_workers else {}
-    return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, drop_last=drop_last,
-        generator=torch.Generator().manual_seed(seed), collate_fn=collate_examples, pin_memory=pin_memory, **workers,
-    )
-
-
-def make_eval_loader(dataset, batch_size: int, max_examples: int | None = None) -> torch.utils.data.DataLoader:
-    """A loader over the first ``max_examples`` examples (all when ``None``) of a map-style or iterable dataset,
-    in order."""
-    if isinstance(dataset, torch.utils.data.IterableDataset):
-        if max_examples is not None:
-            dataset = _Take(dataset, max_examples)
-    elif max_examples is not None:
-        dataset = torch.utils.data.Subset(dataset, range(min(max_examples, len(dataset))))
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_examples)
-
-
-class _Take(torch.utils.data.IterableDataset):
-    """The first ``count`` examples of an iterable dataset."""
-
-    def __init__(self, dataset, count: int) -> None:
-        self.dataset, self.count = dataset, count
-
-    def __iter__(self):
-        return itertools.islice(iter(self.dataset), self.count)
-
-
-def first_examples(dataset, count: int) -> dict[str, torch.Tensor]:
-    """The first ``count`` examples of a split (map-style or iterable) as one batch."""
-    return next(iter(make_eval_loader(dataset, count, max_examples=count)))
 
 
 # --------------------------------------------------------------------------------------------------
