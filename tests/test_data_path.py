@@ -269,3 +269,26 @@ def test_image_transform_plugs_into_datasets_transform_api():
     assert all(torch.equal(a, view[i]["pixel_values"]) for i, a in enumerate(through_datasets["pixel_values"]))
     streamed = digits.to_iterable_dataset().map(transform, batched=True, batch_size=5, remove_columns=["image"])
     assert [int(row["labels"]) for row in streamed] == digits["label"]
+
+
+def test_two_processes_stream_their_parts_and_end_each_epoch_together(tmp_path):
+    """A 1-shard stream split by example between 2 processes: 699 and 698 training rows, so 233 and 232
+    batches of 3; both processes end every epoch at the shorter part, or the longer one would wait forever."""
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "ddp"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               str(REPO / "training" / "train.py"), str(TINY_RECIPE), "--output_dir", str(run_dir),
+               *[arg for override in (*FAST, "training.max_steps=240", "training.batch_size=6", "training.eval_every=240",
+                                      "training.save_every=240", "data.streaming=true", "data.shuffle_buffer_size=0")
+                 for arg in ("--set", override)]]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    assert summary["num_processes"] == 2 and summary["steps"] == 240
+    checkpoint = run_dir / "checkpoints" / "checkpoint-00000240"
+    positions = [json.loads((checkpoint / f"data-{rank}.json").read_text()) for rank in (0, 1)]
+    # Both ended epoch 0 at the shorter part and read the same number of batches since: the same position.
+    assert positions[0]["epoch"] == 1 and positions[0] == positions[1]

@@ -21,6 +21,7 @@ Randomness: the shuffling comes from a loader seeded with `training.seed`; every
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import time
@@ -162,7 +163,7 @@ def train(recipe: Recipe, resume: bool = False, *, dataset=None) -> Path:
     while state.step < t.max_steps and not stop:
         if streaming:  # resumed streams continue from their loaded state_dict, not by skipping batches
             splits["train"].set_epoch(state.epoch)
-            loader = train_loader
+            loader = _while_every_process_has_a_batch(train_loader, accelerator)
         else:
             train_loader.set_epoch(state.epoch)
             loader = accelerator.skip_first_batches(train_loader, state.batches_in_epoch) if state.batches_in_epoch else train_loader
@@ -242,6 +243,19 @@ def train(recipe: Recipe, resume: bool = False, *, dataset=None) -> Path:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return run_dir
+
+
+def _while_every_process_has_a_batch(loader, accelerator):
+    """The loader's batches while every process still has one. Each process streams its own part, and the
+    parts can differ by a batch; a process that went on alone would wait forever for the others' gradients."""
+    for batch in itertools.chain(loader, [None]):
+        if accelerator.num_processes > 1:
+            have = accelerator.gather(torch.tensor([batch is not None], device=accelerator.device))
+            if not bool(have.all()):
+                return
+        if batch is None:
+            return
+        yield batch
 
 
 def _nonfinite_term(output) -> str | None:
