@@ -1,9 +1,10 @@
 """A GPT-style transformer prior over token grids as a Hugging Face model (nanoGPT's model.py, on a grid).
 
-Read top-down: position tables -> attention with a key/value cache -> MLP -> block ->
-`TransformerPriorModel` (forward = exact NLL per token, then `log_likelihood` and the logits function
-`sample` draws with; `sample`, `bits_per_token` and `bits_per_dim` come from `TokenPriorPreTrainedModel`).
-Sampling runs through `hf_vae/sampling.py`, with or without the cache.
+Read top-down: position tables -> attention with a key/value cache -> MLP -> block -> `PriorTokenDraw`
+(the logits processor through which transformers' `generate` draws as `sample` does) ->
+`TransformerPriorModel` (`generate`, forward = exact NLL per token, then `log_likelihood` and the logits
+function `sample` draws with; `sample`, `bits_per_token` and `bits_per_dim` come from
+`TokenPriorPreTrainedModel`). Sampling runs through `hf_vae/sampling.py`, with or without the cache.
 
 The sequence for a grid x_0 .. x_{N-1} (N = H * W, raster order) is [start, x_0, ..., x_{N-2}]: the
 output at sequence position p is the distribution of x_p, so logits line up with the grid tokens. The
@@ -177,7 +178,8 @@ class TransformerPriorModel(TransformerPriorPreTrainedModel, GenerationMixin):
 
     `forward(indices)` returns the mean NLL per token (`loss`), the logits (B, sequence, vocab_size)
     and the exact per-example log-likelihood in nats; `use_cache=True` also returns the key/value cache.
-    `sample` (from `TokenPriorPreTrainedModel`) also takes `use_cache` (default True; same draws).
+    `sample` (from `TokenPriorPreTrainedModel`) also takes `use_cache` (default True; same draws);
+    `generate` (transformers') draws the same tokens for the same seed, from no `input_ids`.
     """
 
     card_template = "transformer_prior.md.j2"
