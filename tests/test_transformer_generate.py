@@ -87,6 +87,7 @@ def test_num_return_sequences_prefixes_and_output_objects():
     assert torch.equal(repeated.view(6, 3, 3), sampled)
     full = model.generate(labels=LABELS, do_sample=False)
     assert torch.equal(model.generate(full[:, :4], labels=LABELS, do_sample=False), full)  # completes a prefix
+    assert torch.equal(model.generate(input_ids=full[:, :4], labels=LABELS, do_sample=False), full)  # transformers' name
     output = model.generate(labels=LABELS, guidance_scale=2.0, return_dict_in_generate=True, output_logits=True,
                             generator=_seed())
     assert torch.equal(output.sequences, model.generate(labels=LABELS, guidance_scale=2.0, generator=_seed()))

@@ -236,7 +236,8 @@ class TransformerPriorModel(TransformerPriorPreTrainedModel, GenerationMixin):
         `generate(labels=y, generator=torch.Generator().manual_seed(s))` returns the tokens of
         `sample(len(y), labels=y, generator=torch.Generator().manual_seed(s))`. Without `generator`, both draw
         from torch's global RNG (transformers' convention): `torch.manual_seed(s)` (or `transformers.set_seed`)
-        before each call gives the same equality.
+        before each call gives the same equality. With guidance, an output object's `sequences` hold the B
+        samples, its `logits` all 2B rows (conditional, then null label), its `scores` the drawn tokens only.
         """
         config = copy.deepcopy(generation_config if generation_config is not None else self.generation_config)
         model_kwargs = config.update(**kwargs)  # generation fields land on `config`, model inputs stay
@@ -252,6 +253,8 @@ class TransformerPriorModel(TransformerPriorPreTrainedModel, GenerationMixin):
         check_generator(generator)
         if (config.num_beams or 1) != 1:
             raise ValueError(f"`num_beams` must be 1 (grids are sampled or decoded greedily), got {config.num_beams!r}")
+        if indices is None:  # also under transformers' name
+            indices = model_kwargs.pop("input_ids", None)
         if indices is None:
             sized = isinstance(labels, (list, tuple, torch.Tensor)) and num_samples is None
             num_samples = len(labels) if sized else 1 if num_samples is None else num_samples
