@@ -1,9 +1,10 @@
 """A GPT-style transformer prior over token grids as a Hugging Face model (nanoGPT's model.py, on a grid).
 
-Read top-down: position tables -> attention with a key/value cache -> MLP -> block ->
-`TransformerPriorModel` (forward = exact NLL per token, then `log_likelihood` and the logits function
-`sample` draws with; `sample`, `bits_per_token` and `bits_per_dim` come from `TokenPriorPreTrainedModel`).
-Sampling runs through `hf_vae/sampling.py`, with or without the cache.
+Read top-down: position tables -> attention with a key/value cache -> MLP -> block -> `PriorTokenDraw`
+(the logits processor through which transformers' `generate` draws as `sample` does) ->
+`TransformerPriorModel` (`generate`, forward = exact NLL per token, then `log_likelihood` and the logits
+function `sample` draws with; `sample`, `bits_per_token` and `bits_per_dim` come from
+`TokenPriorPreTrainedModel`). Sampling runs through `hf_vae/sampling.py`, with or without the cache.
 
 The sequence for a grid x_0 .. x_{N-1} (N = H * W, raster order) is [start, x_0, ..., x_{N-2}]: the
 output at sequence position p is the distribution of x_p, so logits line up with the grid tokens. The
@@ -14,18 +15,19 @@ the token it predicts.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import DynamicCache, GenerationMixin
+from transformers import DynamicCache, GenerationConfig, GenerationMixin, LogitsProcessor, LogitsProcessorList
 from transformers import initialization as init
 
 from ...modeling_outputs import TokenPriorOutput
 from ...modeling_utils import TokenPriorPreTrainedModel
-from ...sampling import LogitsFn
-from ...validation import check_bool, check_generator, check_indices
+from ...sampling import LogitsFn, check_sampling_args, is_guided, sample_from_logits
+from ...validation import check_bool, check_generator, check_indices, check_int, check_labels
 from .configuration_transformer_prior import TransformerPriorConfig
 
 
@@ -118,6 +120,36 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
+class PriorTokenDraw(LogitsProcessor):
+    """The last logits processor of `TransformerPriorModel.generate`: it draws each next token exactly as
+    `sample` does (`hf_vae.sampling.sample_tokens`: guidance, temperature, top-k, top-p, then the
+    inverse-CDF draw with `generator`; the argmax when `do_sample=False`) and returns scores where only the
+    drawn token is finite, so generate's greedy step reads it back and its torch.multinomial never runs.
+
+    With `guidance_scale != 1` the batch holds 2B rows (B conditional, then the same B with the null
+    label); the guided logits uncond + s * (cond - uncond) pick one token per pair, given to both rows.
+    """
+
+    def __init__(self, *, do_sample: bool, temperature: float, top_k: int | None, top_p: float | None,
+                 guidance_scale: float, generator: torch.Generator | None):
+        self.do_sample, self.temperature, self.top_k, self.top_p = do_sample, temperature, top_k, top_p
+        self.guidance_scale, self.generator = guidance_scale, generator
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        logits = scores.float()  # (rows, vocab_size)
+        guided = is_guided(self.guidance_scale)
+        if guided:
+            cond, uncond = logits.chunk(2)
+            logits = uncond + self.guidance_scale * (cond - uncond)
+        if self.do_sample:
+            tokens = sample_from_logits(logits, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
+                                        generator=self.generator)
+        else:
+            tokens = logits.argmax(dim=-1)
+        tokens = tokens.repeat(2) if guided else tokens  # (rows,)
+        return torch.full_like(scores, float("-inf")).scatter_(1, tokens[:, None], 0.0)
+
+
 class TransformerPriorPreTrainedModel(TokenPriorPreTrainedModel):
     config_class = TransformerPriorConfig
     _no_split_modules = ["Block"]
@@ -146,7 +178,8 @@ class TransformerPriorModel(TransformerPriorPreTrainedModel, GenerationMixin):
 
     `forward(indices)` returns the mean NLL per token (`loss`), the logits (B, sequence, vocab_size)
     and the exact per-example log-likelihood in nats; `use_cache=True` also returns the key/value cache.
-    `sample` (from `TokenPriorPreTrainedModel`) also takes `use_cache` (default True; same draws).
+    `sample` (from `TokenPriorPreTrainedModel`) also takes `use_cache` (default True; same draws);
+    `generate` (transformers') draws the same tokens for the same seed, from no `input_ids`.
     """
 
     card_template = "transformer_prior.md.j2"
@@ -168,6 +201,9 @@ class TransformerPriorModel(TransformerPriorPreTrainedModel, GenerationMixin):
         self.ln_f = nn.LayerNorm(config.hidden_size, bias=config.bias)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
+        # `generate` samples whole grids by default, as `sample` does (folders saved before this have
+        # neither field; `generate` falls back to the same values).
+        self.generation_config.update(do_sample=True, max_length=self.num_positions)
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.token_embedding
@@ -177,28 +213,94 @@ class TransformerPriorModel(TransformerPriorPreTrainedModel, GenerationMixin):
 
     # -- transformers `generate` ------------------------------------------------------------------------
     # GenerationMixin names its running sequence `input_ids` (the text convention) wherever the model's
-    # main input is called something else; these two methods translate at its edges, so callers and
-    # `forward` only ever see `indices`.
+    # main input is called something else; `generate` and `prepare_inputs_for_generation` translate at its
+    # edges, so callers and `forward` only ever see `indices`. The start token is not a grid token: it is
+    # the class token of `labels` (the null label, or the BOS token of an unconditional prior), fed through
+    # `start_ids`, so generation needs no `bos_token_id` and may start from an empty grid.
 
-    def generate(self, indices: torch.Tensor, **kwargs):
-        """`GenerationMixin.generate` from a raster-order prefix `indices` (B, L): returns (B, L + new tokens)
-        (or generate's output object with `return_dict_in_generate=True`).
+    def generate(self, indices: torch.Tensor | None = None, generation_config: GenerationConfig | None = None, *,
+                 labels=None, num_samples: int | None = None, generator: torch.Generator | None = None, **kwargs):
+        """`GenerationMixin.generate` over token grids: returns (B, L + new tokens) in raster order (or
+        generate's output object with `return_dict_in_generate=True`).
 
-        `generate(indices=prefix, labels=..., max_new_tokens=N - L)` completes grids (N = grid_size**2); an
-        empty prefix (B, 0) samples whole ones. It decodes with the key/value cache (`use_cache=False`
-        raises); `sample` is the hf_vae way (guidance, with or without the cache).
+        `generate(labels=[3, 7])` or `generate(num_samples=4)` samples whole grids from nothing (B = the
+        number of labels or `num_samples`, 1 by default; add `.view(-1, grid_size, grid_size)`);
+        `generate(prefix, labels=...)` completes raster-order prefixes (B, L). Generation stops at the end of
+        the grid (`generation_config.max_length = grid_size**2`) unless `max_new_tokens` says sooner.
+
+        Each token is drawn as `sample` draws it (`hf_vae.sampling`): `do_sample` (default True; False =
+        greedy), `temperature`, `top_k`, `top_p` and `guidance_scale` from the kwargs or the generation config,
+        where a field left unset takes `sample`'s default (top-k and top-p off), not transformers' text
+        defaults (top_k=50). `guidance_scale != 1` is the prior's classifier-free guidance against its null
+        label (it needs `labels` and `label_dropout > 0`), never transformers' text guidance. So
+        `generate(labels=y, generator=torch.Generator().manual_seed(s))` returns the tokens of
+        `sample(len(y), labels=y, generator=torch.Generator().manual_seed(s))`. Without `generator`, both draw
+        from torch's global RNG (transformers' convention): `torch.manual_seed(s)` (or `transformers.set_seed`)
+        before each call gives the same equality. With guidance, an output object's `sequences` hold the B
+        samples, its `logits` all 2B rows (conditional, then null label), its `scores` the drawn tokens only.
         """
-        kwargs["input_ids"] = indices  # the sequence generate() grows, under its own name
-        return super().generate(indices, **kwargs)
+        config = copy.deepcopy(generation_config if generation_config is not None else self.generation_config)
+        model_kwargs = config.update(**kwargs)  # generation fields land on `config`, model inputs stay
 
-    def prepare_inputs_for_generation(self, input_ids, labels=None, **kwargs):
+        def setting(name, default, off=None):
+            value = next((v for v in (getattr(config, name), getattr(self.generation_config, name)) if v is not None), default)
+            return None if value == off else value  # transformers' "off" values (top_k=0, top_p=1) -> None
+
+        do_sample, temperature, guidance_scale = setting("do_sample", True), setting("temperature", 1.0), setting("guidance_scale", 1.0)
+        top_k, top_p = setting("top_k", None, off=0), setting("top_p", None, off=1.0)
+        check_bool("do_sample", do_sample)
+        check_sampling_args(temperature, top_k, top_p, guidance_scale)
+        check_generator(generator)
+        if (config.num_beams or 1) != 1:
+            raise ValueError(f"`num_beams` must be 1 (grids are sampled or decoded greedily), got {config.num_beams!r}")
+        if indices is None:  # also under transformers' name
+            indices = model_kwargs.pop("input_ids", None)
+        if indices is None:
+            sized = isinstance(labels, (list, tuple, torch.Tensor)) and num_samples is None
+            num_samples = len(labels) if sized else 1 if num_samples is None else num_samples
+            check_int("num_samples", num_samples, minimum=1)
+            indices = torch.zeros(num_samples, 0, dtype=torch.long, device=self.device)
+        elif num_samples is not None:
+            raise ValueError(f"`num_samples` must be None when `indices` are given (one sample per row), got {num_samples!r}")
+        self._check_guidance(guidance_scale, labels)
+        start_ids = self._condition_ids(labels, indices.shape[0])  # (B,): checks the labels
+        # num_return_sequences copies each row in place (transformers' order); done here, as generate's
+        # greedy step (below) refuses it.
+        copies = config.num_return_sequences or 1
+        indices, start_ids = indices.repeat_interleave(copies, dim=0), start_ids.repeat_interleave(copies)
+        guided = is_guided(guidance_scale)
+        if guided:
+            if self.config.label_dropout == 0:
+                raise ValueError("`guidance_scale` must be 1 unless the prior was trained with label dropout "
+                                 f"(label_dropout=0), got {guidance_scale!r}")
+            # The rows of `sample_tokens`: the B conditional ones, then the same B with the null label.
+            indices = torch.cat([indices, indices])
+            start_ids = torch.cat([start_ids, torch.full_like(start_ids, self.null_label)])
+        if config.max_new_tokens is None and config.max_length is None and self.generation_config.max_length is None:
+            config.max_new_tokens = self.num_positions - indices.shape[1]  # a folder saved without max_length
+        # transformers' own sampling, warpers and text guidance stay off: the last processor has drawn the
+        # token, so generate's greedy step only reads it back (these are its neutral values for greedy).
+        config.update(do_sample=False, temperature=1.0, top_k=50, top_p=1.0, guidance_scale=1.0, num_return_sequences=1)
+        processors = LogitsProcessorList(model_kwargs.pop("logits_processor", None) or [])
+        processors.append(PriorTokenDraw(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
+                                         guidance_scale=guidance_scale, generator=generator))
+        model_kwargs.update(input_ids=indices, start_ids=start_ids)  # the sequence generate() grows, under its own name
+        output = super().generate(indices, generation_config=config, logits_processor=processors, **model_kwargs)
+        if not guided:
+            return output
+        if isinstance(output, torch.Tensor):
+            return output[: output.shape[0] // 2]
+        output.sequences = output.sequences[: output.sequences.shape[0] // 2]
+        return output
+
+    def prepare_inputs_for_generation(self, input_ids, start_ids=None, **kwargs):
         """`GenerationMixin` hook: the default one, with the running sequence handed to `forward` as
-        `indices` and the class `labels` (which the default never forwards) passed along."""
+        `indices` and the start-token ids (which the default never forwards) passed along."""
         if kwargs.get("use_cache") is False:
             raise ValueError("`use_cache` must be True for generate (it decodes with the key/value cache), got False")
         model_inputs = super().prepare_inputs_for_generation(input_ids, **kwargs)
         model_inputs["indices"] = model_inputs.pop("input_ids")
-        model_inputs["labels"] = labels
+        model_inputs["start_ids"] = start_ids
         return model_inputs
 
     # -- the network ------------------------------------------------------------------------------
@@ -235,6 +337,7 @@ class TransformerPriorModel(TransformerPriorPreTrainedModel, GenerationMixin):
         generator: torch.Generator | None = None,
         return_dict: bool = True,
         attention_mask: torch.Tensor | None = None,
+        start_ids: torch.Tensor | None = None,
     ) -> TokenPriorOutput | tuple:
         """Exact negative log-likelihood of token grids (or raster-order prefixes of them).
 
@@ -251,6 +354,8 @@ class TransformerPriorModel(TransformerPriorPreTrainedModel, GenerationMixin):
             generator: drives label dropout in training (reproducible losses).
             return_dict: return a `TokenPriorOutput` (default) or a tuple.
             attention_mask: accepted for `GenerationMixin.generate`; must be None or all ones (no padding).
+            start_ids: (B,) start-token ids used as they are, the null label included (what `generate` passes
+                for guidance); in [0, num_classes] (conditional) or 0 (unconditional). Exclusive with `labels`.
 
         Returns the loss and log-likelihood of the given tokens when the cache starts empty (a prefix
         scores its own tokens); `None` when continuing a cache.
@@ -266,7 +371,13 @@ class TransformerPriorModel(TransformerPriorPreTrainedModel, GenerationMixin):
         if use_cache and past_key_values is None:
             past_key_values = DynamicCache()
         tokens = indices.flatten(1).to(self.device)  # (B, L) raster order
-        start_ids = self._condition_ids(labels, tokens.shape[0], generator, drop_labels=self.training)
+        if start_ids is None:
+            start_ids = self._condition_ids(labels, tokens.shape[0], generator, drop_labels=self.training)
+        elif labels is not None:
+            raise ValueError(f"`labels` must be None when `start_ids` are given, got {type(labels).__name__}")
+        else:
+            check_labels(start_ids, self.start_embedding.num_embeddings, tokens.shape[0], "start_ids")
+            start_ids = start_ids.to(self.device)
         continuing = past_key_values is not None and past_key_values.get_seq_length() > 0
         logits = self._run(tokens, start_ids, past_key_values)
 
