@@ -82,8 +82,8 @@ class HfVaeImageProcessor(BaseImageProcessor):
             raise ValueError(f"`kwargs` must be empty (the settings are the processor's own), got {sorted(kwargs)}")
         if isinstance(images, torch.Tensor) and images.ndim == 4:
             return BatchFeature({"pixel_values": images})
-        if not isinstance(images, (list, tuple)):
-            images = [images]
+        single = not isinstance(images, (list, tuple))
+        images = [images] if single else images
         if len(images) == 0:
             raise ValueError(f"`images` must hold at least one image, got an empty {type(images).__name__}")
         transform = None
@@ -94,7 +94,8 @@ class HfVaeImageProcessor(BaseImageProcessor):
                 continue
             transform = transform or self._transform()
             # `pixels` checks the image and names it, e.g. "`images[2]` must be an 8-bit image ...".
-            batch.append(transform.pixels(_decodable(image, f"images[{index}]"), f"images[{index}]", index))
+            where = "images" if single else f"images[{index}]"
+            batch.append(transform.pixels(_decodable(image, where), where, index))
         shapes = {tuple(b.shape) for b in batch}
         if len(shapes) != 1:
             raise ValueError(f"`images` must all have the same (C, H, W) shape, got {sorted(shapes)}")
