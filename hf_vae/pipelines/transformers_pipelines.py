@@ -316,6 +316,7 @@ class ImageReconstructionPipeline(_ImageInputPipeline):
     task_name = "image-reconstruction"
     capability = "reconstruct"
     capability_hint = ": a token prior has no encoder"
+    output_modalities = ("image",)
 
     def _sanitize_parameters(self, labels=None, sample_posterior=None, generator=None, seed=None, output_type=None):
         if output_type is not None:
