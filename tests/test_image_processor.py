@@ -26,6 +26,8 @@ from hf_vae import (
 from hf_vae.data import ImageTransform
 from hf_vae.families import FAMILIES
 
+from .model_tester import run_without_hf_vae
+
 
 def seeded(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
@@ -164,4 +166,29 @@ def test_saved_beside_the_model_and_loaded_by_auto_image_processor_and_the_pipel
     assert torch.equal(pipe(image, output_type="pt"), pipe.model.reconstruct(expected)[0])
     # a pipeline's save writes it too
     pipe.save_pretrained(tmp_path / "pipe")
-    assert json.loads((tmp_path / "pipe" / "preprocessor_config.json").read_text()) == saved
+    in_pipe = json.loads((tmp_path / "pipe" / "preprocessor_config.json").read_text())
+    assert in_pipe.pop("auto_map") == {"AutoImageProcessor": "image_processing.HfVaeImageProcessor"} and in_pipe == saved
+
+
+def test_a_saved_pipeline_keeps_its_image_processor_without_hf_vae(grey28, tmp_path):
+    pipe = pipeline("image-reconstruction", model=grey28, image_processor=image_processor_for(grey28.config, center_crop=40))
+    pipe.save_pretrained(tmp_path / "pipe")
+    photo().save(tmp_path / "photo.png")
+    expected = pipe(str(tmp_path / "photo.png"), output_type="pt")
+    assert torch.equal(expected, grey28.reconstruct(pipe.image_processor(photo())["pixel_values"])[0])
+    remote = run_without_hf_vae(
+        f"""
+        from transformers import pipeline
+        pipe = pipeline(model={str(tmp_path / "pipe")!r}, trust_remote_code=True)
+        out = pipe({str(tmp_path / "photo.png")!r}, output_type="pt")
+        processor = pipe.image_processor
+        pixel_values = processor({str(tmp_path / "photo.png")!r})["pixel_values"]
+        print(json.dumps({{"module": type(processor).__module__, "center_crop": processor.center_crop,
+                          "pixel_values": pixel_values.tolist(), "out": out.tolist()}}))
+        """,
+        tmp_path,
+    )
+    assert remote["module"].startswith("transformers_modules") and remote["center_crop"] == 40
+    assert torch.equal(torch.tensor(remote["pixel_values"]), pipe.image_processor(photo())["pixel_values"])
+    # another process (one thread) may round the convolutions differently in the last bit
+    assert torch.allclose(torch.tensor(remote["out"]), expected, atol=1e-6)

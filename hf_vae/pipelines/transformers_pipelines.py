@@ -17,6 +17,7 @@ where hf_vae is not installed: `pipeline(model=repo_id, trust_remote_code=True)`
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -117,9 +118,21 @@ class HfVaePipeline(Pipeline):
             else:
                 config.custom_pipelines = previous
         if kwargs.get("is_main_process", True):
-            self.image_processor.save_pretrained(save_directory)
+            self._save_image_processor(save_directory)
             for file_name, text in remote_code_sources(module).items():
                 Path(save_directory, file_name).write_text(text, encoding="utf-8")
+
+    def _save_image_processor(self, save_directory) -> None:
+        """`preprocessor_config.json`, with an `auto_map` to the copy of `image_processing.py` saved beside
+        it, so the image processor also loads as remote code where hf_vae is not installed."""
+        self.image_processor.save_pretrained(save_directory)
+        path = Path(save_directory, "preprocessor_config.json")
+        processor_config = json.loads(path.read_text(encoding="utf-8"))
+        processor_class = type(self.image_processor)
+        processor_config["auto_map"] = {
+            "AutoImageProcessor": f"{processor_class.__module__.rsplit('.', 1)[-1]}.{processor_class.__name__}"
+        }
+        path.write_text(json.dumps(processor_config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 class _Item:
