@@ -250,7 +250,8 @@ class UnconditionalImageGenerationPipeline(HfVaePipeline):
         batch_size = self._batch_size if batch_size is None else batch_size
         if batch_size is not None:
             check_int("batch_size", batch_size, minimum=1)
-        # transformers runs one input (here `num_samples`) as one forward: the batches are drawn in `_forward`.
+        # transformers runs one input (here `num_samples`) as one forward: the batches are drawn in
+        # `_forward`. `num_workers` is accepted as every pipeline takes it; there is nothing to preprocess.
         return super().__call__(num_samples, draw_batch_size=batch_size, **kwargs)
 
     def _sanitize_parameters(self, generator=None, seed=None, labels=None, guidance_scale=None, temperature=None,
@@ -322,8 +323,9 @@ class ImageReconstructionPipeline(_ImageInputPipeline):
 
     Call: `labels` (CVAE), `sample_posterior=True` with `generator` / `seed` (decode a posterior draw
     instead of the mean; VAE / CVAE), `output_type` ("pil", "np", "pt"). One image in -> one image (PIL,
-    (H, W, C) array or (C, H, W) tensor); a list in -> a list of PIL images, or a (B, H, W, C) array /
-    (B, C, H, W) tensor.
+    (H, W, C) array or (C, H, W) tensor); a list in -> a list of those, one per image; a (B, C, H, W)
+    tensor in -> a list of PIL images, or a (B, H, W, C) array / (B, C, H, W) tensor (a list of images
+    when `batch_size` re-batches it).
     """
 
     task_name = "image-reconstruction"
