@@ -191,8 +191,8 @@ class _ImageInputPipeline(HfVaePipeline):
     @staticmethod
     def _check_same_shapes(images) -> None:
         """Pixel values (float tensors / arrays) pass unresized, so a list of them must agree in shape."""
-        shapes = {tuple(image.shape) for image in images
-                  if isinstance(image, torch.Tensor) or getattr(getattr(image, "dtype", None), "kind", "") == "f"}
+        shapes = {tuple(image.shape) for image in images if (isinstance(image, torch.Tensor) and image.is_floating_point())
+                  or getattr(getattr(image, "dtype", None), "kind", "") == "f"}
         if len(shapes) > 1:
             raise ValueError(f"`images` must all have the same (C, H, W) shape, got {sorted(shapes)}")
 
