@@ -70,14 +70,17 @@ def test_batch_size_given_to_pipeline_and_a_batch_tensor(models, monkeypatch):
     sizes = count_calls(monkeypatch, vq, "reconstruct")
     recon = pipeline(RECON, model=vq, batch_size=3)
     out = recon(list(x), output_type="pt")
-    assert sizes == [3, 3, 3, 1] and len(out) == 10
-    assert torch.equal(torch.stack(out), in_batches(vq.reconstruct, x, 3))
+    assert sizes == [3, 3, 3, 1] and out.shape == (10, 1, 8, 8)  # one tensor for the list, as without batching
+    assert torch.equal(out, in_batches(vq.reconstruct, x, 3))
     sizes.clear()
-    assert torch.equal(torch.stack(recon(x, output_type="pt")), torch.stack(out))  # (B, C, H, W) re-batched too
+    assert recon(list(x))[0].size == (8, 8)  # "pil": a list of images
+    assert recon(list(x), output_type="np").shape == (10, 8, 8, 1)
+    sizes.clear()
+    assert torch.equal(recon(x, output_type="pt"), out)  # a (B, C, H, W) tensor is re-batched too
     assert sizes == [3, 3, 3, 1]
     sizes.clear()
     whole = recon(x, batch_size=10, output_type="pt")  # the call's batch_size overrides the pipeline's
-    assert sizes == [10] and torch.equal(torch.stack(whole), vq.reconstruct(x))
+    assert sizes == [10] and torch.equal(whole, vq.reconstruct(x))
 
 
 def test_without_batch_size_a_list_is_one_batch(models, monkeypatch):
@@ -106,7 +109,7 @@ def test_labels_by_name_travel_with_their_images(models, monkeypatch):
     out = pipeline(RECON, model=cvae)(list(x), labels=names, batch_size=2, output_type="pt")
     assert sizes == [2, 2, 1]
     expected = torch.cat([cvae.reconstruct(x[i : i + 2], ids[i : i + 2]) for i in range(0, 5, 2)])
-    assert torch.equal(torch.stack(out), expected)
+    assert torch.equal(out, expected)
     latents = pipeline(LATENTS, model=cvae)(list(x), labels="one", batch_size=4)  # one name for every image
     posterior = cvae.encode(x, torch.ones(5, dtype=torch.long)).latent_dist
     assert torch.allclose(torch.stack([r["posterior_mean"] for r in latents]), posterior.mean, atol=1e-6)

@@ -21,6 +21,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import Pipeline
 
@@ -323,9 +324,8 @@ class ImageReconstructionPipeline(_ImageInputPipeline):
 
     Call: `labels` (CVAE), `sample_posterior=True` with `generator` / `seed` (decode a posterior draw
     instead of the mean; VAE / CVAE), `output_type` ("pil", "np", "pt"). One image in -> one image (PIL,
-    (H, W, C) array or (C, H, W) tensor); a list in -> a list of those, one per image; a (B, C, H, W)
-    tensor in -> a list of PIL images, or a (B, H, W, C) array / (B, C, H, W) tensor (a list of images
-    when `batch_size` re-batches it).
+    (H, W, C) array or (C, H, W) tensor); a list or a (B, C, H, W) tensor in -> a list of PIL images, or a
+    (B, H, W, C) array / (B, C, H, W) tensor (however `batch_size` split the work).
     """
 
     task_name = "image-reconstruction"
@@ -339,6 +339,13 @@ class ImageReconstructionPipeline(_ImageInputPipeline):
         forward = {"sample_posterior": sample_posterior, "generator": generator, "seed": seed}
         preprocess, postprocess = {"labels": labels}, {"output_type": output_type}
         return _drop_none(preprocess), _drop_none(forward), _drop_none(postprocess)
+
+    def __call__(self, images, **kwargs):
+        results = super().__call__(images, **kwargs)
+        output_type = kwargs.get("output_type") or self._postprocess_params.get("output_type", "pil")
+        if isinstance(results, list) and output_type != "pil":  # one array / tensor for many images, as diffusers
+            return np.stack(results) if output_type == "np" else torch.stack(results)
+        return results
 
     def _options(self) -> frozenset[str]:
         return type(self.model).reconstruct_options
