@@ -16,6 +16,7 @@ from .models.transformer_prior import TransformerPriorConfig, TransformerPriorMo
 from .sampling import sample_tokens
 from .evaluation import Metric, evaluate
 from .generation import generate_images
+from .image_processing import HfVaeImageProcessor, image_processor_for, save_image_processor
 
 __version__ = "0.1.0"
 
@@ -24,10 +25,17 @@ from .pipelines import register_pipelines as _register_pipelines  # noqa: E402
 
 _register_pipelines()
 
+# `AutoImageProcessor` finds `HfVaeImageProcessor` for every family registered above.
+from .families import FAMILIES as _FAMILIES  # noqa: E402
+from .image_processing import register_image_processor as _register_image_processor  # noqa: E402
+
+_register_image_processor(model_class.config_class for model_class in _FAMILIES.values())
+
 __all__ = [
     "CVAEConfig",
     "CVAEModel",
     "DiagonalGaussian",
+    "HfVaeImageProcessor",
     "Metric",
     "PixelCNNPriorConfig",
     "PixelCNNPriorModel",
@@ -42,8 +50,10 @@ __all__ = [
     "generate_images",
     "get_likelihood",
     "has_label_names",
+    "image_processor_for",
     "log_mean_exp",
     "nats_to_bits_per_dim",
     "sample_tokens",
+    "save_image_processor",
     "set_label_names",
 ]
