@@ -256,6 +256,10 @@ def test_a_conditional_run_takes_the_class_names_and_records_its_data(tmp_path):
     generator = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     assert torch.equal(model.sample(2, labels=["digit 3", "digit 4"], generator=generator()),
                        model.sample(2, labels=[3, 4], generator=generator()))
+    from transformers import AutoImageProcessor
+
+    processor = AutoImageProcessor.from_pretrained(run)  # written beside the model: images as the test data were
+    assert (processor.image_size, processor.num_channels, processor.binarize) == ([8, 8], 1, "static")
     data = json.loads((run / "metrics.json").read_text())["data"]
     assert data["dataset"] == "<DatasetDict object>" and data["splits"] == {"train": 1397, "validation": 100, "test": 300}
 

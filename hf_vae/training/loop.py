@@ -332,6 +332,19 @@ def _name_classes(model, names: list[str] | None) -> None:
     set_label_names(model.config, names)
 
 
+def _save_image_processor(model, d, run_dir: Path) -> None:
+    """`preprocessor_config.json` beside the model: images become its inputs as this run's test data did."""
+    from ..image_processing import save_image_processor
+
+    vqvae_config = None
+    if type(model).input_kind == "tokens" and model.config.token_source == "vqvae_codes":
+        from ..generation import load_vqvae
+
+        vqvae_config = load_vqvae(model).config
+    save_image_processor(model.config, run_dir, vqvae_config=vqvae_config, center_crop=d.center_crop,
+                         binarize=d.eval_binarize, binarize_seed=d.binarize_seed)
+
+
 def _finish(recipe, accelerator, model, splits, state, run_dir: Path, data: dict) -> None:
     """Best weights -> final test evaluation -> save_pretrained, metrics.json, the PNGs, the push."""
     t, e = recipe.training, recipe.evaluation
@@ -349,6 +362,7 @@ def _finish(recipe, accelerator, model, splits, state, run_dir: Path, data: dict
         warnings.warn(f"{state.nonfinite_skips} of {state.step} optimizer steps were skipped for a non-finite loss "
                       "(training.on_nonfinite=skip); check the metrics before using this model", stacklevel=2)
     save_final_model(model, run_dir)
+    _save_image_processor(model, recipe.data, run_dir)
     write_metrics(run_dir, recipe, state, metrics, accelerator.num_processes, data=data)
     save_pngs(model, splits["test"], run_dir, num_samples=e.num_samples, seed=t.seed)
     plot_training_curves(run_dir / "logs" / "metrics.jsonl", run_dir / "training_curves.png")
