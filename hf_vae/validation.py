@@ -73,8 +73,8 @@ def check_generators(generator, batch_size: int) -> None:
     if not isinstance(generator, (list, tuple)):
         check_generator(generator)
         return
-    kinds = sorted({type(g).__name__ for g in generator})
-    if len(generator) != batch_size or kinds != ["Generator"]:
+    if len(generator) != batch_size or not all(isinstance(g, torch.Generator) for g in generator):
+        kinds = sorted({type(g).__name__ for g in generator})
         raise ValueError(f"`generator` must be a torch.Generator or a list of {batch_size} torch.Generators (one per "
                          f"sample), got a {type(generator).__name__} of {len(generator)} ({', '.join(kinds) or 'empty'})")
 
