@@ -44,7 +44,8 @@ def time_import(statement: str, python: str, repo: str) -> dict:
     """One fresh interpreter importing hf_vae from `repo`: {"seconds": the import's wall time, "diffusers":
     whether diffusers got imported}."""
     env = {**os.environ, "PYTHONPATH": repo}
-    result = subprocess.run([python, "-c", TIMER.format(statement=statement)], env=env, capture_output=True,
+    # cwd too: `python -c` puts the working directory first on sys.path, ahead of PYTHONPATH.
+    result = subprocess.run([python, "-c", TIMER.format(statement=statement)], cwd=repo, env=env, capture_output=True,
                             text=True, check=True, timeout=600)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
