@@ -27,7 +27,7 @@ guidance_scale=1.0, temperature=1.0, output_type="pil", return_dict=True)` (`VQG
 list (one per image) and `output_type` `"latent"` (see `diffusers_pipelines`).
 
 `import hf_vae` does not import diffusers (it takes seconds): the two classes are attributes of this
-module that import `diffusers_pipelines` on first use, and a one-shot import hook imports it the moment
+module that import `diffusers_pipelines` on first use, and an import hook imports it the moment
 anything imports diffusers' `DiffusionPipeline` (or at once, if that has happened already). Importing
 it registers hf_vae with diffusers, so `DiffusionPipeline.from_pretrained(folder_or_repo_id)` loads their
 `save_pretrained` / `push_to_hub` output after `import hf_vae`, in either import order.
@@ -87,21 +87,29 @@ def _import_diffusers_pipelines() -> None:
 
 
 class _DiffusersImportHook(importlib.abc.MetaPathFinder):
-    """A one-shot post-import hook: finds `diffusers.pipelines.pipeline_utils` like the rest of `sys.meta_path`
-    would, and once its loader has run it, imports `diffusers_pipelines`. Python has no post-import hooks,
-    so it wraps that one loader's `exec_module`; every other import passes through untouched."""
+    """A post-import hook: finds `diffusers.pipelines.pipeline_utils` like the rest of `sys.meta_path`
+    would, and once its loader has run it, leaves `sys.meta_path` and imports `diffusers_pipelines`. Python
+    has no post-import hooks, so it wraps that one loader's `exec_module`; every other name passes through."""
+
+    def __init__(self):
+        self._searching = False  # while it asks the other finders, it must not answer itself
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname != _DIFFUSION_PIPELINE_MODULE:
+        if fullname != _DIFFUSION_PIPELINE_MODULE or self._searching:
             return None
-        sys.meta_path.remove(self)  # one shot; the search below must not find this finder again
-        spec = importlib.util.find_spec(fullname)
+        self._searching = True
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            self._searching = False
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec
         exec_module = spec.loader.exec_module
 
         def exec_then_register(module):
             exec_module(module)
+            if self in sys.meta_path:
+                sys.meta_path.remove(self)
             _import_diffusers_pipelines()
 
         spec.loader.exec_module = exec_then_register  # this spec's loader instance only
