@@ -2,7 +2,8 @@
 
 Importing the package registers every family (each from its own `models/<family>/__init__.py`) with
 `AutoConfig` / `AutoModel` and the model cards, the pipeline
-tasks with transformers `pipeline()`, and (when diffusers is installed) hf_vae with diffusers.
+tasks with transformers `pipeline()`, and (when diffusers is installed) hf_vae with diffusers, lazily:
+diffusers is imported only when a diffusers pipeline is used (see `hf_vae.pipelines`).
 """
 
 from .configuration_utils import has_label_names, set_label_names
@@ -20,7 +21,7 @@ from .image_processing import HfVaeImageProcessor, image_processor_for, save_ima
 
 __version__ = "0.1.0"
 
-# transformers `pipeline()` tasks, and hf_vae as a component library of diffusers when it is installed.
+# transformers `pipeline()` tasks, and hf_vae as a component library of diffusers once diffusers is imported.
 from .pipelines import register_pipelines as _register_pipelines  # noqa: E402
 
 _register_pipelines()

@@ -67,6 +67,18 @@ def check_generator(generator) -> None:
         raise ValueError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}")
 
 
+def check_generators(generator, batch_size: int) -> None:
+    """`generator` is None, a `torch.Generator`, or a list of `batch_size` of them (one per sample, as
+    diffusers pipelines take them)."""
+    if not isinstance(generator, (list, tuple)):
+        check_generator(generator)
+        return
+    if len(generator) != batch_size or not all(isinstance(g, torch.Generator) for g in generator):
+        kinds = sorted({type(g).__name__ for g in generator})
+        raise ValueError(f"`generator` must be a torch.Generator or a list of {batch_size} torch.Generators (one per "
+                         f"sample), got a {type(generator).__name__} of {len(generator)} ({', '.join(kinds) or 'empty'})")
+
+
 def check_keys(kind: str, keys, known, also_accepted=frozenset()) -> None:
     """Every key of `keys` is one of `known` (or of `also_accepted`, not listed in the message): a typo is
     named, with the `known` keys (the `kind`, e.g. "VAEConfig fields") listed."""

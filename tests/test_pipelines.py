@@ -448,7 +448,7 @@ def test_diffusers_vae_pipeline_outputs_and_errors(models):
     with pytest.raises(ValueError, match="`labels`"):
         pipe(labels=1)
     with pytest.raises(ValueError, match="`output_type`"):
-        pipe(output_type="latent")
+        pipe(output_type="latents")
     with pytest.raises(ValueError, match="`vae`"):
         VAEGenerationPipeline(vae=models["vqvae"])
 
