@@ -93,6 +93,14 @@ class HfVaePipeline(Pipeline):
             for file_name, text in remote_code_sources(module).items():
                 Path(save_directory, file_name).write_text(text, encoding="utf-8")
 
+    def _upload_modified_files(self, working_dir, repo_id, files_timestamps, **kwargs):
+        """`push_to_hub`'s upload, with the hf_vae card in place of transformers' boilerplate README.md."""
+        from ..hub import write_push_card
+
+        card_files = write_push_card(working_dir, repo_id, self.model)
+        files_timestamps = {name: t for name, t in files_timestamps.items() if name not in card_files}
+        return super()._upload_modified_files(working_dir, repo_id, files_timestamps, **kwargs)
+
 
 class _ImageInputPipeline(HfVaePipeline):
     """Tasks on images: one image in -> one result; a list (or a (B, C, H, W) tensor) -> a list, run as one batch."""
