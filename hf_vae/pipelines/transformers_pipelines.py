@@ -94,12 +94,9 @@ class HfVaePipeline(Pipeline):
                 Path(save_directory, file_name).write_text(text, encoding="utf-8")
 
     def _upload_modified_files(self, working_dir, repo_id, files_timestamps, **kwargs):
-        """`push_to_hub`'s upload, with the hf_vae card in place of transformers' boilerplate README.md."""
-        from ..hub import write_push_card
-
-        card_files = write_push_card(working_dir, repo_id, self.model)
-        files_timestamps = {name: t for name, t in files_timestamps.items() if name not in card_files}
-        return super()._upload_modified_files(working_dir, repo_id, files_timestamps, **kwargs)
+        """`push_to_hub`'s upload, done by the model's, which puts the hf_vae card in place of transformers' README.md."""
+        kwargs["commit_message"] = kwargs.get("commit_message") or f"Upload {type(self).__name__}"
+        return self.model._upload_modified_files(working_dir, repo_id, files_timestamps, **kwargs)
 
 
 class _ImageInputPipeline(HfVaePipeline):
