@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import uuid
 
 import pytest
 import torch
@@ -20,36 +19,16 @@ from transformers import AutoModel, pipeline
 from hf_vae import VAEConfig, VAEModel, cards
 from hf_vae.cli import main as cli_main
 from hf_vae.pipelines import VAEGenerationPipeline
-from hf_vae.training import Recipe, train
 
-from .hub_server import USER
-from .model_tester import REPO_ROOT
+from .test_hub import new_repo
+from .test_hub import trained_and_pushed  # noqa: F401 - the fixture: a short run pushed by training (path 5)
 
 pytestmark = pytest.mark.usefixtures("hub_server")
 
-TINY_RECIPE = REPO_ROOT / "training" / "configs" / "vae_digits_tiny.yaml"
 # The headings of the hf_vae card (model_cards/_base.md.j2), in order; transformers' boilerplate has none of them.
 HF_VAE_HEADINGS = ["## Usage", "## Evaluation", "## Limitations", "## Training", "### Hyper-parameters (`VAEConfig`)"]
 NO_METRICS = "No evaluation was recorded with this model"
 PATHS = ["model.push_to_hub", "save_pretrained(push_to_hub=True)", "transformers pipeline", "diffusers pipeline", "hf-vae push"]
-
-
-def new_repo(name: str) -> str:
-    return f"{USER}/{name}-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A short real training run whose recipe pushes it (push path 5): (run_dir, repo_id)."""
-    run_dir = tmp_path_factory.mktemp("card-paths") / "vae-digits"
-    repo_id = new_repo("trained")
-    recipe = Recipe.from_yaml(TINY_RECIPE, [
-        f"training.output_dir={run_dir}", "training.max_steps=4", "training.eval_every=4", "training.save_every=4",
-        "training.log_every=2", "training.progress=false", "evaluation.num_importance_samples=2",
-        "hub.push_to_hub=true", f"hub.hub_model_id={repo_id}",
-    ])
-    train(recipe)
-    return run_dir, repo_id
 
 
 def push(path: str, model, repo_id: str, tmp_path) -> None:
@@ -107,16 +86,16 @@ def assert_no_metrics(card: ModelCard, metadata: dict, files: dict) -> None:
     assert "| Metric |" not in card.text and "model-index" not in metadata and "metrics.json" not in files
 
 
-def test_training_push_writes_the_card_with_metrics(trained, hub_server):
-    run_dir, repo_id = trained
+def test_training_push_writes_the_card_with_metrics(trained_and_pushed, hub_server):
+    run_dir, repo_id = trained_and_pushed
     card, metadata, files = pushed_card(hub_server, repo_id)
     assert_hf_vae_card(card, metadata, repo_id, files)
     assert_metrics(card, metadata, files, run_dir)
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_push_of_a_measured_run_writes_the_card_with_its_metrics(path, trained, hub_server, tmp_path):
-    run_dir, _ = trained
+def test_push_of_a_measured_run_writes_the_card_with_its_metrics(path, trained_and_pushed, hub_server, tmp_path):
+    run_dir, _ = trained_and_pushed
     model = AutoModel.from_pretrained(run_dir).eval()  # name_or_path: the run, whose metrics.json fits these weights
     repo_id = new_repo("measured")
     push(path, model, repo_id, tmp_path)
@@ -138,8 +117,8 @@ def test_push_without_metrics_writes_the_card_with_the_plain_statement(path, hub
 
 
 @pytest.mark.parametrize("path", ["model.push_to_hub", "diffusers pipeline"])
-def test_a_model_changed_since_its_run_was_measured_gets_no_metrics(path, trained, hub_server, tmp_path):
-    run_dir, _ = trained
+def test_a_model_changed_since_its_run_was_measured_gets_no_metrics(path, trained_and_pushed, hub_server, tmp_path):
+    run_dir, _ = trained_and_pushed
     model = AutoModel.from_pretrained(run_dir).eval()
     with torch.no_grad():
         next(model.parameters()).add_(1.0)  # fine-tuned after loading: the run's numbers no longer describe it
@@ -150,8 +129,8 @@ def test_a_model_changed_since_its_run_was_measured_gets_no_metrics(path, traine
     assert_no_metrics(card, metadata, files)
 
 
-def test_diffusers_card_loads_the_component_subfolder(trained, hub_server, tmp_path):
-    run_dir, _ = trained
+def test_diffusers_card_loads_the_component_subfolder(trained_and_pushed, hub_server, tmp_path):
+    run_dir, _ = trained_and_pushed
     repo_id = new_repo("diffusers")
     VAEGenerationPipeline(vae=AutoModel.from_pretrained(run_dir)).push_to_hub(repo_id)
     card, _, _ = pushed_card(hub_server, repo_id)
@@ -162,8 +141,8 @@ def test_diffusers_card_loads_the_component_subfolder(trained, hub_server, tmp_p
     assert type(namespace["model"]) is VAEModel
 
 
-def test_card_without_repo_id_has_a_placeholder_not_a_local_path(trained, tmp_path, capsys):
-    run_dir, _ = trained
+def test_card_without_repo_id_has_a_placeholder_not_a_local_path(trained_and_pushed, tmp_path, capsys):
+    run_dir, _ = trained_and_pushed
     output = tmp_path / "README.md"
     cli_main(["card", str(run_dir), "--output", str(output)])
     text = output.read_text()
@@ -173,8 +152,8 @@ def test_card_without_repo_id_has_a_placeholder_not_a_local_path(trained, tmp_pa
     assert cards.PLACEHOLDER_REPO_ID in capsys.readouterr().err
 
 
-def test_dataset_metadata_names_hub_ids_only(trained):
-    run_dir, _ = trained
+def test_dataset_metadata_names_hub_ids_only(trained_and_pushed):
+    run_dir, _ = trained_and_pushed
     card = cards.render_card(run_dir, "someone/vae")
     assert card.data.datasets is None and card.data.eval_results is None  # the recipe's `digits` is embedded
     assert "`digits`" in card.text  # the prose still says what it was trained on
