@@ -9,6 +9,9 @@ A pushed repo holds config.json, the safetensors weights, the modeling code (so 
 `trust_remote_code=True` where hf_vae is not installed), README.md (the model card rendered by
 `hf_vae.cards`), the card's images and metrics.json. Checkpoints, logs and best_model/ stay local, and
 pickle weights are never uploaded or loaded unless asked for.
+
+Every other push writes the same card: `model.push_to_hub`, `save_pretrained(push_to_hub=True)` and the
+transformers and diffusers pipelines' `push_to_hub` call `write_push_card` just before their upload.
 """
 
 from __future__ import annotations

@@ -136,9 +136,13 @@ def test_diffusers_card_loads_the_component_subfolder(trained_and_pushed, hub_se
     card, _, _ = pushed_card(hub_server, repo_id)
     block = re.findall(r"```python\n(.*?)```", card.text, flags=re.S)[0]
     assert f'AutoModel.from_pretrained("{repo_id}", subfolder="vae")' in block
+    assert f'DiffusionPipeline.from_pretrained("{repo_id}")' in card.text
     namespace: dict = {}
     exec(compile(block, "<card>", "exec"), namespace)  # noqa: S102 - the snippet is the test subject
     assert type(namespace["model"]) is VAEModel
+    from diffusers import DiffusionPipeline
+
+    assert type(DiffusionPipeline.from_pretrained(repo_id)) is VAEGenerationPipeline  # what the card's text says
 
 
 def test_card_without_repo_id_has_a_placeholder_not_a_local_path(trained_and_pushed, tmp_path, capsys):
