@@ -36,14 +36,18 @@ import yaml
 __all__ = [
     "CARD_FAMILIES",
     "CardFamily",
+    "PLACEHOLDER_REPO_ID",
     "TEMPLATE_DIR_ENV",
     "card_context",
     "find_template_dir",
+    "hub_id",
     "register_card_family",
     "render_card",
 ]
 
 TEMPLATE_DIR_ENV = "HF_VAE_MODEL_CARDS"
+# What the usage snippet loads when the card is rendered without a repo id: never a local path.
+PLACEHOLDER_REPO_ID = "<user>/<repo>"
 BASE_TEMPLATE = "_base.md.j2"
 CARD_IMAGES = {  # file in the run directory -> what it shows
     "samples": "samples.png",
@@ -243,47 +247,63 @@ def _metric_rows(test: dict) -> dict[str, dict]:
 
 def _index_name(row: dict) -> str:
     """"NLL (IWAE, k=1000) [nats]": the estimator and the unit always travel with the name."""
-    name = row["label"]
-    if row["estimator"]:
-        name += f" ({row['estimator']})"
-    if row["unit"]:
-        name += f" [{row['unit']}]"
+    return row["label"] + (f" ({row['estimator']})" if row["estimator"] else "") + (f" [{row['unit']}]" if row["unit"] else "")
+
+
+def hub_id(name) -> str | None:
+    """`name` if it can only mean a Hub repo id; None for an embedded dataset (`mnist5k`, `digits`), a
+    local path, or anything that is not a valid repo id. Card metadata names Hub ids only."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    from .data import EMBEDDED_DATASETS
+
+    if not isinstance(name, str) or name in EMBEDDED_DATASETS or os.path.isabs(name) or os.path.exists(name):
+        return None
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return None
     return name
 
 
-def _dataset_name(recipe: dict) -> str | None:
-    data = recipe.get("data") or {}
-    return data.get("dataset")
-
-
-def _training_command(recipe: dict) -> str:
-    return "hf-vae train recipe.yaml"
-
-
 def card_context(run_dir: str | os.PathLike, repo_id: str | None = None, *, dataset_id: str | None = None,
-                 model_name: str | None = None) -> dict[str, Any]:
+                 model_name: str | None = None, subfolder: str | None = None) -> dict[str, Any]:
     """Everything a template may use, built from `run_dir` (config.json, metrics.json, PNGs).
 
     Args:
         run_dir: a training run directory or any folder written by `save_pretrained`.
-        repo_id: the Hub repo the card is for; the usage snippet loads it. `None`: the local path.
+        repo_id: the Hub repo the card is for; the usage snippet loads it. `None`: the placeholder
+            `PLACEHOLDER_REPO_ID` (never a local path), and the card says to replace it.
         dataset_id: Hub id of the training data for the card metadata, e.g. after `push_embedded_dataset`;
-            defaults to the recipe's `data.dataset`.
+            defaults to the recipe's `data.dataset` when that is a Hub id (an embedded name is not one).
         model_name: title of the card; defaults to the repo name (or the folder name).
+        subfolder: where config.json and the weights are inside `run_dir` (a diffusers pipeline's
+            component, e.g. "vae"); metrics.json and the PNGs stay at the top.
     """
+    if dataset_id is not None and hub_id(dataset_id) is None:
+        raise ValueError(f"`dataset_id` must be a Hub dataset id such as 'user/mnist5k' (see push_embedded_dataset), got {dataset_id!r}")
     run_dir = Path(run_dir)
-    config, family = _load_config(run_dir)
+    config, family = _load_config(run_dir / subfolder if subfolder else run_dir)
     summary = _load_metrics(run_dir)
     recipe = summary.get("recipe") or {}
+    training = recipe.get("training") or {}
+    if os.path.isabs(str(training.get("output_dir", ""))):  # a card never shows the machine's paths
+        recipe = {**recipe, "training": {**training, "output_dir": f"runs/{Path(training['output_dir']).name}"}}
     metrics = _metric_rows(summary.get("test") or {})
-    dataset = dataset_id or _dataset_name(recipe)
     data = recipe.get("data") or {}
+    dataset = dataset_id or data.get("dataset")
     images = {key: file for key, file in CARD_IMAGES.items() if (run_dir / file).is_file()}
     name = model_name or (repo_id.split("/")[-1] if repo_id else run_dir.resolve().name)
+    model_id = repo_id or PLACEHOLDER_REPO_ID
     return {
         "model_name": name,
         "repo_id": repo_id,
-        "model_id": repo_id or str(run_dir.resolve()),  # what from_pretrained takes in the usage snippet
+        "model_id": model_id,  # what from_pretrained takes in the usage snippet
+        # The arguments of every from_pretrained in the snippets: the repo id, and the component's subfolder.
+        "load_args": f'"{model_id}"' + (f', subfolder="{subfolder}"' if subfolder else ""),
+        "subfolder": subfolder,
+        "placeholder": PLACEHOLDER_REPO_ID if repo_id is None else None,
+        "vqvae_id": hub_id(getattr(config, "vqvae_name_or_path", None)),  # a prior's VQ-VAE, when on the Hub
         "model_type": family.model_type,
         "family": family,
         "config": _hyperparameters(config),
@@ -295,9 +315,10 @@ def card_context(run_dir: str | os.PathLike, repo_id: str | None = None, *, data
         "has_metrics": bool(metrics),
         "recipe": recipe,
         "recipe_yaml": yaml.safe_dump(recipe, sort_keys=False).strip() if recipe else "",
-        "training_command": _training_command(recipe) if recipe else "",
+        "training_command": "hf-vae train recipe.yaml" if recipe else "",
         "steps": summary.get("steps"),
         "dataset": dataset,
+        "dataset_id": hub_id(dataset),  # the metadata's `datasets` and model-index: Hub ids only
         "dataset_split": data.get("test_split", "test") if recipe else None,
         "eval_binarize": data.get("eval_binarize") if recipe else None,
         # metrics.json "data" (the revision asked and the commit it resolved to); older runs have only the recipe's.
@@ -327,7 +348,7 @@ def _card_data(context: dict):
     family: CardFamily = context["family"]
     tags = ["hf_vae", family.model_type, *family.tags, "safetensors"]
     tags = list(dict.fromkeys(tags))  # unique, in order
-    dataset = context["dataset"]
+    dataset = context["dataset_id"]
     eval_results = None
     if dataset and context["index_metrics"]:
         eval_results = [
@@ -348,6 +369,7 @@ def _card_data(context: dict):
         pipeline_tag=family.pipeline_tag,
         tags=tags,
         datasets=[dataset] if dataset else None,
+        base_model=context["vqvae_id"],
         model_name=context["model_name"] if eval_results else None,
         eval_results=eval_results,
     )
@@ -375,17 +397,20 @@ def render_card(
     dataset_id: str | None = None,
     model_name: str | None = None,
     template_dir: str | os.PathLike | None = None,
+    subfolder: str | None = None,
 ):
     """Render the model card of `run_dir` from its family's template; returns a `huggingface_hub.ModelCard`.
 
     The YAML metadata carries `library_name: hf_vae`, the pipeline tag, tags, the training dataset and a
-    `model-index` whose results are the metrics.json numbers (each name carries its estimator and unit).
+    `model-index` whose results are the metrics.json numbers (each name carries its estimator and unit);
+    `datasets`, the model-index and `base_model` (a prior's VQ-VAE) name Hub ids only (`hub_id`).
+    Arguments as in `card_context`.
     A template that uses a field the context lacks raises `ValueError` naming the template and the field.
     """
     import jinja2
     from huggingface_hub import ModelCard
 
-    context = card_context(run_dir, repo_id, dataset_id=dataset_id, model_name=model_name)
+    context = card_context(run_dir, repo_id, dataset_id=dataset_id, model_name=model_name, subfolder=subfolder)
     family: CardFamily = context["family"]
     folder = Path(template_dir) if template_dir is not None else (family.template_dir or find_template_dir())
     search = [str(folder)]

@@ -127,9 +127,12 @@ def _sample(args) -> None:
 
 
 def _card(args) -> None:
-    from .cards import render_card
+    from .cards import PLACEHOLDER_REPO_ID, render_card
 
     card = render_card(args.run_dir, args.repo_id, dataset_id=args.dataset_id)
+    if args.repo_id is None:  # on stderr, so `--output -` still prints the card alone
+        print(f"hf-vae card: no --repo-id: the usage snippets load the placeholder {PLACEHOLDER_REPO_ID!r}; "
+              "pass --repo-id USER/NAME (hf-vae push fills it in)", file=sys.stderr)
     if args.output == "-":
         print(card)
     else:
@@ -204,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("card", help="render the model card (README.md) of a run directory")
     p.add_argument("run_dir")
-    p.add_argument("--repo-id", "--repo_id", default=None, help="the Hub repo the card is for (usage snippet)")
+    p.add_argument("--repo-id", "--repo_id", default=None, help="the Hub repo the card is for (usage snippets; default: a placeholder)")
     p.add_argument("--dataset-id", "--dataset_id", default=None, help="Hub dataset id for the card metadata")
     p.add_argument("--output", default=None, help="file to write (default RUN_DIR/README.md), or - for stdout")
     p.set_defaults(func=_card)

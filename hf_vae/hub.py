@@ -9,6 +9,9 @@ A pushed repo holds config.json, the safetensors weights, the modeling code (so 
 `trust_remote_code=True` where hf_vae is not installed), README.md (the model card rendered by
 `hf_vae.cards`), the card's images and metrics.json. Checkpoints, logs and best_model/ stay local, and
 pickle weights are never uploaded or loaded unless asked for.
+
+Every other push writes the same card: `model.push_to_hub`, `save_pretrained(push_to_hub=True)` and the
+transformers and diffusers pipelines' `push_to_hub` call `write_push_card` just before their upload.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import importlib
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 from . import cards
@@ -31,6 +35,7 @@ __all__ = [
     "read_config",
     "run_files",
     "validate_repo_id",
+    "write_push_card",
 ]
 
 # Weight files that unpickle on load (arbitrary code execution from an untrusted repo).
@@ -201,6 +206,51 @@ def push_run(
     except RuntimeError as error:  # huggingface_hub wraps LFS upload failures in RuntimeError
         raise HubPushError(f"pushing {str(run_dir)!r} to {target!r} failed: {str(error).rstrip('.')} "
                            f"({error.__cause__!r}). {_ATOMIC_NOTE}") from error
+
+
+def _same_weights(folder: Path, other: Path) -> bool:
+    """Whether the safetensors weights of two folders hold the same tensors (names, shapes, values)."""
+    from safetensors.torch import load_file
+
+    def weights(path: Path) -> dict:
+        return {k: v for f in sorted(path.glob(f"*{SAFE_WEIGHTS}")) for k, v in load_file(f).items()}
+
+    mine, theirs = weights(folder), weights(other)
+    return bool(mine) and mine.keys() == theirs.keys() and all(
+        mine[k].shape == theirs[k].shape and bool((mine[k] == theirs[k]).all()) for k in mine)
+
+
+def write_push_card(folder: str | os.PathLike, repo_id: str, model, *, subfolder: str | None = None) -> list[str]:
+    """Write the hf_vae card (README.md) into `folder`, a folder about to be uploaded to `repo_id`.
+
+    The one card path of every push that transformers or diffusers drives (`model.push_to_hub`,
+    `save_pretrained(push_to_hub=True)`, the pipelines' `push_to_hub`): their boilerplate README.md is
+    replaced here, at the last step before the upload. The card states measured numbers only when there
+    is a metrics.json for these weights: one already in `folder`, or the one beside the folder the model
+    was loaded from (`model.name_or_path`), copied with the card's PNGs when that folder's weights equal
+    the ones saved in `folder` (a model changed since it was measured gets the "no evaluation" card).
+
+    Args:
+        folder: the saved model (config.json, weights), or a diffusers pipeline with the model in `subfolder`.
+        repo_id: the full Hub repo id (the usage snippets load it).
+        model: the model that was saved.
+        subfolder: the model's folder inside `folder` (a diffusers pipeline component, e.g. "vae").
+
+    Returns:
+        the names of the card files in `folder` (README.md, and metrics.json and the PNGs when present).
+    """
+    folder = Path(folder)
+    saved = folder / subfolder if subfolder else folder
+    source = getattr(model, "name_or_path", None)
+    source = Path(source) if source and os.path.isdir(source) else None
+    if (source is not None and not (folder / "metrics.json").exists() and source.resolve() != folder.resolve()
+            and (source / "metrics.json").is_file() and _same_weights(saved, source)):
+        for name in ("metrics.json", *cards.CARD_IMAGES.values()):
+            if (source / name).is_file():
+                shutil.copyfile(source / name, folder / name)
+    cards.render_card(folder, repo_id, subfolder=subfolder).save(folder / "README.md")
+    names = ("README.md", "metrics.json", *cards.CARD_IMAGES.values())
+    return [name for name in names if (folder / name).is_file()]
 
 
 def push_embedded_dataset(

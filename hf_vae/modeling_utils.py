@@ -158,6 +158,18 @@ class HfVaePreTrainedModel(PreTrainedModel):
                 Path(save_directory, file_name).write_text(text, encoding="utf-8")
         return result
 
+    def _upload_modified_files(self, working_dir, repo_id, files_timestamps, **kwargs):
+        """The last step of `push_to_hub` and `save_pretrained(push_to_hub=True)`: the hf_vae card
+        (`hf_vae.hub.write_push_card`, with the run's metrics when there are any) replaces transformers'
+        boilerplate README.md, and the card's files are uploaded with it."""
+        try:  # an absolute import in a try: this file is also the repo's remote code, which runs without hf_vae
+            from hf_vae.hub import write_push_card
+        except ImportError:  # remote code where hf_vae is not installed: transformers' own README.md
+            return super()._upload_modified_files(working_dir, repo_id, files_timestamps, **kwargs)
+        card_files = write_push_card(working_dir, repo_id, self)
+        files_timestamps = {name: t for name, t in files_timestamps.items() if name not in card_files}
+        return super()._upload_modified_files(working_dir, repo_id, files_timestamps, **kwargs)
+
 
 # ---------------------------------------------------------------------------------------------
 # Token grids: the inputs of the autoregressive priors (VQ-VAE codes or quantized pixels)

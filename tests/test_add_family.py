@@ -150,7 +150,7 @@ def test_a_new_family_trains_evaluates_generates_and_gets_a_card(new_family, tmp
     assert len(images) == 3 and images[0].size == (8, 8)
     with pytest.raises(ValueError, match="`labels`"):
         pipeline("unconditional-image-generation", model=model)(num_samples=2, labels=1, seed=0)
-    card = cards.render_card(run_dir, "someone/pixel-bernoulli")
+    card = cards.render_card(run_dir, "someone/pixel-bernoulli", dataset_id="someone/digits")  # model-index: Hub ids only
     assert "A pixel-wise Bernoulli model." in card.text
     assert "test-family" in card.data.tags
     assert [r.metric_type for r in card.data.eval_results] == ["nll", "bits_per_dim"]

@@ -57,15 +57,16 @@ def section(text: str, title: str) -> str:
 
 
 def test_card_metadata(run_dir):
-    card = cards.render_card(run_dir, "someone/vae-digits")
+    # The recipe's `digits` is embedded, not a Hub id: the metadata names the pushed copy (push_embedded_dataset).
+    card = cards.render_card(run_dir, "someone/vae-digits", dataset_id="someone/digits")
     metadata = yaml.safe_load(str(card).split("---")[1])
     assert metadata["library_name"] == "hf_vae"
     assert metadata["pipeline_tag"] == "unconditional-image-generation"
     assert {"hf_vae", "vae", "safetensors"} <= set(metadata["tags"])
-    assert metadata["datasets"] == ["digits"]
+    assert metadata["datasets"] == ["someone/digits"]
     results = metadata["model-index"][0]["results"][0]
     assert metadata["model-index"][0]["name"] == "vae-digits"
-    assert results["dataset"] == {"name": "digits", "type": "digits", "split": "test"}
+    assert results["dataset"] == {"name": "someone/digits", "type": "someone/digits", "split": "test"}
     names = {m["type"]: m["name"] for m in results["metrics"]}
     assert names["nll"] == "NLL (IWAE, k=5) [nats]"
     assert names["bits_per_dim"] == "NLL (IWAE, k=5) [bits/dim]"
@@ -73,7 +74,7 @@ def test_card_metadata(run_dir):
 
 
 def test_model_index_values_are_the_metrics_json_values(run_dir):
-    card = cards.render_card(run_dir, "someone/vae-digits")
+    card = cards.render_card(run_dir, "someone/vae-digits", dataset_id="someone/digits")
     measured = json.loads((run_dir / "metrics.json").read_text())["test"]
     results = card.data.eval_results
     assert [r.metric_type for r in results] == [n for n in cards.CARD_FAMILIES["vae"].index_metrics if n in measured]
@@ -95,7 +96,7 @@ def test_every_number_in_the_results_is_measured(run_dir):
 
 def test_without_nll_the_card_mentions_no_nll(run_dir, tmp_path):
     run = copy_run(run_dir, tmp_path, drop_metrics=("nll", "bits_per_dim"))
-    content = str(cards.render_card(run, "someone/vae-digits"))
+    content = str(cards.render_card(run, "someone/vae-digits", dataset_id="someone/digits"))
     for word in ("nll", "iwae", "log-likelihood", r"\bbits_per_dim"):  # (elbo_bits_per_dim is measured)
         assert not re.search(word, content.lower()), word
     assert "elbo_bits_per_dim" in content  # what was measured is still there
@@ -117,7 +118,10 @@ def test_samples_are_relative_links_and_the_command_is_the_recipe(run_dir):
     training = section(card.text, "Training")
     assert "hf-vae train recipe.yaml" in training
     recipe_yaml = re.search(r"```yaml\n(.*?)```", training, flags=re.S).group(1)
-    assert yaml.safe_load(recipe_yaml) == json.loads((run_dir / "metrics.json").read_text())["recipe"]
+    recipe = json.loads((run_dir / "metrics.json").read_text())["recipe"]
+    assert recipe["training"]["output_dir"] == str(run_dir)  # the machine's path: the card shows it relative
+    recipe["training"]["output_dir"] = f"runs/{run_dir.name}"
+    assert yaml.safe_load(recipe_yaml) == recipe and str(run_dir) not in card.text
     assert "| `latent_dim` | `8` |" in training
 
 
@@ -128,11 +132,13 @@ def test_limitations_follow_the_measurements(run_dir):
 
 
 def test_usage_snippets_run_against_a_local_folder(run_dir, tmp_path, monkeypatch):
-    card = cards.render_card(run_dir)  # no repo id: the snippet loads the folder
+    card = cards.render_card(run_dir)  # no repo id: the snippets load a placeholder, never a local path
     blocks = re.findall(r"```python\n(.*?)```", card.text, flags=re.S)
-    assert len(blocks) == 2 and str(run_dir.resolve()) in blocks[0] and "trust_remote_code=True" in blocks[1]
+    assert len(blocks) == 2 and cards.PLACEHOLDER_REPO_ID in blocks[0] and "trust_remote_code=True" in blocks[1]
+    assert str(run_dir.resolve()) not in card.text
     monkeypatch.chdir(tmp_path)
     for block in blocks:
+        block = block.replace(cards.PLACEHOLDER_REPO_ID, str(run_dir))  # what the card tells the reader to do
         namespace: dict = {}
         exec(compile(block, "<card>", "exec"), namespace)  # noqa: S102 - the snippet is the test subject
         assert type(namespace["model"]).__name__ == "VAEModel"

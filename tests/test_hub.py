@@ -16,6 +16,7 @@ import torch
 from huggingface_hub import HfApi, ModelCard
 from transformers import AutoModel
 
+from hf_vae import cards
 from hf_vae import data as hd
 from hf_vae.cli import main as cli_main
 from hf_vae.evaluation import EVALUATORS, Metric, evaluate
@@ -28,6 +29,7 @@ from .model_tester import REPO_ROOT, ModelTesterMixin, run_without_hf_vae
 pytestmark = pytest.mark.usefixtures("hub_server")
 
 FAMILIES = hf_vae_families()
+DIGITS_ID = f"{USER}/digits"  # where push_embedded_dataset would put `digits`
 TINY_RECIPE = REPO_ROOT / "training" / "configs" / "vae_digits_tiny.yaml"
 
 
@@ -93,7 +95,7 @@ def pushed(tmp_path_factory):
         (folder / "metrics.json").write_text(json.dumps(summary))
         torch.save(inputs, root / f"{family}_inputs.pt")
         repo_id = new_repo(family)
-        commit = push_run(folder, repo_id)
+        commit = push_run(folder, repo_id, dataset_id=DIGITS_ID)  # `digits` is embedded: the card names a Hub copy
         out[family] = {"repo_id": repo_id, "commit": commit, "folder": folder, "model": model, "inputs": inputs,
                        "inputs_path": root / f"{family}_inputs.pt", "expected": outputs(model, inputs),
                        "metrics": summary["test"]}
@@ -151,14 +153,14 @@ def test_card_parses_back_with_the_measured_model_index(pushed, family):
     assert card.data.library_name == "hf_vae"
     assert card.data.pipeline_tag
     assert "hf_vae" in card.data.tags and family in card.data.tags
-    assert card.data.datasets == ["digits"]
+    assert card.data.datasets == [DIGITS_ID]
     results = {r.metric_type: r for r in card.data.eval_results}
     assert results, "no model-index"
     for name, result in results.items():
         metric = entry["metrics"][name]
         assert result.metric_value == metric["value"]
         assert metric["unit"] in result.metric_name and metric["estimator"] in result.metric_name
-        assert result.dataset_type == "digits" and result.dataset_split == "test"
+        assert result.dataset_type == DIGITS_ID and result.dataset_split == "test"
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -200,9 +202,10 @@ def test_trainer_pushes_exactly_the_run_files_in_one_commit(trained_and_pushed, 
     for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", card.text):
         assert image in files, f"the card links {image}, which was not uploaded"
     metrics = json.loads((run_dir / "metrics.json").read_text())["test"]
-    index = {r.metric_type: r for r in card.data.eval_results}
-    assert index["nll"].metric_name == "NLL (IWAE, k=3) [nats]"
-    assert index["nll"].metric_value == metrics["nll"]["value"]
+    # The recipe reads the embedded `digits`, not a Hub dataset: no `datasets` or model-index, the table only.
+    assert card.data.datasets is None and card.data.eval_results is None
+    nll = metrics["nll"]
+    assert f"| {nll['description']} | {cards._format_number(nll['value'])} | nats | IWAE, k=3 |" in card.text
     assert "hf-vae train recipe.yaml" in card.text and f"hub_model_id: {repo_id}" in card.text
 
 

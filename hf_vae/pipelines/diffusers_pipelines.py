@@ -67,7 +67,22 @@ def check_unused_with_latents(**arguments) -> None:
                              f"nothing is drawn), got {value!r}")
 
 
-class VAEGenerationPipeline(DiffusionPipeline):
+class _CardPipeline(DiffusionPipeline):
+    """A `DiffusionPipeline` whose `push_to_hub` (and `save_pretrained(push_to_hub=True)`) uploads the hf_vae
+    card of its `card_component` (`hf_vae.hub.write_push_card`) instead of diffusers' boilerplate README.md."""
+
+    card_component = ""
+
+    def _upload_folder(self, working_dir, repo_id, token=None, commit_message=None, create_pr=False, subfolder=None):
+        if not subfolder:  # the repo's own README.md, not a component pushed alone
+            from ..hub import write_push_card
+
+            write_push_card(working_dir, repo_id, getattr(self, self.card_component), subfolder=self.card_component)
+        return super()._upload_folder(working_dir, repo_id, token=token, commit_message=commit_message,
+                                      create_pr=create_pr, subfolder=subfolder)
+
+
+class VAEGenerationPipeline(_CardPipeline):
     """Samples from a VAE / β-VAE, or a CVAE (class-conditional with `labels`, classifier-free `guidance_scale`).
 
     Components: `vae` (a `VAEModel` or `CVAEModel`). One decoder pass: z ~ N(0, temperature² I) (or the
@@ -75,6 +90,7 @@ class VAEGenerationPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "vae"
+    card_component = "vae"
 
     def __init__(self, vae: PreTrainedModel):
         super().__init__()
@@ -140,7 +156,7 @@ class VAEGenerationPipeline(DiffusionPipeline):
         return ImagePipelineOutput(images=images) if return_dict else (images,)
 
 
-class VQGenerationPipeline(DiffusionPipeline):
+class VQGenerationPipeline(_CardPipeline):
     """Two-stage generation: a token prior (PixelCNN or transformer) samples a VQ-VAE code grid, then the
     VQ-VAE decodes it (as `hf_vae.generation.generate_images`).
 
@@ -150,6 +166,7 @@ class VQGenerationPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "prior->vqvae"
+    card_component = "prior"
     _optional_components = ["vqvae"]
 
     def __init__(self, vqvae: PreTrainedModel | None, prior: PreTrainedModel):

@@ -135,6 +135,11 @@ class HfVaePipeline(Pipeline):
         }
         path.write_text(json.dumps(processor_config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
+    def _upload_modified_files(self, working_dir, repo_id, files_timestamps, **kwargs):
+        """`push_to_hub`'s upload, done by the model's, which puts the hf_vae card in place of transformers' README.md."""
+        kwargs["commit_message"] = kwargs.get("commit_message") or f"Upload {type(self).__name__}"
+        return self.model._upload_modified_files(working_dir, repo_id, files_timestamps, **kwargs)
+
 
 class _Item:
     """One image of a list and its class id (1,) or None: what transformers' batching hands `preprocess`."""
