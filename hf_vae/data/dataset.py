@@ -138,10 +138,15 @@ class ImageDataset(_SplitView, torch.utils.data.Dataset):
                     center_crop=center_crop, num_channels=num_channels, binarize=binarize, seed=seed,
                     image_column=image, label_column=label, split=split, on_bad_image=on_bad_image)
         self._mapped_pages = MappedPages([f["filename"] for f in table.cache_files])
+        self.release_mapped_pages()  # what opening and casting the table read
         self.epoch = 0
         self._generator = torch.Generator()
         self._generator_worker_seed: int | None = None
         self.set_epoch(0)
+
+    def release_mapped_pages(self) -> None:
+        """Drop this process's resident pages of the split's Arrow files (see `MappedPages`)."""
+        self._mapped_pages.release()
 
     def set_epoch(self, epoch: int) -> None:
         """Reseed dynamic binarization from ``(seed, epoch)``; static binarization does not depend on it."""
@@ -166,7 +171,7 @@ class ImageDataset(_SplitView, torch.utils.data.Dataset):
                 raise IndexError(f"`index` must be in [-{n}, {n}), got {index}")
             positions.append(index % n)
         rows = self.dataset[positions]
-        self._mapped_pages.release()
+        self.release_mapped_pages()
         row_ids = positions if self.row_ids is None else self.row_ids[positions].tolist()
         examples = self.transform.examples(rows, row_ids)
         if self.binarize == "dynamic":

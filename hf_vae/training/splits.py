@@ -186,7 +186,9 @@ def _largest_label(split) -> int | None:
     if split.label_column is None:
         return None
     if isinstance(split, ImageDataset):  # the Arrow column only, no image decoded
-        return check_label_range(split.dataset, split.label_column, split=split.split)
+        largest = check_label_range(split.dataset, split.label_column, split=split.split)
+        split.release_mapped_pages()
+        return largest
     return split.num_classes - 1 if split.num_classes else None
 
 
