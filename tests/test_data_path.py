@@ -202,6 +202,10 @@ def test_undecodable_image_names_its_split_and_row_or_is_skipped_and_counted(tmp
                      "data.num_workers=0", "training.max_steps=6", "model.config.image_size=8")
     metrics = json.loads((train(recipe, dataset=dataset) / "metrics.json").read_text())
     assert metrics["skipped_images"] == 2  # 6 steps of 32 = two epochs of 96 rows: row 37 read twice
+    in_memory = _recipe(tmp_path / "mem", "data.in_memory=true", "data.on_bad_image=skip", "data.validation_size=0",
+                        "training.max_steps=2", "model.config.image_size=8")
+    metrics = json.loads((train(in_memory, dataset=dataset) / "metrics.json").read_text())
+    assert metrics["skipped_images"] == 1  # read into memory once: row 37 left out at load
 
 
 def test_empty_split_and_labels_beyond_num_classes_are_named(tmp_path):

@@ -371,7 +371,7 @@ class TensorDictDataset(torch.utils.data.Dataset):
     """A split held as tensors, ``{"pixel_values": (N, C, H, W), "labels": (N,), ...}``; ``dataset[i]``
     is ``{key: tensor[i]}``, so it batches like an ``ImageDataset`` (or like code grids, ``"indices"``), and
     ``dataset["pixel_values"]`` is a whole column, as in ``datasets``. ``label_names`` carries the ClassLabel
-    names of the split it was read from."""
+    names of the split it was read from, ``num_skipped`` the bad rows left out when it was read."""
 
     def __init__(self, tensors: Mapping[str, torch.Tensor], label_names: list[str] | None = None) -> None:
         lengths = {len(t) for t in tensors.values()}
@@ -379,6 +379,7 @@ class TensorDictDataset(torch.utils.data.Dataset):
             raise ValueError(f"`tensors` must be a non-empty mapping of tensors of one length, got lengths {sorted(lengths)}")
         self.tensors = dict(tensors)
         self.label_names = label_names
+        self.num_skipped = 0  # rows of the split it was read from left out as bad images
 
     def __len__(self) -> int:
         return len(next(iter(self.tensors.values())))

@@ -129,6 +129,8 @@ def train(recipe: Recipe, resume: bool = False, *, dataset=None) -> Path:
             raise ValueError(f"`training.batch_size` must not exceed the {len(train_loader.dataset)} training examples, got {t.batch_size}")
         model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
     state = TrainState()
+    # A split read into memory left its bad rows out once, at load (a resumed state already holds them).
+    state.skipped_images = getattr(splits["train"], "num_skipped", 0) * (accelerator.process_index == 0)
     # What a resume must match: the recipe, minus the fields `checkpoints.RESUMABLE_CHANGES` allows (the
     # architecture is the recipe's `model.*`; `load_checkpoint` also compares the parameter shapes).
     fingerprint = recipe.to_flat_dict()

@@ -78,7 +78,10 @@ def load_data(recipe: Recipe, dataset=None, *, rank: int = 0, world_size: int = 
         for name in ("train", "test", "validation"):
             if views[name] is not None:
                 generator = torch.Generator() if name == "validation" else None
-                views[name] = TensorDictDataset(load_tensors(views[name], generator=generator), label_names=views[name].label_names)
+                tensors = load_tensors(views[name], generator=generator)
+                in_memory = TensorDictDataset(tensors, label_names=views[name].label_names)
+                in_memory.num_skipped = len(views[name]) - len(in_memory)  # bad rows left out (on_bad_image=skip)
+                views[name] = in_memory
     elif not d.streaming:
         for _ in range(2):  # what reading train and test in memory draws, so both paths build the same model
             skip_loader_seed()
