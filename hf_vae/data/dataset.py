@@ -344,19 +344,12 @@ def load_split(name_or_path: str | os.PathLike | datasets.Dataset | datasets.Ite
     """
     check_bool("streaming", streaming)
     if isinstance(name_or_path, (datasets.Dataset, datasets.IterableDataset)):
-        hf_dataset = name_or_path
-        split = split or str(name_or_path.split or "train")
-    elif isinstance(name_or_path, (datasets.DatasetDict, datasets.IterableDatasetDict)):
-        if split not in name_or_path:
-            raise ValueError(f"`split` must be one of the dataset's splits {list(name_or_path)}, got {split!r}")
-        hf_dataset = name_or_path[split]
-    else:
-        if split is None:
-            raise ValueError("`split` must be a split name such as 'train', got None")
-        extra = {"streaming": True} if streaming else {}
-        if config_name is not None:
-            extra["name"] = config_name
-        hf_dataset = load_image_dataset(name_or_path, split, revision=revision, cache_dir=cache_dir, **extra)
+        split = split or str(name_or_path.split or "train")  # a single split object names itself
+    elif split is None:
+        raise ValueError("`split` must be a split name such as 'train', got None")
+    # Names, paths and objects alike: `load_image_dataset` picks the split (and streams when asked).
+    hf_dataset = load_image_dataset(name_or_path, split, revision=revision, cache_dir=cache_dir, streaming=streaming,
+                                    config_name=config_name)
     view_kwargs.setdefault("split", split)
     if isinstance(hf_dataset, datasets.IterableDataset):
         return StreamingImageDataset(hf_dataset, **view_kwargs)

@@ -102,7 +102,7 @@ def carve_splits(
             raise ValueError(f"`data.{role}` must name a split with at least one example, got {name!r} (0 rows)")
 
     train = parts[train_split]
-    total = _stream_rows(train, train_split) if streaming else train.num_rows
+    total = stream_num_rows(train, train_split) if streaming else train.num_rows
     sizes = {"test": None if test_split in parts else test_size, "validation": validation_size or None}
     counts = _counts(sizes, total, train_split)
     if streaming:
@@ -146,9 +146,11 @@ def _check_size(name: str, value, zero_means_none: bool) -> None:
         check_int(name, value, minimum=1)
 
 
-def _stream_rows(stream: datasets.IterableDataset, split: str) -> int | None:
-    """The number of examples of a stream's split when its info knows it (0 means unknown there), else None."""
-    info = (stream.info.splits or {}).get(split)
+def stream_num_rows(stream: datasets.IterableDataset, split: str | None = None) -> int | None:
+    """The number of examples of a stream's split (``split``, else the stream's own) when its info knows it (0
+    means unknown there), else None."""
+    split = split if split is not None else stream.split
+    info = (stream.info.splits or {}).get(str(split)) if split is not None else None
     return info.num_examples if info is not None and info.num_examples else None
 
 

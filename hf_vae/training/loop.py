@@ -36,8 +36,9 @@ from accelerate.utils import ProjectConfiguration, send_to_device, set_seed
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from ..data import ImageDataset, StreamingImageDataset, collate_examples, make_dataloader, seeded_generator
 from ..configuration_utils import set_label_names
+from ..data import (ImageDataset, StreamingImageDataset, TensorDictDataset, collate_examples, make_dataloader,
+                    seeded_generator)
 from ..data.splitting import data_record
 from ..evaluation import Metric, evaluate, to_flat_dict
 from .artifacts import plot_training_curves, push_to_hub, save_pngs, write_metrics
@@ -129,8 +130,9 @@ def train(recipe: Recipe, resume: bool = False, *, dataset=None) -> Path:
             raise ValueError(f"`training.batch_size` must not exceed the {len(train_loader.dataset)} training examples, got {t.batch_size}")
         model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
     state = TrainState()
-    # A split read into memory left its bad rows out once, at load (a resumed state already holds them).
-    state.skipped_images = getattr(splits["train"], "num_skipped", 0) * (accelerator.process_index == 0)
+    if isinstance(splits["train"], TensorDictDataset) and accelerator.is_main_process:
+        # Read into memory, it left its bad rows out once, at load (a resumed state already holds them).
+        state.skipped_images = splits["train"].num_skipped
     # What a resume must match: the recipe, minus the fields `checkpoints.RESUMABLE_CHANGES` allows (the
     # architecture is the recipe's `model.*`; `load_checkpoint` also compares the parameter shapes).
     fingerprint = recipe.to_flat_dict()

@@ -23,7 +23,7 @@ import torch
 from ..data import ImageDataset, StreamingImageDataset, TensorDictDataset, binarize_pixels, load_tensors
 from ..data.dataset import skip_loader_seed
 from ..data.loading import check_label_range, load_image_dataset
-from ..data.splitting import carve_splits
+from ..data.splitting import carve_splits, stream_num_rows
 from ..modeling_utils import pixels_to_indices
 from .recipe import Recipe
 
@@ -67,7 +67,7 @@ def load_data(recipe: Recipe, dataset=None, *, rank: int = 0, world_size: int = 
         if isinstance(hf_split, datasets.IterableDataset):
             train = name == "train"
             views[name] = StreamingImageDataset(
-                hf_split, binarize=binarize, seed=seed, split=name, num_rows=_stream_rows(hf_split),
+                hf_split, binarize=binarize, seed=seed, split=name, num_rows=stream_num_rows(hf_split),
                 shuffle_buffer_size=d.shuffle_buffer_size if train else 0, shuffle_seed=recipe.training.seed,
                 rank=rank if train else 0, world_size=world_size if train else 1, **common)
         else:
@@ -104,13 +104,6 @@ def _open(d, dataset):
     if any(streamed) != d.streaming:
         raise ValueError(f"`data.streaming` must be {any(streamed)} for the {type(dataset).__name__} given, got {d.streaming}")
     return dataset
-
-
-def _stream_rows(stream) -> int | None:
-    """A stream's size from the dataset's info (its card), when known."""
-    info = getattr(stream, "info", None)
-    split = info.splits.get(str(stream.split)) if info is not None and info.splits and stream.split else None
-    return split.num_examples if split is not None and split.num_examples else None
 
 
 def _binarizations(d) -> dict[str, tuple[str, int]]:
