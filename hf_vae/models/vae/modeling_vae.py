@@ -3,7 +3,7 @@
 Read top-down: the Gaussian encoder and decoder (the shared convolutional core of
 `models/modeling_autoencoder.py` plus a dense bottleneck) -> `VAEModel` (forward = negative ELBO with
 named terms, then the public methods `encode`, `decode`, `sample`, `reconstruct`, `interpolate`,
-`log_likelihood`). The probability maths lives in `hf_vae/distributions.py`.
+`latent_arithmetic`, `log_likelihood`). The probability maths lives in `hf_vae/distributions.py`.
 
 `VAEModel` is also the body of the conditional VAE: everything that depends on a condition goes through
 two hooks, `_condition` (labels -> the vector the encoder and decoder read, `None` here) and
@@ -24,7 +24,7 @@ from ...distributions import (
 )
 from ...modeling_outputs import EncoderOutput, ScoreOutput, VAEOutput
 from ...modeling_utils import SamplingMixin
-from ...validation import check_choice, check_generator, check_int, check_labels, check_latents
+from ...validation import check_choice, check_float, check_generator, check_int, check_labels, check_latents
 from ..modeling_autoencoder import AutoencoderPreTrainedModel, ConvDecoder, ConvEncoder
 from .configuration_vae import VAEConfig
 
@@ -259,6 +259,39 @@ class VAEModel(SamplingMixin, VAEPreTrainedModel):
         t = torch.linspace(0.0, 1.0, steps, device=ends[0].device, dtype=ends[0].dtype)[:, None]
         latents = slerp(ends[0], ends[1], t) if method == "slerp" else (1 - t) * ends[0] + t * ends[1]
         condition = None if conditions[0] is None else (1 - t) * conditions[0] + t * conditions[1]
+        return self.likelihood.mean(self.decoder(latents, condition))
+
+    @torch.no_grad()
+    def latent_arithmetic(
+        self,
+        image_a: torch.Tensor,
+        image_b: torch.Tensor,
+        image_c: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        *,
+        scale: float = 1.0,
+    ) -> torch.Tensor:
+        """Decode z_a + scale * (z_b - z_c) from the posterior means of three batches of images
+        (B, C, H, W) (or one image each, broadcast against the others); returns (B, C, H, W).
+
+        The classic "a is to c what ? is to b": with b = a smiling face and c = the same face neutral, the
+        difference is a direction in latent space that is added to a. CVAE: `labels` (B,) condition all
+        three encodings and the decoding, so the arithmetic acts on the style within that class.
+        """
+        check_float("scale", scale)
+        images = {"image_a": image_a, "image_b": image_b, "image_c": image_c}
+        for name, image in images.items():
+            self._check_pixel_values(image, name)
+        batch = max(image.shape[0] for image in images.values())
+        for name, image in images.items():
+            if image.shape[0] not in (1, batch):
+                raise ValueError(f"`{name}` must hold 1 or {batch} images (the largest batch), got {image.shape[0]}")
+        condition = self._condition(labels, batch, required=True)
+        means = [
+            DiagonalGaussian(*self.encoder(image.expand(batch, -1, -1, -1), condition).chunk(2, dim=1)).mode()
+            for image in images.values()
+        ]
+        latents = means[0] + float(scale) * (means[1] - means[2])
         return self.likelihood.mean(self.decoder(latents, condition))
 
     @torch.no_grad()
