@@ -1,36 +1,90 @@
 """hf_vae: latent-variable generative models (VAE, β-VAE, ...) as Hugging Face models.
 
-Importing the package registers every family (each from its own `models/<family>/__init__.py`) with
-`AutoConfig` / `AutoModel` and the model cards, the pipeline
-tasks with transformers `pipeline()`, and (when diffusers is installed) hf_vae with diffusers, lazily:
-diffusers is imported only when a diffusers pipeline is used (see `hf_vae.pipelines`).
+`import hf_vae` is light: it imports the five families' configs and registers them with `AutoConfig`,
+and sets post-import hooks (`hf_vae.import_hooks`) so the rest is imported and registered the moment it
+is needed, by whoever imports it first:
+
+- the model classes (with transformers' `modeling_utils`) and their `AutoModel` registration and cards:
+  when transformers' `AutoModel` module is imported, or an hf_vae model class is used (`hf_vae.VAEModel`);
+- the `pipeline()` tasks: when `transformers.pipelines` is imported;
+- `HfVaeImageProcessor` with `AutoImageProcessor`: when transformers' `AutoImageProcessor` module is;
+- hf_vae with diffusers: when diffusers' `DiffusionPipeline` is (see `hf_vae.pipelines`).
+
+So `import hf_vae` then `AutoModel.from_pretrained(...)` / `pipeline(...)` works in either import order.
+The public names below are attributes of this module, imported from their submodules on first use.
 """
+
+import importlib
 
 from .configuration_utils import has_label_names, set_label_names
 from .distributions import DiagonalGaussian, get_likelihood, log_mean_exp, nats_to_bits_per_dim
-from .models.vae import VAEConfig, VAEModel
-from .models.cvae import CVAEConfig, CVAEModel
-from .models.vqvae import VQVAEConfig, VQVAEModel
-from .quantization import VectorQuantizer
-from .models.pixelcnn_prior import PixelCNNPriorConfig, PixelCNNPriorModel
-from .models.transformer_prior import TransformerPriorConfig, TransformerPriorModel
-from .sampling import sample_tokens
-from .evaluation import Metric, evaluate
-from .generation import generate_images
-from .image_processing import HfVaeImageProcessor, image_processor_for, save_image_processor
+from .families import load_families as _load_families
+from .import_hooks import when_imported as _when_imported
+from .models.cvae import CVAEConfig
+from .models.pixelcnn_prior import PixelCNNPriorConfig
+from .models.transformer_prior import TransformerPriorConfig
+from .models.vae import VAEConfig
+from .models.vqvae import VQVAEConfig
 
 __version__ = "0.1.0"
 
-# transformers `pipeline()` tasks, and hf_vae as a component library of diffusers once diffusers is imported.
-from .pipelines import register_pipelines as _register_pipelines  # noqa: E402
+# name -> the submodule that defines it, imported on first use (PEP 562 module __getattr__).
+_LAZY = {
+    "VAEModel": ".models.vae",
+    "CVAEModel": ".models.cvae",
+    "VQVAEModel": ".models.vqvae",
+    "PixelCNNPriorModel": ".models.pixelcnn_prior",
+    "TransformerPriorModel": ".models.transformer_prior",
+    "VectorQuantizer": ".quantization",
+    "sample_tokens": ".sampling",
+    "Metric": ".evaluation",
+    "evaluate": ".evaluation",
+    "generate_images": ".generation",
+    "HfVaeImageProcessor": ".image_processing",
+    "image_processor_for": ".image_processing",
+    "save_image_processor": ".image_processing",
+}
 
-_register_pipelines()
 
-# `AutoImageProcessor` finds `HfVaeImageProcessor` for every family registered above.
-from .families import FAMILIES as _FAMILIES  # noqa: E402
-from .image_processing import register_image_processor as _register_image_processor  # noqa: E402
+def __getattr__(name: str):
+    """The public names of `_LAZY`, and any submodule (`hf_vae.pipelines`), imported on first use."""
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    else:
+        try:
+            value = importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as error:
+            if error.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    globals()[name] = value  # later lookups skip this function
+    return value
 
-_register_image_processor(model_class.config_class for model_class in _FAMILIES.values())
+
+def _register_pipelines() -> None:
+    from .pipelines import register_pipelines
+
+    register_pipelines()
+
+
+def _register_with_diffusers() -> None:
+    from .pipelines import import_diffusers_pipelines
+
+    import_diffusers_pipelines()
+
+
+def _register_image_processor() -> None:
+    from .families import FAMILIES, _PENDING
+    from .image_processing import register_image_processor
+
+    config_classes = [model_class.config_class for model_class in FAMILIES.values()]
+    register_image_processor(config_classes + [config_class for config_class, _, _ in _PENDING.values()])
+
+
+_when_imported("transformers.models.auto.modeling_auto", _load_families)
+_when_imported("transformers.pipelines", _register_pipelines)
+_when_imported("transformers.models.auto.image_processing_auto", _register_image_processor)
+_when_imported("diffusers.pipelines.pipeline_utils", _register_with_diffusers)
 
 __all__ = [
     "CVAEConfig",

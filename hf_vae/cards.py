@@ -189,8 +189,9 @@ def _hyperparameters(config) -> dict[str, Any]:
 def _load_config(run_dir: Path):
     from transformers import AutoConfig
 
-    import hf_vae  # noqa: F401  (registers the families)
+    from .families import load_families
 
+    load_families()  # the card families of the model classes
     if not (run_dir / "config.json").is_file():
         raise ValueError(f"`run_dir` must hold a saved hf_vae model (config.json), got {str(run_dir)!r}")
     model_type = json.loads((run_dir / "config.json").read_text()).get("model_type")

@@ -15,8 +15,11 @@ from typing import ClassVar
 from transformers import PreTrainedConfig
 
 from .distributions import LIKELIHOODS
-from .models.modeling_autoencoder import ACTIVATIONS
 from .validation import check_choice, check_float, check_int, check_int_list, check_keys
+
+#: The non-linearities of the convolutional autoencoder: config name -> `torch.nn` module class name
+#: (`models/modeling_autoencoder.py` builds them; kept here so a config imports no modeling code).
+ACTIVATIONS = {"silu": "SiLU", "relu": "ReLU", "gelu": "GELU", "elu": "ELU"}
 
 
 @functools.cache

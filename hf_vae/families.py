@@ -5,15 +5,28 @@ callers need to know (see `HfVaePreTrainedModel`): what `forward` reads, whether
 training step, which evaluator and card template it uses, and what it can do (`capabilities`). The
 trainer, `evaluate`, the pipelines, the cards and the Hub helpers read those declarations, never a
 `model_type` list or a method signature, so a new family is one folder plus one `register_family` call.
+
+The shipped families name their model class by its dotted path, so `import hf_vae` imports only their
+configs (transformers' `modeling_utils`, which every `PreTrainedModel` needs, takes over a second to
+import): the model classes are imported and registered with `AutoModel` and the cards by `load_families()`,
+which runs the moment transformers' `AutoModel` module is imported (by anyone; see `hf_vae.import_hooks`),
+or an hf_vae model class is used.
 """
 
 from __future__ import annotations
 
-from transformers import AutoConfig, AutoModel
+import importlib
+
+from transformers import AutoConfig
 
 from .cards import register_card_family
 
+#: model_type -> model class, of every family whose model class is loaded and registered.
 FAMILIES: dict[str, type] = {}
+#: model_type -> (config class, dotted path of the model class, registration options) of the families
+#: registered by path whose model class `load_families` has not imported yet.
+_PENDING: dict[str, tuple[type, str, dict]] = {}
+_loading = False
 
 # The model-index metrics of families evaluated by `evaluate_gaussian_latent` (VAE, CVAE).
 GAUSSIAN_LATENT_METRICS = ("nll", "bits_per_dim", "elbo", "elbo_bits_per_dim", "reconstruction_loss", "kl", "active_units")
@@ -21,7 +34,7 @@ GAUSSIAN_LATENT_METRICS = ("nll", "bits_per_dim", "elbo", "elbo_bits_per_dim", "
 
 def register_family(
     config_class,
-    model_class,
+    model_class: type | str,
     *,
     tags: tuple[str, ...] = (),
     pipeline_tag: str = "unconditional-image-generation",
@@ -32,24 +45,65 @@ def register_family(
 
     Args:
         config_class: the family's `HfVaeConfig` subclass (its `model_type` names the family).
-        model_class: the family's `HfVaePreTrainedModel` subclass, with the protocol attributes set.
+        model_class: the family's `HfVaePreTrainedModel` subclass, with the protocol attributes set, or its
+            dotted path (`"hf_vae.models.vae.modeling_vae.VAEModel"`): then only the config is registered
+            now, and the model when `load_families()` runs.
         tags: extra Hub tags of its model card.
         pipeline_tag: the Hub task of its model card.
         index_metrics: the `metrics.json` entries that go into the card's `model-index` (None: every scalar).
         template_dir: the folder of `card_template` when it is not in hf_vae's `model_cards/` (a family
             that lives outside the package).
     """
+    AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+    options = dict(tags=tags, pipeline_tag=pipeline_tag, index_metrics=index_metrics, template_dir=template_dir)
+    if isinstance(model_class, str):
+        _PENDING[config_class.model_type] = (config_class, model_class, options)
+    else:
+        _register_model(config_class, model_class, options)
+
+
+def _register_model(config_class, model_class, options: dict) -> None:
+    """`AutoModel`, hf_vae's registry and the model cards, for a family whose config is registered."""
+    from transformers import AutoModel  # runs `load_families` first when this is its first import
+
     model_type = config_class.model_type
     for attribute in ("input_kind", "evaluator", "card_template", "capabilities"):
         if getattr(model_class, attribute, None) is None:
             raise ValueError(f"`{model_class.__name__}.{attribute}` must be declared to register a family, got None")
-    AutoConfig.register(model_type, config_class, exist_ok=True)
     AutoModel.register(config_class, model_class, exist_ok=True)
     FAMILIES[model_type] = model_class
-    register_card_family(model_type, template=model_class.card_template, pipeline_tag=pipeline_tag, tags=tags,
-                         index_metrics=index_metrics, template_dir=template_dir)
+    register_card_family(model_type, template=model_class.card_template, **options)
+
+
+def load_families() -> dict[str, type]:
+    """Import the model class of every family registered by its path and register it (with `AutoModel` and
+    the cards); returns `FAMILIES`. Idempotent; called from the import hook on transformers' `AutoModel`
+    module and wherever hf_vae needs the model classes."""
+    global _loading
+    if _loading:  # re-entered through the AutoModel import hook: the outer call registers everything
+        return FAMILIES
+    _loading = True
+    try:
+        from transformers import AutoModel  # noqa: F401  (imported before any model module, so the hook re-enters here, not mid-import)
+
+        while _PENDING:
+            model_type, (config_class, path, options) = next(iter(_PENDING.items()))
+            module_name, class_name = path.rsplit(".", 1)
+            _register_model(config_class, getattr(importlib.import_module(module_name), class_name), options)
+            del _PENDING[model_type]
+    finally:
+        _loading = False
+    return FAMILIES
+
+
+def family_attribute(package: str, name: str) -> type:
+    """The model class `name` of the family in `package` (its module `__getattr__`), loading the families."""
+    for model_class in load_families().values():
+        if model_class.__name__ == name and model_class.__module__.startswith(package + "."):
+            return model_class
+    raise AttributeError(f"module {package!r} has no attribute {name!r}")
 
 
 def model_types() -> tuple[str, ...]:
-    """The `model_type`s of every registered family, sorted."""
-    return tuple(sorted(FAMILIES))
+    """The `model_type`s of every registered family (model class loaded or not), sorted."""
+    return tuple(sorted(set(FAMILIES) | set(_PENDING)))

@@ -6,7 +6,8 @@
         ──► {"pixel_values": (B, C, H, W) float32}
 
 `HfVaeImageProcessor` is a transformers `BaseImageProcessor`, registered with `AutoImageProcessor` for
-every hf_vae model type on `import hf_vae` (`register_image_processor`), and saved beside a model as
+every hf_vae model type (`register_image_processor`, which `import hf_vae` arranges to run once transformers'
+`AutoImageProcessor` is imported), and saved beside a model as
 `preprocessor_config.json` (`save_image_processor`). `image_processor_for(config)` builds the one a model
 needs from its config (the size and channels it was trained on); the crop and binarization a training
 run used live in its recipe, not in the model config, and are passed here by whoever saves the run.
@@ -16,8 +17,10 @@ run used live in its recipe, not in the model config, and are passed here by who
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,7 +30,8 @@ from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 from .images import format_images
 from .validation import check_choice, check_int
 
-__all__ = ["HfVaeImageProcessor", "image_processor_for", "register_image_processor", "save_image_processor"]
+__all__ = ["HfVaeImageProcessor", "image_processor_for", "register_image_processor", "save_image_processor",
+           "save_model_image_processor", "write_image_processor"]
 
 
 class HfVaeImageProcessor(BaseImageProcessor):
@@ -164,7 +168,50 @@ def save_image_processor(config, save_directory: str | os.PathLike, **options) -
     model's `config.json`), so `AutoImageProcessor.from_pretrained(folder_or_repo)` and the pipelines find
     it. `options` are `image_processor_for`'s. Returns the processor written."""
     processor = image_processor_for(config, **options)
+    write_image_processor(processor, save_directory)
+    return processor
+
+
+def write_image_processor(processor: HfVaeImageProcessor, save_directory: str | os.PathLike) -> None:
+    """`processor.save_pretrained(save_directory)` plus an `auto_map` to a copy of this module (and of the
+    hf_vae modules it imports) written beside it, so the folder's image processor also loads with
+    `AutoImageProcessor.from_pretrained(..., trust_remote_code=True)` where hf_vae is not installed."""
+    from .modeling_utils import remote_code_sources
+
     processor.save_pretrained(save_directory)
+    path = Path(save_directory, "preprocessor_config.json")
+    processor_config = json.loads(path.read_text(encoding="utf-8"))
+    processor_class = type(processor)
+    processor_config["auto_map"] = {
+        "AutoImageProcessor": f"{processor_class.__module__.rsplit('.', 1)[-1]}.{processor_class.__name__}"
+    }
+    path.write_text(json.dumps(processor_config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    for file_name, text in remote_code_sources(processor_class.__module__).items():
+        Path(save_directory, file_name).write_text(text, encoding="utf-8")
+
+
+def save_model_image_processor(model, save_directory: str | os.PathLike) -> HfVaeImageProcessor | None:
+    """What `model.save_pretrained(save_directory)` writes beside the model: its image processor.
+
+    A `preprocessor_config.json` already in the folder for the same image size and channels is kept (a
+    training run's, which also holds the run's crop and binarization); any other is replaced by the one
+    the config implies (`image_processor_for(model.config)`). A prior over VQ-VAE codes gets none here:
+    its images are its VQ-VAE's, and the trainer and the pipelines, which load that VQ-VAE, write it.
+    Returns the processor in the folder, or None.
+    """
+    if getattr(model.config, "token_source", None) == "vqvae_codes":
+        return None
+    processor = image_processor_for(model.config)
+    path = Path(save_directory, "preprocessor_config.json")
+    if path.is_file():
+        try:
+            existing = HfVaeImageProcessor.from_pretrained(save_directory)
+        except (OSError, ValueError, TypeError):
+            existing = None  # unreadable or another library's: replaced below
+        if (isinstance(existing, HfVaeImageProcessor) and existing.image_size == processor.image_size
+                and existing.num_channels == processor.num_channels):
+            return existing
+    write_image_processor(processor, save_directory)
     return processor
 
 

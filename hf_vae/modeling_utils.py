@@ -139,7 +139,8 @@ class HfVaePreTrainedModel(PreTrainedModel):
         return (model, info) if return_info else model
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
-        """`PreTrainedModel.save_pretrained` (safetensors only) plus the modeling code and `auto_map`.
+        """`PreTrainedModel.save_pretrained` (safetensors only) plus the modeling code and `auto_map`, and
+        the model's image processor (`preprocessor_config.json`; see `save_model_image_processor`).
 
         The code files make the folder loadable with `trust_remote_code=True` without hf_vae.
         """
@@ -156,6 +157,12 @@ class HfVaePreTrainedModel(PreTrainedModel):
             sources = remote_code_sources(config_module) | remote_code_sources(model_module)
             for file_name, text in sources.items():
                 Path(save_directory, file_name).write_text(text, encoding="utf-8")
+            try:  # absolute, in a try: this file is also the repo's remote code, which runs without hf_vae
+                from hf_vae.image_processing import save_model_image_processor
+            except ImportError:
+                pass  # remote code where hf_vae is not installed: the folder's own preprocessor_config.json stays
+            else:
+                save_model_image_processor(self, save_directory)
         return result
 
     def _upload_modified_files(self, working_dir, repo_id, files_timestamps, **kwargs):

@@ -40,13 +40,22 @@ except ModuleNotFoundError:
 """
 
 
-def run_without_hf_vae(body: str, tmp_path, timeout: int = 300):
-    """Run `body` after `WITHOUT_HF_VAE` in a fresh Python; returns the JSON its last stdout line prints."""
-    script = f"REPO_ROOT = {str(REPO_ROOT)!r}\n" + WITHOUT_HF_VAE + textwrap.dedent(body)
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": "", "OMP_NUM_THREADS": "1"}
+def run_python(body: str, tmp_path, timeout: int = 300, *, without_hf_vae: bool = False) -> dict:
+    """Run `body` in a fresh Python (one thread) that imports this checkout's hf_vae, or, with
+    `without_hf_vae`, after `WITHOUT_HF_VAE`; returns the JSON its last stdout line prints."""
+    script = textwrap.dedent(body)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    if without_hf_vae:
+        script = f"REPO_ROOT = {str(REPO_ROOT)!r}\n" + WITHOUT_HF_VAE + script
+        env.update(HF_MODULES_CACHE=str(tmp_path / "modules"), PYTHONPATH="")
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def run_without_hf_vae(body: str, tmp_path, timeout: int = 300):
+    """Run `body` after `WITHOUT_HF_VAE` in a fresh Python; returns the JSON its last stdout line prints."""
+    return run_python(body, tmp_path, timeout, without_hf_vae=True)
 
 
 def gaussian_latent_identities(model, out) -> dict:

@@ -5,12 +5,6 @@ it alone, and `DiffusionPipeline.from_pretrained` still finds hf_vae's pipelines
 from __future__ import annotations
 
 import inspect
-import json
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,7 +14,8 @@ from hf_vae import CVAEConfig, CVAEModel, PixelCNNPriorConfig, PixelCNNPriorMode
 from hf_vae import VAEConfig, VAEModel, VQVAEConfig, VQVAEModel
 from hf_vae.pipelines import VAEGenerationPipeline, VQGenerationPipeline
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from .model_tester import run_python
+
 IMAGE = dict(image_size=8, num_channels=1, hidden_channels=[8], num_res_blocks=0)
 
 
@@ -204,15 +199,6 @@ def test_prior_latent_output_is_the_token_grid_and_latents_decode_it(models, pip
 # --------------------------------------------------------------------------------------------------
 # diffusers imported only when used
 # --------------------------------------------------------------------------------------------------
-
-
-def run_python(body: str, tmp_path) -> dict:
-    """Run `body` in a fresh Python that imports this checkout's hf_vae; returns the JSON its last line prints."""
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(body)], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def test_import_hf_vae_does_not_import_diffusers_until_a_pipeline_is_used(tmp_path):

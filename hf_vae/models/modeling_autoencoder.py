@@ -17,12 +17,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..configuration_utils import ACTIVATIONS
 from ..modeling_outputs import DecoderOutput
 from ..modeling_utils import HfVaePreTrainedModel
 from ..validation import check_choice, check_generator, check_pixel_values
 
-# The one definition of the non-linearities; the configs check `activation` against its keys.
-ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU, "elu": nn.ELU}
+
+
+def activation_module(name: str) -> nn.Module:
+    """A fresh non-linearity by its config name (`configuration_utils.ACTIVATIONS`, which configs check)."""
+    return getattr(nn, ACTIVATIONS[name])()
+
 
 # What `decode` returns: the mean of p(x|z) (probabilities for Bernoulli: smooth images) or a draw from it.
 DECODE_OUTPUTS = ("mean", "sample")
@@ -34,9 +39,9 @@ class ResidualBlock(nn.Module):
     def __init__(self, channels: int, activation: str, dropout: float):
         super().__init__()
         self.block = nn.Sequential(
-            ACTIVATIONS[activation](),
+            activation_module(activation),
             nn.Conv2d(channels, channels, 3, padding=1),
-            ACTIVATIONS[activation](),
+            activation_module(activation),
             nn.Dropout(dropout),
             nn.Conv2d(channels, channels, 3, padding=1),
         )
@@ -57,11 +62,11 @@ class ConvEncoder(nn.Module):
         layers, width = [], in_channels
         for out_width in config.hidden_channels:
             # Each stage halves the resolution: a 4x4 stride-2 conv, then residual blocks.
-            layers += [nn.Conv2d(width, out_width, 4, stride=2, padding=1), ACTIVATIONS[config.activation]()]
+            layers += [nn.Conv2d(width, out_width, 4, stride=2, padding=1), activation_module(config.activation)]
             layers += [ResidualBlock(out_width, config.activation, config.dropout) for _ in range(config.num_res_blocks)]
             width = out_width
         if out_channels is not None:
-            layers += [ACTIVATIONS[config.activation](), nn.Conv2d(width, out_channels, 1)]
+            layers += [activation_module(config.activation), nn.Conv2d(width, out_channels, 1)]
         self.convs = nn.Sequential(*layers)
         self.bottom = config.image_size // 2 ** len(config.hidden_channels)  # h = w of the output grid
 
@@ -90,8 +95,8 @@ class ConvDecoder(nn.Module):
             out_width = widths[i + 1] if i + 1 < len(widths) else widths[-1]
             layers += [ResidualBlock(width, config.activation, config.dropout) for _ in range(config.num_res_blocks)]
             # Mirror of the encoder stage: a 4x4 stride-2 transposed conv doubles the resolution.
-            layers += [ACTIVATIONS[config.activation](), nn.ConvTranspose2d(width, out_width, 4, stride=2, padding=1)]
-        layers += [ACTIVATIONS[config.activation](), nn.Conv2d(widths[-1], config.num_channels * num_params, 3, padding=1)]
+            layers += [activation_module(config.activation), nn.ConvTranspose2d(width, out_width, 4, stride=2, padding=1)]
+        layers += [activation_module(config.activation), nn.Conv2d(widths[-1], config.num_channels * num_params, 3, padding=1)]
         self.convs = nn.Sequential(*layers)
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Pipelines: thin wrappers around the model methods (pre/post-processing in `hf_vae.images`).
 
-transformers `pipeline()` tasks, registered on `import hf_vae` (model: an hf_vae model object, a local
+transformers `pipeline()` tasks, registered once `import hf_vae` has run (model: an hf_vae model object, a local
 folder or a Hub repo id; no tokenizer or processor is needed):
 
 | task | models | call | returns |
@@ -26,55 +26,51 @@ guidance_scale=1.0, temperature=1.0, output_type="pil", return_dict=True)` (`VQG
 `top_k`, `top_p`; `num_samples` is an alias of `batch_size`) -> `ImagePipelineOutput`; `generator` may be a
 list (one per image) and `output_type` `"latent"` (see `diffusers_pipelines`).
 
-`import hf_vae` does not import diffusers (it takes seconds): the two classes are attributes of this
-module that import `diffusers_pipelines` on first use, and an import hook imports it the moment
-anything imports diffusers' `DiffusionPipeline` (or at once, if that has happened already). Importing
-it registers hf_vae with diffusers, so `DiffusionPipeline.from_pretrained(folder_or_repo_id)` loads their
-`save_pretrained` / `push_to_hub` output after `import hf_vae`, in either import order.
+`import hf_vae` imports neither transformers' pipelines nor diffusers (each takes seconds): `hf_vae`
+calls `register_pipelines` the moment `transformers.pipelines` is imported, and `register_with_diffusers`
+(by importing `diffusers_pipelines`) the moment diffusers' `DiffusionPipeline` is, by whoever imports them
+(`hf_vae.import_hooks`); the pipeline classes are attributes of this module imported on first use. So
+`DiffusionPipeline.from_pretrained(folder_or_repo_id)` loads their `save_pretrained` / `push_to_hub` output
+after `import hf_vae`, in either import order.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.abc
 import importlib.util
 import sys
 import warnings
 
-from transformers import AutoModel
-from transformers.pipelines import PIPELINE_REGISTRY
-
-from .transformers_pipelines import (
-    HfVaePipeline,
-    ImageReconstructionPipeline,
-    ImageScoringPipeline,
-    ImageToLatentsPipeline,
-    UnconditionalImageGenerationPipeline,
-)
-
-TASKS = {
-    cls.task_name: cls
-    for cls in (UnconditionalImageGenerationPipeline, ImageToLatentsPipeline, ImageReconstructionPipeline, ImageScoringPipeline)
-}
-
+_TRANSFORMERS_NAMES = ("HfVaePipeline", "ImageReconstructionPipeline", "ImageScoringPipeline",
+                       "ImageToLatentsPipeline", "UnconditionalImageGenerationPipeline")
 _DIFFUSERS_NAMES = ("VAEGenerationPipeline", "VQGenerationPipeline", "register_with_diffusers")
-#: The diffusers module that defines `DiffusionPipeline`: once it is imported, so is `diffusers_pipelines`.
-_DIFFUSION_PIPELINE_MODULE = "diffusers.pipelines.pipeline_utils"
+
+
+def _tasks() -> dict[str, type]:
+    from .transformers_pipelines import (
+        ImageReconstructionPipeline, ImageScoringPipeline, ImageToLatentsPipeline, UnconditionalImageGenerationPipeline,
+    )
+
+    return {
+        cls.task_name: cls
+        for cls in (UnconditionalImageGenerationPipeline, ImageToLatentsPipeline, ImageReconstructionPipeline, ImageScoringPipeline)
+    }
 
 
 def register_pipelines() -> None:
-    """Register the transformers tasks, and hf_vae with diffusers as soon as diffusers' `DiffusionPipeline`
-    is imported (now, if it is already): never importing diffusers itself. Idempotent."""
-    for task, pipeline_class in TASKS.items():
+    """Register the transformers `pipeline()` tasks (importing transformers' pipelines), and hf_vae with
+    diffusers if diffusers' `DiffusionPipeline` is imported already. Idempotent."""
+    from transformers import AutoModel
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    for task, pipeline_class in _tasks().items():
         if PIPELINE_REGISTRY.supported_tasks.get(task, {}).get("impl") is not pipeline_class:
             PIPELINE_REGISTRY.register_pipeline(task, pipeline_class=pipeline_class, pt_model=AutoModel, type="image")
-    if _DIFFUSION_PIPELINE_MODULE in sys.modules:
-        _import_diffusers_pipelines()
-    elif not any(isinstance(finder, _DiffusersImportHook) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _DiffusersImportHook())
+    if "diffusers.pipelines.pipeline_utils" in sys.modules:
+        import_diffusers_pipelines()
 
 
-def _import_diffusers_pipelines() -> None:
+def import_diffusers_pipelines() -> None:
     """Import `diffusers_pipelines` (which registers hf_vae with diffusers); a diffusers that fails to
     import with it warns instead of breaking the import that triggered this."""
     if __name__ + ".diffusers_pipelines" in sys.modules:  # imported, or being imported (it registers at its end)
@@ -86,39 +82,16 @@ def _import_diffusers_pipelines() -> None:
                       stacklevel=2)
 
 
-class _DiffusersImportHook(importlib.abc.MetaPathFinder):
-    """A post-import hook: finds `diffusers.pipelines.pipeline_utils` like the rest of `sys.meta_path`
-    would, and once its loader has run it, leaves `sys.meta_path` and imports `diffusers_pipelines`. Python
-    has no post-import hooks, so it wraps that one loader's `exec_module`; every other name passes through."""
-
-    def __init__(self):
-        self._searching = False  # while it asks the other finders, it must not answer itself
-
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname != _DIFFUSION_PIPELINE_MODULE or self._searching:
-            return None
-        self._searching = True
-        try:
-            spec = importlib.util.find_spec(fullname)
-        finally:
-            self._searching = False
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            return spec
-        exec_module = spec.loader.exec_module
-
-        def exec_then_register(module):
-            exec_module(module)
-            if self in sys.meta_path:
-                sys.meta_path.remove(self)
-            _import_diffusers_pipelines()
-
-        spec.loader.exec_module = exec_then_register  # this spec's loader instance only
-        return spec
-
-
 def __getattr__(name: str):
-    """`VAEGenerationPipeline`, `VQGenerationPipeline`, `register_with_diffusers`: imported from
-    `diffusers_pipelines` (and so diffusers) on first use."""
+    """`TASKS` (task name -> pipeline class) and the transformers pipeline classes (importing transformers'
+    pipelines); `VAEGenerationPipeline`, `VQGenerationPipeline`, `register_with_diffusers` (importing
+    diffusers) on first use."""
+    if name == "TASKS":
+        return _tasks()
+    if name in _TRANSFORMERS_NAMES:
+        from . import transformers_pipelines
+
+        return getattr(transformers_pipelines, name)
     if name in _DIFFUSERS_NAMES:
         if importlib.util.find_spec("diffusers") is None:
             raise ImportError(f"hf_vae.pipelines.{name} needs diffusers: pip install 'hf_vae[diffusers]'")

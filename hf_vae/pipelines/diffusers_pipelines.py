@@ -265,8 +265,10 @@ def register_with_diffusers() -> None:
     import diffusers
     from diffusers.pipelines import pipeline_loading_utils
 
+    from ..families import load_families
     from ..modeling_utils import HfVaePreTrainedModel
 
+    load_families()  # the shipped families' model classes are imported on first need
     # diffusers finds a component's load method through a base class named here that the library
     # (`import hf_vae`) exposes: every public model class (the families) is its own base.
     loadable, pending = {}, list(HfVaePreTrainedModel.__subclasses__())

@@ -4,7 +4,8 @@ Pre-processing (PIL images, files, arrays, tensors -> one batch) and post-proces
 are the model's image processor (`hf_vae.image_processing.HfVaeImageProcessor`: the one saved beside
 the model as `preprocessor_config.json`, else the one its config implies); the families' methods are
 picked in `pipeline_utils`. The tasks are registered with `transformers.pipelines.PIPELINE_REGISTRY` by
-`hf_vae/pipelines/__init__.py` on `import hf_vae`.
+`hf_vae.pipelines.register_pipelines`, which `import hf_vae` arranges to run once transformers' pipelines
+are imported.
 
 Batching is transformers' own: a list of images runs through its `DataLoader` (`num_workers` workers
 preprocess) in batches of `batch_size` (given to `pipeline()` or to the call); without `batch_size` a list
@@ -17,7 +18,6 @@ where hf_vae is not installed: `pipeline(model=repo_id, trust_remote_code=True)`
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -26,7 +26,7 @@ import torch
 from transformers import Pipeline
 
 from ..distributions import nats_to_bits_per_dim
-from ..image_processing import image_processor_for
+from ..image_processing import image_processor_for, write_image_processor
 from ..images import check_output_type
 from ..modeling_utils import remote_code_sources
 from ..validation import check_int
@@ -119,21 +119,9 @@ class HfVaePipeline(Pipeline):
             else:
                 config.custom_pipelines = previous
         if kwargs.get("is_main_process", True):
-            self._save_image_processor(save_directory)
+            write_image_processor(self.image_processor, save_directory)  # replaces the model's default one
             for file_name, text in remote_code_sources(module).items():
                 Path(save_directory, file_name).write_text(text, encoding="utf-8")
-
-    def _save_image_processor(self, save_directory) -> None:
-        """`preprocessor_config.json`, with an `auto_map` to the copy of `image_processing.py` saved beside
-        it, so the image processor also loads as remote code where hf_vae is not installed."""
-        self.image_processor.save_pretrained(save_directory)
-        path = Path(save_directory, "preprocessor_config.json")
-        processor_config = json.loads(path.read_text(encoding="utf-8"))
-        processor_class = type(self.image_processor)
-        processor_config["auto_map"] = {
-            "AutoImageProcessor": f"{processor_class.__module__.rsplit('.', 1)[-1]}.{processor_class.__name__}"
-        }
-        path.write_text(json.dumps(processor_config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
     def _upload_modified_files(self, working_dir, repo_id, files_timestamps, **kwargs):
         """`push_to_hub`'s upload, done by the model's, which puts the hf_vae card in place of transformers' README.md."""

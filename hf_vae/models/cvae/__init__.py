@@ -1,10 +1,16 @@
-"""The cvae family: its config, its model, and its registration (AutoConfig, AutoModel, cards)."""
+"""The cvae family: its config, its model, and its registration (AutoConfig now; AutoModel and cards
+when the model class is first needed: `hf_vae.families.load_families`)."""
 
-from ...families import register_family, GAUSSIAN_LATENT_METRICS
+from ...families import family_attribute, register_family, GAUSSIAN_LATENT_METRICS
 from .configuration_cvae import CVAEConfig
-from .modeling_cvae import CVAEModel
 
-register_family(CVAEConfig, CVAEModel, tags=("conditional-vae", "variational-autoencoder", "image-generation"),
+register_family(CVAEConfig, f"{__name__}.modeling_cvae.CVAEModel", tags=("conditional-vae", "variational-autoencoder", "image-generation"),
                 index_metrics=GAUSSIAN_LATENT_METRICS)
+
+
+def __getattr__(name: str):
+    """`CVAEModel`: imported (and registered) on first use."""
+    return family_attribute(__name__, name)
+
 
 __all__ = ["CVAEConfig", "CVAEModel"]

@@ -1,9 +1,15 @@
-"""The transformer_prior family: its config, its model, and its registration (AutoConfig, AutoModel, cards)."""
+"""The transformer_prior family: its config, its model, and its registration (AutoConfig now; AutoModel and cards
+when the model class is first needed: `hf_vae.families.load_families`)."""
 
-from ...families import register_family
+from ...families import family_attribute, register_family
 from .configuration_transformer_prior import TransformerPriorConfig
-from .modeling_transformer_prior import TransformerPriorModel
 
-register_family(TransformerPriorConfig, TransformerPriorModel, tags=("transformer", "autoregressive", "token-prior", "image-generation"))
+register_family(TransformerPriorConfig, f"{__name__}.modeling_transformer_prior.TransformerPriorModel", tags=("transformer", "autoregressive", "token-prior", "image-generation"))
+
+
+def __getattr__(name: str):
+    """`TransformerPriorModel`: imported (and registered) on first use."""
+    return family_attribute(__name__, name)
+
 
 __all__ = ["TransformerPriorConfig", "TransformerPriorModel"]
