@@ -58,3 +58,33 @@ def test_loads_by_name_through_the_data_path(natural32):
     root, _ = natural32
     dataset = hd.load_image_dataset("natural32", split="test", cache_dir=root)
     assert len(dataset) == 646
+
+
+@pytest.fixture(scope="module")
+def codecs():
+    import sys
+    from pathlib import Path
+
+    benchmarks = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    sys.path.insert(0, benchmarks)
+    try:
+        import natural32_codecs
+    finally:
+        sys.path.remove(benchmarks)
+    return natural32_codecs
+
+
+def test_codec_baseline_tiles_exactly_and_counts_every_byte(codecs, natural32):
+    assert codecs.mosaic_shape(646) == (19, 34) and codecs.mosaic_shape(7) == (1, 7)
+    patches = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    mosaic = codecs.tile(patches)
+    assert mosaic.shape == (64, 96, 3) and np.array_equal(mosaic[32:, 64:], patches[5])
+    results = codecs.codec_bits_per_dim(patches)
+    # uniform noise is incompressible: ~8 bits/dim plus the container, and per patch pays 6 headers
+    for figures in results.values():
+        assert 8.0 <= figures["mosaic"] < 8.3 and figures["per_patch"] > figures["mosaic"]
+    root, _ = natural32
+    flat = np.full((4, 32, 32, 3), 128, np.uint8)
+    assert all(r["mosaic"] < 0.1 for r in codecs.codec_bits_per_dim(flat).values())
+    assert codecs.main(["--output", str(root / "codecs.md")]).keys() == codecs.CODECS.keys()
+    assert "mosaic 19 x 34 patches" in (root / "codecs.md").read_text()
