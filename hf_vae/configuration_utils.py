@@ -236,9 +236,11 @@ class AutoencoderConfig(HfVaeConfig):
         num_res_blocks (`int`, defaults to 1): residual blocks after each encoder stage and before each
             decoder stage.
         likelihood (`str`, defaults to `"bernoulli"`): p(x|z); `"bernoulli"` for binary images,
-            `"gaussian"` for continuous ones, `"discretized_gaussian"` for 8-bit images (honest bits/dim).
+            `"gaussian"` for continuous ones, `"discretized_gaussian"` or `"discretized_logistic_mixture"`
+            (PixelCNN++'s, channels conditioned R -> G -> B) for 8-bit images (honest bits/dim).
         likelihood_scale (`float`, *optional*): fixed standard deviation of the Gaussian likelihoods;
-            `None` learns a per-pixel scale. Ignored by `"bernoulli"`.
+            `None` learns a per-pixel scale. Ignored by the others.
+        num_mixtures (`int`, defaults to 5): components of `"discretized_logistic_mixture"` per pixel.
         dropout (`float`, defaults to 0.0): dropout inside the residual blocks.
         activation (`str`, defaults to `"silu"`): non-linearity of encoder and decoder.
     """
@@ -249,6 +251,7 @@ class AutoencoderConfig(HfVaeConfig):
     num_res_blocks: int = 1
     likelihood: str = "bernoulli"
     likelihood_scale: float | None = None
+    num_mixtures: int = 5
     dropout: float = 0.0
     activation: str = "silu"
 
@@ -260,6 +263,7 @@ class AutoencoderConfig(HfVaeConfig):
         check_choice("likelihood", self.likelihood, LIKELIHOODS)
         if self.likelihood_scale is not None:
             check_float("likelihood_scale", self.likelihood_scale, minimum=0.0, exclusive_minimum=True)
+        check_int("num_mixtures", self.num_mixtures, minimum=1)
         check_float("dropout", self.dropout, minimum=0.0, maximum=1.0, exclusive_maximum=True)
         check_choice("activation", self.activation, ACTIVATIONS)
         factor = 2 ** len(self.hidden_channels)

@@ -142,6 +142,15 @@ class ObservationLikelihood:
         """Why `log_prob(params, x)` is not a log-likelihood of `x`, or None when it is."""
         return None
 
+    def num_outputs(self, num_channels: int) -> int:
+        """Decoder output channels for images of `num_channels` channels."""
+        return num_channels * self.num_params
+
+    def guide(self, cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
+        """Classifier-free guidance on the decoder's parameters: uncond + scale * (cond - uncond) on what
+        locates the distribution (logits, means); its spread is the conditional pass's."""
+        return uncond + scale * (cond - uncond)
+
 
 class BernoulliLikelihood(ObservationLikelihood):
     """Bernoulli(sigmoid(logits)) per pixel; for binary (or binarised) images in {0, 1}."""
@@ -211,10 +220,26 @@ class GaussianLikelihood(ObservationLikelihood):
     def mean(self, params):
         return _split_mean_log_scale(params, self.fixed_log_scale)[0]
 
+    def guide(self, cond, uncond, scale):
+        if self.num_params == 1:
+            return super().guide(cond, uncond, scale)
+        cond_mean, cond_log_scale = cond.chunk(2, dim=1)
+        uncond_mean = uncond.chunk(2, dim=1)[0]
+        return torch.cat([uncond_mean + scale * (cond_mean - uncond_mean), cond_log_scale], dim=1)
+
     def sample(self, params, generator=None):
         mean, log_scale = _split_mean_log_scale(params, self.fixed_log_scale)
         eps = standard_normal(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
         return mean + torch.exp(log_scale) * eps
+
+
+def _off_grid(x: torch.Tensor, num_bins: int) -> str | None:
+    """Why a discretized likelihood's log_prob is no log-likelihood of `x` (values off its grid), or None."""
+    levels = x * (num_bins - 1)
+    if bool(((levels - levels.round()).abs() <= 1e-4).all()):
+        return None
+    return (f"a discretized likelihood scored pixel values off its {num_bins}-level grid: the number is no "
+            "probability of those values (quantize them to 8 bits first)")
 
 
 def discretized_gaussian_log_prob(
@@ -254,6 +279,9 @@ class DiscretizedGaussianLikelihood(GaussianLikelihood):
     def log_prob(self, params, x):
         mean, log_scale = _split_mean_log_scale(params, self.fixed_log_scale)
         return _sum_except_batch(discretized_gaussian_log_prob(x, mean, log_scale, self.num_bins))
+
+    def not_a_likelihood(self, x):
+        return _off_grid(x, self.num_bins)
 
     def sample(self, params, generator=None):
         x = super().sample(params, generator)
@@ -320,6 +348,16 @@ class DiscretizedLogisticMixtureLikelihood(ObservationLikelihood):
             centre = centre + coeffs[:, pair + earlier] * previous[:, earlier]
         return centre
 
+    def guide(self, cond, uncond, scale):
+        """Guidance on the mixture logits and the centres; log-scales and coefficients are the conditional's."""
+        k, c = self.num_mixtures, self._channels(cond)
+        located = k + c * k  # logits, then centres
+        guided = uncond[:, :located] + scale * (cond[:, :located] - uncond[:, :located])
+        return torch.cat([guided, cond[:, located:]], dim=1)
+
+    def not_a_likelihood(self, x):
+        return _off_grid(x, self.num_bins)
+
     def log_prob(self, params, x):
         """log p(x) per image in nats: logsumexp over components of log pi_k + the channels' log-masses."""
         logits, centres, log_scales, coeffs = self._unpack(params, x.shape[1])
@@ -370,17 +408,20 @@ class DiscretizedLogisticMixtureLikelihood(ObservationLikelihood):
                          f"C in 1..4, got {params.shape[1]}")
 
 
-LIKELIHOODS = ("bernoulli", "gaussian", "discretized_gaussian")
+LIKELIHOODS = ("bernoulli", "gaussian", "discretized_gaussian", "discretized_logistic_mixture")
 
 
-def get_likelihood(name: str, scale: float | None = None) -> ObservationLikelihood:
-    """The observation likelihood called `name` (one of `LIKELIHOODS`); `scale` None = learned."""
+def get_likelihood(name: str, scale: float | None = None, num_mixtures: int = 5) -> ObservationLikelihood:
+    """The observation likelihood called `name` (one of `LIKELIHOODS`); `scale` None = learned (the
+    Gaussians); `num_mixtures` components for the logistic mixture."""
     if name == "bernoulli":
         return BernoulliLikelihood()
     if name == "gaussian":
         return GaussianLikelihood(scale)
     if name == "discretized_gaussian":
         return DiscretizedGaussianLikelihood(scale)
+    if name == "discretized_logistic_mixture":
+        return DiscretizedLogisticMixtureLikelihood(num_mixtures)
     raise ValueError(f"`likelihood` must be one of {LIKELIHOODS}, got {name!r}")
 
 

@@ -142,6 +142,8 @@ def _bits_note(likelihood: str, reasons: set) -> str:
         return "; a cross-entropy on grey-level data, not a probability of the pixels"
     if likelihood == "gaussian":
         return "; a continuous density on [0, 1] data, not a probability of the pixels"
+    if likelihood.startswith("discretized") and not any(reasons):
+        return "; 8-bit convention: -log2 p(x) / (C*H*W), x on the 256-level grid"
     return ""
 
 

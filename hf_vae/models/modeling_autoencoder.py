@@ -75,7 +75,7 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    """The mirror of `ConvEncoder`: (B, hidden_channels[-1], h, w) -> (B, num_channels * num_params, H, W),
+    """The mirror of `ConvEncoder`: (B, hidden_channels[-1], h, w) -> (B, num_outputs, H, W),
     the parameters of p(x|z); float32 even under bf16 autocast (the likelihood sums C*H*W terms).
 
     Its input enters through one of two stems: `in_features` vectors (B, in_features) through a dense
@@ -83,7 +83,7 @@ class ConvDecoder(nn.Module):
     3x3 conv (the VQ-VAE's code vectors).
     """
 
-    def __init__(self, config, num_params: int, *, in_features: int | None = None, in_channels: int | None = None):
+    def __init__(self, config, num_outputs: int, *, in_features: int | None = None, in_channels: int | None = None):
         super().__init__()
         widths = list(reversed(config.hidden_channels))
         self.width = widths[0]  # channels of the (B, width, h, w) grid the stages start from
@@ -96,7 +96,7 @@ class ConvDecoder(nn.Module):
             layers += [ResidualBlock(width, config.activation, config.dropout) for _ in range(config.num_res_blocks)]
             # Mirror of the encoder stage: a 4x4 stride-2 transposed conv doubles the resolution.
             layers += [activation_module(config.activation), nn.ConvTranspose2d(width, out_width, 4, stride=2, padding=1)]
-        layers += [activation_module(config.activation), nn.Conv2d(widths[-1], config.num_channels * num_params, 3, padding=1)]
+        layers += [activation_module(config.activation), nn.Conv2d(widths[-1], num_outputs, 3, padding=1)]
         self.convs = nn.Sequential(*layers)
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:

@@ -52,7 +52,7 @@ class CVAEModel(VAEModel):
     def _build(self, config: CVAEConfig) -> None:
         self.label_embedding = LabelEmbedding(config)
         self.encoder = GaussianEncoder(config, condition_dim=config.label_dim)
-        self.decoder = GaussianDecoder(config, self.likelihood.num_params, condition_dim=config.label_dim)
+        self.decoder = GaussianDecoder(config, self.likelihood.num_outputs(config.num_channels), condition_dim=config.label_dim)
 
     @property
     def is_conditional(self) -> bool:

@@ -48,11 +48,11 @@ class GaussianEncoder(ConvEncoder):
 
 
 class GaussianDecoder(ConvDecoder):
-    """(B, latent_dim) latents [and (B, L) condition vectors, concatenated to z] -> (B, C * num_params, H, W):
+    """(B, latent_dim) latents [and (B, L) condition vectors, concatenated to z] -> (B, num_outputs, H, W):
     the parameters of p(x|z[, c]) (logits, or mean and log-scale)."""
 
-    def __init__(self, config: VAEConfig, num_params: int, condition_dim: int = 0):
-        super().__init__(config, num_params, in_features=config.latent_dim + condition_dim)
+    def __init__(self, config: VAEConfig, num_outputs: int, condition_dim: int = 0):
+        super().__init__(config, num_outputs, in_features=config.latent_dim + condition_dim)
 
     def forward(self, latents: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         if condition is not None:
@@ -82,14 +82,14 @@ class VAEModel(SamplingMixin, VAEPreTrainedModel):
 
     def __init__(self, config: VAEConfig):
         super().__init__(config)
-        self.likelihood = get_likelihood(config.likelihood, config.likelihood_scale)
+        self.likelihood = get_likelihood(config.likelihood, config.likelihood_scale, config.num_mixtures)
         self._build(config)
         self.post_init()
 
     def _build(self, config: VAEConfig) -> None:
         """The modules; the CVAE adds its label embedding and widens encoder and decoder by its size."""
         self.encoder = GaussianEncoder(config)
-        self.decoder = GaussianDecoder(config, self.likelihood.num_params)
+        self.decoder = GaussianDecoder(config, self.likelihood.num_outputs(config.num_channels))
 
     # -- hooks: how a condition enters (the CVAE overrides these) ------------------------------------
 
@@ -188,17 +188,8 @@ class VAEModel(SamplingMixin, VAEPreTrainedModel):
         params = self.decoder(latents, condition)
         if guidance_scale != 1:
             unconditional = self.decoder(latents, self._condition(None, latents.shape[0]))
-            params = self._guide(params, unconditional, float(guidance_scale))
+            params = self.likelihood.guide(params, unconditional, float(guidance_scale))
         return self._images(params, output, generator, return_dict)
-
-    def _guide(self, cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
-        """uncond + scale * (cond - uncond) on the logits (Bernoulli) or the mean (Gaussians; a learned
-        log-scale is taken from the conditional pass)."""
-        if self.likelihood.num_params == 2:
-            cond_mean, cond_log_scale = cond.chunk(2, dim=1)
-            uncond_mean = uncond.chunk(2, dim=1)[0]
-            return torch.cat([uncond_mean + scale * (cond_mean - uncond_mean), cond_log_scale], dim=1)
-        return uncond + scale * (cond - uncond)
 
     def _draw(self, num_samples: int, *, generator, labels, temperature, guidance_scale,
                 output: str = "mean") -> torch.Tensor:

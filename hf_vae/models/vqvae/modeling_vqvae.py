@@ -39,7 +39,7 @@ class VQVAEModel(VQVAEPreTrainedModel):
 
     def __init__(self, config: VQVAEConfig):
         super().__init__(config)
-        self.likelihood = get_likelihood(config.likelihood, config.likelihood_scale)
+        self.likelihood = get_likelihood(config.likelihood, config.likelihood_scale, config.num_mixtures)
         # z_e: a 1x1 projection to the code size after the stages, so z_e lives where the codes live.
         self.encoder = ConvEncoder(config, config.num_channels, out_channels=config.embedding_dim)
         self.quantizer = VectorQuantizer(
@@ -55,7 +55,7 @@ class VQVAEModel(VQVAEPreTrainedModel):
             dead_code_window=config.dead_code_window,
         )
         # From the (B, embedding_dim, h, w) code vectors, a 3x3 conv to the widest stage, then the stages.
-        self.decoder = ConvDecoder(config, self.likelihood.num_params, in_channels=config.embedding_dim)
+        self.decoder = ConvDecoder(config, self.likelihood.num_outputs(config.num_channels), in_channels=config.embedding_dim)
         self.post_init()
 
     @property
