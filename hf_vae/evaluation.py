@@ -13,6 +13,7 @@ import warnings
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable, Sequence
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -309,9 +310,27 @@ def evaluate_cvae(
     return metrics
 
 
+def image_quality(reconstruction: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image (B,) PSNR in dB (peak 1, capped at 100 dB for a perfect reconstruction) and SSIM of
+    images (B, C, H, W) in [0, 1], by scikit-image (`peak_signal_noise_ratio`, `structural_similarity`
+    with its default 7x7 window, shrunk to the largest odd side that fits a smaller image)."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    recon = reconstruction.detach().double().clamp(0, 1).cpu().numpy()
+    truth = target.detach().double().cpu().numpy()
+    side = min(truth.shape[-2:])
+    window = min(7, side if side % 2 else side - 1)
+    psnr, ssim = [], []
+    for r, t in zip(recon, truth):
+        with np.errstate(divide="ignore"):  # a perfect reconstruction: infinite PSNR, capped below
+            psnr.append(min(100.0, peak_signal_noise_ratio(t, r, data_range=1.0)))
+        ssim.append(structural_similarity(t, r, data_range=1.0, channel_axis=0, win_size=window))
+    return torch.tensor(psnr), torch.tensor(ssim)
+
+
 @register_evaluator("vqvae")
 def evaluate_vqvae(model, loader, *, num_importance_samples: int, seed: int, progress: bool) -> dict[str, Metric]:
-    """Reconstruction MSE and PSNR, -log p(x|z_q), the uniform-prior cost of the code grid, and codebook
+    """Reconstruction MSE, PSNR and SSIM (scikit-image's), -log p(x|z_q), the uniform-prior cost of the code grid, and codebook
     health (perplexity, codes used, dead codes) from code counts accumulated over the whole split.
 
     The VQ-VAE encoder is deterministic and it has no prior of its own, so there is no likelihood to
@@ -322,7 +341,7 @@ def evaluate_vqvae(model, loader, *, num_importance_samples: int, seed: int, pro
     config = model.config
     codebook_size = config.codebook_size
     counts = torch.zeros(codebook_size, dtype=torch.float64)
-    totals = {"reconstruction": 0.0, "squared_error": 0.0, "psnr": 0.0}
+    totals = {"reconstruction": 0.0, "squared_error": 0.0, "psnr": 0.0, "ssim": 0.0}
     count, reasons = 0, set()  # reasons: why -log p(x|z_q) is not a likelihood (Bernoulli on grey pixels)
     shape = None
     for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
@@ -334,8 +353,9 @@ def evaluate_vqvae(model, loader, *, num_importance_samples: int, seed: int, pro
         totals["reconstruction"] += out.reconstruction_loss.item() * n
         mse = (out.reconstruction.float() - pixel_values.float()).pow(2).flatten(1).mean(dim=1)  # (B,)
         totals["squared_error"] += mse.sum().item()
-        # Peak 1 (images in [0, 1]); a perfect reconstruction is capped at 100 dB.
-        totals["psnr"] += (-10.0 * torch.log10(mse.double().clamp(min=1e-10))).sum().item()
+        psnr, ssim = image_quality(out.reconstruction, pixel_values)
+        totals["psnr"] += psnr.sum().item()
+        totals["ssim"] += ssim.sum().item()
         counts += torch.bincount(out.indices.flatten().cpu(), minlength=codebook_size).double()
         count += n
     if count == 0:
@@ -355,7 +375,10 @@ def evaluate_vqvae(model, loader, *, num_importance_samples: int, seed: int, pro
         "reconstruction_bits_per_dim": Metric(nats_to_bits_per_dim(reconstruction, num_dims), "bits/dim", "nearest codes (deterministic)",
                                               "-log p(x|z_q) in bits per dimension" + bits_note),
         "mse": Metric(totals["squared_error"] / count, "", "mean of p(x|z_q) vs x, intensities in [0, 1]", "Mean squared reconstruction error per pixel"),
-        "psnr": Metric(totals["psnr"] / count, "dB", "per image, peak 1, averaged over images", "Reconstruction PSNR, mean over images of 10 log10(1 / MSE)"),
+        "psnr": Metric(totals["psnr"] / count, "dB", "per image, peak 1, averaged over images (scikit-image)",
+                       "Reconstruction PSNR, mean over images of 10 log10(1 / MSE), capped at 100 dB"),
+        "ssim": Metric(totals["ssim"] / count, "", "per image, data range 1, 7x7 Gaussian-free window, averaged over images (scikit-image)",
+                       "Reconstruction SSIM (Wang et al. 2004), mean over images"),
         "code_bits_per_dim": Metric(num_tokens * math.log2(codebook_size) / num_dims, "bits/dim", "uniform prior over the codes",
                                     f"Code grid {grid}x{grid} x log2({codebook_size}) bits / {num_dims} dims: the bound a learned prior must beat"),
         "code_bits_per_token": Metric(math.log2(codebook_size), "bits/token", "uniform prior over the codes", "log2(codebook_size)"),

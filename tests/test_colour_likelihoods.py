@@ -81,3 +81,23 @@ def test_off_grid_pixels_are_flagged_and_the_convention_is_stated():
 def test_num_mixtures_is_checked():
     with pytest.raises(ValueError, match="`num_mixtures` must be"):
         VAEConfig(**{**RGB, "num_mixtures": 0}, latent_dim=4)
+
+
+def test_vqvae_reports_psnr_and_ssim_of_colour_reconstructions():
+    from skimage.metrics import structural_similarity
+
+    from hf_vae.evaluation import image_quality
+
+    x = eight_bit(3)
+    noisy = (x + 0.05 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    psnr, ssim = image_quality(noisy, x)
+    mse = (noisy - x).pow(2).flatten(1).mean(1)
+    torch.testing.assert_close(psnr, (-10 * mse.double().log10()))
+    assert ssim[1].item() == pytest.approx(structural_similarity(x[1].double().numpy(), noisy[1].double().numpy(),
+                                                                 data_range=1.0, channel_axis=0))
+    perfect_psnr, perfect_ssim = image_quality(x, x)
+    assert perfect_psnr.tolist() == [100.0] * 3 and perfect_ssim.tolist() == pytest.approx([1.0] * 3)
+    torch.manual_seed(0)
+    model = VQVAEModel(VQVAEConfig(**RGB, codebook_size=8, embedding_dim=4)).eval()
+    metrics = evaluate(model, TensorDictDataset({"pixel_values": x}), batch_size=2)
+    assert -1 <= metrics["ssim"].value <= 1 and metrics["psnr"].unit == "dB"
