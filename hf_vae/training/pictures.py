@@ -31,6 +31,7 @@ from ..cards import CARD_IMAGES
 from ..configuration_utils import has_label_names
 from ..evaluation import ACTIVE_UNIT_THRESHOLD
 from ..images import image_grid
+from ..validation import check_float, check_int
 
 __all__ = ["PICTURE_EXAMPLES", "plot_codebook_usage", "plot_interpolation", "plot_kl_per_dimension",
            "plot_latent_map", "plot_training_curves", "save_pictures"]
@@ -40,17 +41,19 @@ INTERPOLATION_ROWS, INTERPOLATION_STEPS = 4, 8
 
 
 def save_pictures(model, test, run_dir: Path, metrics: dict, *, max_examples: int = PICTURE_EXAMPLES) -> list[str]:
-    """Draw the pictures that apply to `model`'s family into `run_dir` (names from `cards.CARD_IMAGES`), the
-    curves from `run_dir/logs/metrics.jsonl`; returns the file names written. `metrics` is the final evaluation (`evaluate`'s Metrics): the KL picture
-    plots its numbers. A picture that fails to draw is a warning, and no (partial) file."""
+    """Draw the pictures that apply to `model` into `run_dir` (file names from `cards.CARD_IMAGES`), the curves
+    from `run_dir/logs/metrics.jsonl`; returns the file names written. `metrics` is the final evaluation
+    (`evaluate`'s Metrics), whose numbers the KL picture plots. A picture that fails to draw is a warning,
+    and leaves no (partial) file."""
     run_dir = Path(run_dir)
-    gaussian = "interpolate" in type(model).capabilities and "kl_per_dim" in metrics
+    # What applies follows what the model declares and what its evaluation measured, never its type.
     jobs = {"training_curves": lambda path: plot_training_curves(run_dir / "logs" / "metrics.jsonl", path)}
-    if gaussian:
+    if "interpolate" in type(model).capabilities:
         jobs["interpolation"] = lambda path: plot_interpolation(model, test, path, max_examples=max_examples)
+    if "kl_per_dim" in metrics and "latent_activity" in metrics:  # a Gaussian posterior (VAE, CVAE evaluators)
         jobs["latent_map"] = lambda path: plot_latent_map(model, test, path, max_examples=max_examples)
         jobs["kl_per_dimension"] = lambda path: plot_kl_per_dimension(metrics, path)
-    if hasattr(model, "encode_to_indices"):
+    if "perplexity" in metrics and "codebook_size" in metrics:  # a codebook (the VQ-VAE evaluator)
         jobs["codebook_usage"] = lambda path: plot_codebook_usage(model, test, path, max_examples=max_examples)
     written = []
     for name, draw in jobs.items():
@@ -63,8 +66,7 @@ def save_pictures(model, test, run_dir: Path, metrics: dict, *, max_examples: in
 def _draw(name: str, draw, path: Path) -> bool:
     """Run one drawing; a failure warns, removes what it left, and returns False."""
     try:
-        with torch.no_grad():
-            draw(path)
+        draw(path)
         return True
     except Exception as error:  # noqa: BLE001 - a picture must never lose the run that drew it
         path.unlink(missing_ok=True)
@@ -96,6 +98,11 @@ def _test_batches(model, test, max_examples: int, batch_size: int = 100):
         yield batch["pixel_values"].to(model.device), None if labels is None else labels.to(model.device)
 
 
+def _value(metric):
+    """A `Metric`'s value, or that of its metrics.json dict."""
+    return metric["value"] if isinstance(metric, dict) else metric.value
+
+
 def _class_names(model, test) -> list[str] | None:
     """The config's class names (a CVAE's `id2label`), else the test split's ClassLabel names, else None."""
     if has_label_names(model.config):
@@ -108,13 +115,17 @@ def _class_names(model, test) -> list[str] | None:
 # ---------------------------------------------------------------------------------------------
 
 
+@torch.no_grad()
 def plot_interpolation(model, test, path: Path, *, rows: int = INTERPOLATION_ROWS, steps: int = INTERPOLATION_STEPS,
                        max_examples: int = PICTURE_EXAMPLES) -> list[tuple[int, int]]:
     """`rows` strips: a test image, `steps` decodings of the line between its posterior mean and that of
     the next test image of another class (`model.interpolate`; a CVAE's condition moves along), the other
     image. Unlabelled data pairs consecutive images. Returns the (a, b) test indices of each row."""
-    batch = next(_test_batches(model, test, min(max_examples, 4 * rows * 10)))
-    images, labels = batch
+    check_int("rows", rows, minimum=1)
+    check_int("steps", steps, minimum=2)
+    check_int("max_examples", max_examples, minimum=2)
+    count = min(max_examples, 40 * rows)  # enough test images to find `rows` pairs of different classes
+    images, labels = next(_test_batches(model, test, count, batch_size=count))
     pairs, used = [], set()
     for a in range(len(images)):
         if len(pairs) == rows:
@@ -149,12 +160,14 @@ def _posterior_means(model, test, max_examples: int) -> tuple[torch.Tensor, torc
     return torch.cat(means), torch.cat(labels).cpu() if has_labels else None
 
 
+@torch.no_grad()
 def plot_latent_map(model, test, path: Path, *, max_examples: int = PICTURE_EXAMPLES) -> dict:
     """Test-set posterior means in 2-D, one colour per label (names in the legend when known). Above 2
     latent dimensions the plane is scikit-learn's PCA of the means. Returns {"coordinates" (N, 2),
-    "labels" (N,) or None, "explained_variance" (2,) or None}."""
+    "labels" (N,) or None, "explained_variance" (2,) or None, "legend" (the label texts)}."""
+    check_int("max_examples", max_examples, minimum=1)
     means, labels = _posterior_means(model, test, max_examples)
-    explained = None
+    explained, legend = None, []
     if means.shape[1] > 2:
         from sklearn.decomposition import PCA
 
@@ -176,6 +189,7 @@ def plot_latent_map(model, test, path: Path, *, max_examples: int = PICTURE_EXAM
         for label in labels.unique().tolist():
             chosen = (labels == label).numpy()
             name = names[label] if names is not None and label < len(names) else str(label)
+            legend.append(name)
             ax.scatter(coordinates[chosen, 0], coordinates[chosen, 1], s=6, alpha=0.6, color=colours(label % colours.N), label=name)
         ax.legend(fontsize=7, markerscale=2, loc="best", title="label", title_fontsize=7)
     given = ", label given to the encoder" if model.is_conditional else ""
@@ -183,15 +197,19 @@ def plot_latent_map(model, test, path: Path, *, max_examples: int = PICTURE_EXAM
     ax.set_xlabel(axis_names[0])
     ax.set_ylabel(axis_names[1])
     _save(fig, path)
-    return {"coordinates": coordinates, "labels": labels, "explained_variance": explained}
+    return {"coordinates": coordinates, "labels": labels, "explained_variance": explained, "legend": legend}
 
 
 def plot_kl_per_dimension(metrics: dict, path: Path, *, threshold: float = ACTIVE_UNIT_THRESHOLD) -> dict:
     """Two bar charts over the latent dimensions, from the evaluation's `metrics`: mean KL(q(z_u|x) || p(z_u))
     (nats; active dimensions in colour, inactive grey) and the activity Cov_x E_q[z_u] on a log axis with
-    the active-unit `threshold` drawn. Returns {"kl" (D,), "activity" (D,), "active" (D,) bool}."""
-    kl = np.asarray(metrics["kl_per_dim"].value, dtype=float)
-    activity = np.asarray(metrics["latent_activity"].value, dtype=float)
+    the active-unit `threshold` drawn. `metrics`: `evaluate`'s Metrics, or metrics.json's `"test"` dicts.
+    Returns {"kl" (D,), "activity" (D,), "active" (D,) bool}."""
+    check_float("threshold", threshold, minimum=0.0, exclusive_minimum=True)
+    missing = [name for name in ("kl_per_dim", "latent_activity") if name not in metrics]
+    if missing:
+        raise ValueError(f"`metrics` must hold kl_per_dim and latent_activity (a VAE or CVAE evaluation), got {sorted(metrics)}")
+    kl, activity = (np.asarray(_value(metrics[name]), dtype=float) for name in ("kl_per_dim", "latent_activity"))
     active = activity > threshold
     dims = np.arange(1, len(kl) + 1)
     colours = ["tab:blue" if a else "tab:gray" for a in active]
@@ -215,10 +233,12 @@ def plot_kl_per_dimension(metrics: dict, path: Path, *, threshold: float = ACTIV
 # ---------------------------------------------------------------------------------------------
 
 
+@torch.no_grad()
 def plot_codebook_usage(model, test, path: Path, *, max_examples: int = PICTURE_EXAMPLES) -> dict:
     """How often each code is chosen over the first test images, sorted from most to least used (log
     axis), with the perplexity and dead codes (`VectorQuantizer.usage_statistics`) in the title.
     Returns {"counts" (K,) in code order, "perplexity", "dead_codes", "num_examples"}."""
+    check_int("max_examples", max_examples, minimum=1)
     codebook_size = model.config.codebook_size
     counts, count = torch.zeros(codebook_size, dtype=torch.float64), 0
     for pixel_values, _ in _test_batches(model, test, max_examples):
