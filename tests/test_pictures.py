@@ -166,6 +166,16 @@ def test_training_curves_fall_back_to_the_test_split_and_skip_without_a_log(tmp_
     assert not (tmp_path / "none.png").exists()
 
 
+def test_a_dense_warm_up_is_clipped_and_sparse_evaluations_are_not():
+    steps = list(range(10, 6001, 10))
+    curves = {"train/loss": (steps, [90 + 5000 / step for step in steps])}  # 590 nats at step 10, ~91 at the end
+    bottom, top = pictures._clipped_ylim(curves)
+    quarter = 10 * (6000 / 10) ** 0.25  # a quarter of the log step axis: everything after it fits
+    assert max(v for s, v in zip(*curves["train/loss"]) if s >= quarter) < top < 590 and bottom < 91
+    sparse = {"validation/-elbo": ([500, 1000, 1500], [127.0, 108.0, 104.0])}
+    assert pictures._clipped_ylim(sparse) is None
+
+
 def test_the_latent_map_is_the_pca_of_the_posterior_means_with_the_class_names(runs, tmp_path):
     from sklearn.decomposition import PCA
 

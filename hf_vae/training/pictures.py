@@ -1,6 +1,6 @@
 """The pictures a finished run leaves for people to look at, and its model card embeds.
 
-    training_curves.png   every family: the logged loss terms over steps (log-scale step axis)
+    training_curves.png   every family: the logged loss terms over steps (log-scale steps, warm-up clipped)
     interpolation.png     VAE, CVAE: decoded straight lines between the posterior means of test images
                           of different classes
     latent_map.png        VAE, CVAE: test-set posterior means in 2-D (PCA above 2 dimensions), by label
@@ -296,10 +296,29 @@ def _curve_panels(series: dict) -> dict[str, dict[str, tuple[list, list]]]:
     return {title: curves for title, curves in panels.items() if curves}
 
 
+def _clipped_ylim(curves: dict[str, tuple[list, list]], min_points: int = 20) -> tuple[float, float] | None:
+    """(bottom, top) that fits every curve from a quarter of the log step axis on, so the warm-up's large early
+    values run off the top instead of squashing the rest; None when nothing would be clipped, or for sparse
+    curves (fewer than `min_points` points: a few evaluations, each worth seeing)."""
+    steps = [step for xs, _ in curves.values() for step in xs]
+    if max(len(xs) for xs, _ in curves.values()) < min_points:
+        return None
+    first = max(min(steps), 1)
+    quarter = first * (max(steps) / first) ** 0.25
+    values = [v for xs, ys in curves.values() for v in ys if np.isfinite(v)]
+    later = [v for xs, ys in curves.values() for x, v in zip(xs, ys) if x >= quarter and np.isfinite(v)]
+    if not later or max(later) >= max(values):
+        return None
+    bottom, top = min(values), max(later)
+    margin = 0.08 * (top - bottom or abs(top) or 1.0)
+    return bottom - margin, top + margin
+
+
 def plot_training_curves(log_path: Path, out_path: Path) -> dict[str, dict[str, tuple[list, list]]]:
-    """The training log's loss terms over steps, on a log-scale step axis (the first steps' fall would
-    squash the rest of a linear one), one sign convention per panel: costs in nats, lower is better (-ELBO
-    with its reconstruction and KL terms). Returns what was plotted (`{}` and no file without a log)."""
+    """The training log's loss terms over steps, one sign convention per panel: costs in nats, lower is
+    better (-ELBO with its reconstruction and KL terms). The step axis is log-scale and the warm-up clipped
+    (`_clipped_ylim`): on linear axes the first steps' fall squashes the rest of the run. Returns what was
+    plotted, panel title -> curve -> (steps, values) (`{}`, and no file, without a log)."""
     log_path = Path(log_path)
     if not log_path.exists():
         return {}
@@ -312,7 +331,10 @@ def plot_training_curves(log_path: Path, out_path: Path) -> dict[str, dict[str, 
         for label, (steps, values) in curves.items():
             ax.plot(steps, values, label=label, marker="." if len(steps) < 20 else None)
         ax.set_xscale("log")
-        ax.set_title(title, fontsize=9)
+        limits = _clipped_ylim(curves)
+        if limits is not None:
+            ax.set_ylim(*limits)
+        ax.set_title(title + (" (warm-up clipped)" if limits is not None else ""), fontsize=9)
         ax.set_xlabel("step (log scale)")
         ax.legend(fontsize=7)
     _save(fig, out_path)
