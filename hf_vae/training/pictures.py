@@ -45,6 +45,7 @@ def save_pictures(model, test, run_dir: Path, metrics: dict, *, max_examples: in
     from `run_dir/logs/metrics.jsonl`; returns the file names written. `metrics` is the final evaluation
     (`evaluate`'s Metrics), whose numbers the KL picture plots. A picture that fails to draw is a warning,
     and leaves no (partial) file."""
+    check_int("max_examples", max_examples, minimum=2)
     run_dir = Path(run_dir)
     # What applies follows what the model declares and what its evaluation measured, never its type.
     jobs = {"training_curves": lambda path: plot_training_curves(run_dir / "logs" / "metrics.jsonl", path)}
