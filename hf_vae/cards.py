@@ -49,11 +49,9 @@ TEMPLATE_DIR_ENV = "HF_VAE_MODEL_CARDS"
 # What the usage snippet loads when the card is rendered without a repo id: never a local path.
 PLACEHOLDER_REPO_ID = "<user>/<repo>"
 BASE_TEMPLATE = "_base.md.j2"
-CARD_IMAGES = {  # file in the run directory -> what it shows
-    "samples": "samples.png",
-    "reconstructions": "reconstructions.png",
-    "training_curves": "training_curves.png",
-}
+# The PNGs a run writes (training.artifacts, training.pictures), by the name templates use: `<name>.png`.
+CARD_IMAGES = {name: f"{name}.png" for name in ("samples", "reconstructions", "interpolation", "latent_map",
+                                                "kl_per_dimension", "codebook_usage", "training_curves")}
 # Short names for the model-index and the results table; anything else uses the Metric's description.
 METRIC_LABELS = {
     "nll": "NLL",

@@ -20,6 +20,9 @@ from tqdm.auto import tqdm
 from .distributions import NotALikelihoodWarning, nats_to_bits_per_dim
 from .validation import check_int
 
+# Burda et al. (2016): latent dimension u is active when Cov_x(E_q(z|x)[z_u]) exceeds this (the trainer's
+# final evaluation and the KL-per-dimension picture use it).
+ACTIVE_UNIT_THRESHOLD = 0.01
 
 @dataclass
 class Metric:
@@ -167,7 +170,7 @@ def evaluate_gaussian_latent(
     num_importance_samples: int,
     seed: int,
     progress: bool,
-    active_unit_threshold: float = 0.01,
+    active_unit_threshold: float = ACTIVE_UNIT_THRESHOLD,
     collapse_fraction: float = 0.1,
 ) -> dict[str, Metric]:
     """ELBO and its terms, importance-weighted NLL, bits/dim, KL per latent dimension, active units.
@@ -226,6 +229,8 @@ def evaluate_gaussian_latent(
             nats_to_bits_per_dim(-elbo, num_dims), "bits/dim", "ELBO, 1 sample", "Negative ELBO in bits per dimension" + bits_note
         ),
         "kl_per_dim": Metric((kl_per_dim / count).tolist(), "nats", "closed form", "Mean KL per latent dimension"),
+        "latent_activity": Metric(activity.tolist(), "variance", f"over the examples; active when > {active_unit_threshold}",
+                                  "Variance over x of the posterior mean E_q[z_u] per latent dimension"),
         "active_units": Metric(active, "dimensions", f"Cov_x E[z] > {active_unit_threshold}", f"Active latent units of {latent_dim}"),
         "latent_dim": Metric(latent_dim, "dimensions", "", "Latent dimensions"),
         "posterior_collapse": Metric(collapsed, "", f"active units < {collapse_fraction:.0%} of latent_dim", "Posterior collapse"),

@@ -1,5 +1,6 @@
 """What a finished run leaves beside its weights: `metrics.json`, `samples.png`, `reconstructions.png`,
-`training_curves.png`, and optionally the push of the whole folder to the Hub.
+and optionally the push of the whole folder to the Hub. The other pictures (training curves, latent
+space, codebook) are drawn by `pictures`.
 
 Which PNGs are written follows the family's `capabilities` ("sample", "reconstruct").
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ..images import image_grid
+from .pictures import plot_training_curves  # (it lived here: `hf_vae.training.artifacts` still has it)
 
 __all__ = ["plot_training_curves", "push_to_hub", "save_pngs", "write_metrics"]
 
@@ -71,47 +73,6 @@ def save_pngs(model, test, run_dir: Path, num_samples: int = 64, seed: int = 0) 
         with torch.no_grad():
             recon = model.reconstruct(originals.to(model.device), **label_kwargs).cpu()
         image_grid(torch.cat([originals, recon]), nrow=count, scale=2).save(run_dir / "reconstructions.png")
-
-
-def plot_training_curves(log_path: Path, out_path: Path) -> None:
-    """Reconstruction and KL terms and the (negative) ELBO over steps, from the JSONL log."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if not log_path.exists():
-        return
-    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line]
-    series: dict[str, tuple[list, list]] = {}
-    for row in rows:
-        for key, value in row.items():
-            if key != "step" and isinstance(value, (int, float)) and not key.startswith("test/"):
-                steps, values = series.setdefault(key, ([], []))
-                steps.append(row["step"])
-                values.append(value)
-    if "train/reconstruction_loss" in series and "train/kl_loss" in series:
-        steps, recon = series["train/reconstruction_loss"]
-        kl = series["train/kl_loss"][1]
-        series["train/-elbo"] = (steps, [r + k for r, k in zip(recon, kl)])
-    panels = [
-        ("loss terms (nats)", [k for k in ("train/reconstruction_loss", "train/-elbo", "train/loss", "train/codebook_loss", "train/commitment_loss") if k in series]),
-        ("KL (nats)", [k for k in ("train/kl_loss",) if k in series]),
-        ("validation", [k for k in series if k.startswith(("validation/", "test/")) and k.endswith(("elbo", "nll", "reconstruction_loss"))]),
-    ]
-    panels = [(title, keys) for title, keys in panels if keys]
-    if not panels:
-        return
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5), squeeze=False)
-    for ax, (title, keys) in zip(axes[0], panels):
-        for key in keys:
-            ax.plot(*series[key], label=key)
-        ax.set_title(title)
-        ax.set_xlabel("step")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out_path, dpi=100)
-    plt.close(fig)
 
 
 def push_to_hub(run_dir: Path, hub_args) -> str:

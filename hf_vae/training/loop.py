@@ -3,7 +3,7 @@
 `train(recipe)` builds the model, opens the data (`splits`, `prior_data`), and only logs and
 backpropagates the model's own `loss`. It checkpoints into pickle-free folders with a verified manifest
 (`checkpoints`), resumes exactly with `resume=True` (falling back past a bad latest checkpoint), and
-ends with `save_pretrained`, `metrics.json` and the PNGs (`artifacts`).
+ends with `save_pretrained`, `metrics.json` and the PNGs (`artifacts`, `pictures`).
 
 A non-finite loss term (or gradient norm) never passes silently: `training.on_nonfinite: stop` raises
 naming the step and the term, `skip` drops that optimizer step and counts it (`train/nonfinite_skips`,
@@ -41,9 +41,10 @@ from ..data import (ImageDataset, StreamingImageDataset, TensorDictDataset, coll
                     seeded_generator)
 from ..data.splitting import data_record
 from ..evaluation import Metric, evaluate, to_flat_dict
-from .artifacts import plot_training_curves, push_to_hub, save_pngs, write_metrics
+from .artifacts import push_to_hub, save_pngs, write_metrics
 from .checkpoints import (TrainState, atomic_save_pretrained, check_finite_weights, find_resumable, load_checkpoint,
                           recover_partial_saves, save_checkpoint, save_final_model)
+from .pictures import save_pictures
 from .prior_data import prepare_prior_data
 from .recipe import Recipe, build_model
 from .splits import check_compatible, load_data, model_inputs
@@ -369,7 +370,7 @@ def _finish(recipe, accelerator, model, splits, state, run_dir: Path, data: dict
     _save_image_processor(model, recipe.data, run_dir)
     write_metrics(run_dir, recipe, state, metrics, accelerator.num_processes, data=data)
     save_pngs(model, splits["test"], run_dir, num_samples=e.num_samples, seed=t.seed)
-    plot_training_curves(run_dir / "logs" / "metrics.jsonl", run_dir / "training_curves.png")
+    save_pictures(model, splits["test"], run_dir, metrics)  # (curves, latent space, codebook; never raises)
     for name, metric in metrics.items():
         if not isinstance(metric.value, list):
             accelerator.print(f"  {name:>20}: {metric}")
