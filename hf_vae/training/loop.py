@@ -47,7 +47,7 @@ from .checkpoints import (TrainState, atomic_save_pretrained, check_finite_weigh
 from .prior_data import prepare_prior_data
 from .recipe import Recipe, build_model
 from .splits import check_compatible, load_data, model_inputs
-from .tracking import JSONLTracker, run_names, resolve_trackers
+from .tracking import JSONLTracker, resolve_trackers, run_names
 
 __all__ = ["train"]
 
