@@ -3,7 +3,7 @@
 For each recipe's model and batch size: the memory one training forward pass leaves allocated for the
 backward pass (torch's profiler: the bytes the forward's ops allocate and do not free), the time of one
 forward + backward (median of `--repeats`), and the largest gradient difference against the plain model
-(same weights, same seed). The memory numbers are exact on any machine; the times depend on its load.
+(same weights, same seed). The memory numbers do not depend on the load; the times do.
 
     python benchmarks/gradient_checkpointing.py --repeats 5 --note "idle machine"
 """
@@ -19,7 +19,6 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-import hf_vae  # noqa: F401  (registers the families)
 from hf_vae.training.recipe import Recipe, build_model
 from report import command_line, machine, write_markdown
 
@@ -92,7 +91,7 @@ def main() -> None:
         f"Conditions: {args.note or 'not given'}.",
         "",
         "Each shipped recipe's model at its batch size, one training step. *Kept* is what the forward pass",
-        "leaves allocated for the backward pass (torch profiler, exact); the step is one forward + backward,",
+        "leaves allocated for the backward pass (torch profiler, deterministic); the step is one forward + backward,",
         f"median of {args.repeats}. The gradient difference is the largest absolute difference from the plain model.",
         "",
         "| recipe | family | batch | kept, plain (MiB) | kept, checkpointed (MiB) | saved | step, plain (s) | step, checkpointed (s) | max gradient difference |",
