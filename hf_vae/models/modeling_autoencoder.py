@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from ..configuration_utils import ACTIVATIONS
 from ..modeling_outputs import DecoderOutput
@@ -33,8 +34,13 @@ def activation_module(name: str) -> nn.Module:
 DECODE_OUTPUTS = ("mean", "sample")
 
 
-class ResidualBlock(nn.Module):
-    """x + conv3x3(act(dropout(conv3x3(act(x))))), width and resolution kept."""
+class ResidualBlock(GradientCheckpointingLayer):
+    """x + conv3x3(act(dropout(conv3x3(act(x))))), width and resolution kept.
+
+    The repeated unit of the encoder and decoder, so the one `gradient_checkpointing_enable()` acts on:
+    in training it then keeps only its input and recomputes its activations in the backward pass
+    (transformers' `GradientCheckpointingLayer`; torch restores the RNG, so dropout draws the same mask).
+    """
 
     def __init__(self, channels: int, activation: str, dropout: float):
         super().__init__()
@@ -112,6 +118,8 @@ class AutoencoderPreTrainedModel(HfVaePreTrainedModel):
 
     input_kind = "images"
     main_input_name = "pixel_values"
+    # `gradient_checkpointing_enable()` recomputes each `ResidualBlock` of the encoder and decoder.
+    supports_gradient_checkpointing = True
 
     def forward(
         self,

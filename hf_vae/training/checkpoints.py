@@ -48,6 +48,7 @@ MANIFEST = "manifest.json"
 CHECKPOINT_FILES = ("model.safetensors", "optimizer.safetensors", "optimizer.json", "scheduler.json", "state.json")
 # Recipe fields that may change between a run and its resume: they change neither the weights nor the data.
 RESUMABLE_CHANGES = ("training.output_dir", "training.progress", "training.trackers", "training.max_steps",
+                     "training.gradient_checkpointing",  # the same gradients, recomputed
                      "data.num_workers", "data.prefetch_factor", "data.in_memory",
                      "training.max_time_minutes", "training.save_total_limit", "training.early_stopping_patience",
                      "training.log_every", "evaluation.", "hub.")

@@ -48,7 +48,7 @@ from .pictures import save_pictures
 from .prior_data import prepare_prior_data
 from .recipe import Recipe, build_model
 from .splits import check_compatible, load_data, model_inputs
-from .tracking import JSONLTracker
+from .tracking import JSONLTracker, resolve_trackers, run_names
 
 __all__ = ["train"]
 
@@ -72,7 +72,7 @@ def _make_accelerator(t, run_dir: Path) -> Accelerator:
         gradient_accumulation_steps=t.gradient_accumulation_steps,
         # Each global batch is split across processes, so 1 and N processes see the same batches.
         dataloader_config=DataLoaderConfiguration(split_batches=True, use_seedable_sampler=True),
-        log_with=[tr if tr != "jsonl" else JSONLTracker("hf_vae", run_dir / "logs") for tr in t.trackers],
+        log_with=[tr if tr != "jsonl" else JSONLTracker("hf_vae", run_dir / "logs") for tr in resolve_trackers(t.trackers)],
         project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")),
     )
     launched = int(os.environ.get("WORLD_SIZE", "1"))
@@ -112,6 +112,8 @@ def train(recipe: Recipe, resume: bool = False, *, dataset=None) -> Path:
     check_compatible(model, splits, dynamic_binarization=dynamic_binarization)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if t.gradient_checkpointing:
+        _enable_gradient_checkpointing(model)
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2), weight_decay=t.weight_decay)
     scheduler = get_scheduler(t.lr_scheduler, optimizer, num_warmup_steps=t.warmup_steps, num_training_steps=t.max_steps)
@@ -154,7 +156,7 @@ def train(recipe: Recipe, resume: bool = False, *, dataset=None) -> Path:
             accelerator.print(f"resumed from {latest.name} at step {state.step}")
             if accelerator.is_main_process:
                 JSONLTracker.truncate(run_dir / "logs" / "metrics.jsonl", state.step)
-    accelerator.init_trackers("hf_vae", config=recipe.to_flat_dict())
+    accelerator.init_trackers("hf_vae", config=recipe.to_flat_dict(), init_kwargs=run_names(run_dir.name))
 
     # Training autocasts explicitly (`accelerator.autocast()` below), so drop the autocast wrapper that
     # `prepare` put on `forward`: evaluation, the test metrics and the saved model then run in fp32.
@@ -248,6 +250,13 @@ def train(recipe: Recipe, resume: bool = False, *, dataset=None) -> Path:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return run_dir
+
+
+def _enable_gradient_checkpointing(model) -> None:
+    """Recompute the model's repeated blocks in the backward pass (`training.gradient_checkpointing`), through
+    transformers 5's `activation_checkpointing_enable` where it has it (its new name), else the old one."""
+    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    enable()
 
 
 def _while_every_process_has_a_batch(loader, accelerator):

@@ -17,6 +17,7 @@ from transformers import SchedulerType
 
 from ..data import BAD_IMAGE_POLICIES, BINARIZE_MODES
 from ..validation import check_bool, check_choice, check_float, check_int
+from .tracking import resolve_trackers
 
 __all__ = ["DataArgs", "EvaluationArgs", "HubArgs", "ModelArgs", "Recipe", "TrainingArgs", "build_model"]
 
@@ -97,7 +98,9 @@ class TrainingArgs:
     save_total_limit: int = 2
     early_stopping_patience: int | None = None  # evaluations without improvement before stopping
     keep_best: bool = True  # end with the weights of the best validation evaluation
-    trackers: list = field(default_factory=lambda: ["tensorboard", "jsonl"])
+    # Any of Accelerate's trackers (tensorboard, wandb, trackio, mlflow, ...) and jsonl; a name, a list, or `all`.
+    trackers: list | str = field(default_factory=lambda: ["tensorboard", "jsonl"])
+    gradient_checkpointing: bool = False  # recompute the repeated blocks in the backward pass: less memory, more time
     progress: bool = True
     max_time_minutes: float | None = None  # stop (and save) after this wall-clock budget
     on_nonfinite: str = "stop"  # stop | skip: a non-finite loss term raises, or its optimizer step is skipped
@@ -206,13 +209,14 @@ class Recipe:
             check_float("training.max_grad_norm", t.max_grad_norm, minimum=0)
         if t.max_time_minutes is not None:
             check_float("training.max_time_minutes", t.max_time_minutes, minimum=0, exclusive_minimum=True)
-        for name in ("channels_last", "keep_best", "progress"):
+        for name in ("channels_last", "gradient_checkpointing", "keep_best", "progress"):
             check_bool(f"training.{name}", getattr(t, name))
         check_choice("training.lr_scheduler", t.lr_scheduler, [kind.value for kind in SchedulerType])
         check_choice("training.mixed_precision", t.mixed_precision, ("no", "bf16", "fp16"))
         check_choice("training.on_nonfinite", t.on_nonfinite, ("stop", "skip"))
-        if not isinstance(t.trackers, list) or not set(t.trackers) <= {"tensorboard", "jsonl"}:
-            raise ValueError(f"`training.trackers` must list 'tensorboard' and/or 'jsonl', got {t.trackers!r}")
+        resolve_trackers(t.trackers, "training.trackers")  # known names whose packages are installed
+        if t.gradient_checkpointing:
+            _check_gradient_checkpointing(self.model.family)
 
         for name in ("batch_size", "num_samples"):
             check_int(f"evaluation.{name}", getattr(e, name), minimum=1)
@@ -270,6 +274,16 @@ def _check_data(d: DataArgs) -> None:
     if d.streaming and d.train_binarize == "static":
         raise ValueError("`data.train_binarize` must be none or dynamic with `data.streaming: true` (a static "
                          "binarization is seeded by row, and a shuffled stream has no rows), got 'static'")
+
+
+def _check_gradient_checkpointing(family: str) -> None:
+    """`training.gradient_checkpointing: true` needs a family whose model supports it."""
+    from ..families import FAMILIES, model_types
+
+    check_choice("model.family", family, model_types())
+    if not FAMILIES[family].supports_gradient_checkpointing:
+        raise ValueError(f"`training.gradient_checkpointing` must be false for the {family!r} family "
+                         "(its model does not support gradient checkpointing), got True")
 
 
 def build_config(recipe: Recipe):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from ...modeling_outputs import TokenPriorOutput
 from ...modeling_utils import TokenPriorPreTrainedModel
@@ -42,10 +43,11 @@ def gate(x: torch.Tensor) -> torch.Tensor:
     return torch.tanh(a) * torch.sigmoid(b)
 
 
-class GatedLayer(nn.Module):
+class GatedLayer(GradientCheckpointingLayer):
     """One layer of both stacks (paper Fig. 2): (vertical, horizontal) -> (vertical, horizontal, skip).
 
-    Type A (`first=True`) shifts its inputs so the current token is excluded; type B keeps it (its
+    The unit `gradient_checkpointing_enable()` recomputes in the backward pass (transformers'
+    `GradientCheckpointingLayer`). Type A (`first=True`) shifts its inputs so the current token is excluded; type B keeps it (its
     inputs already exclude it). Class conditioning adds a learned per-class bias to every gate
     (`class_ids` (B,); ignored by an unconditional model, which has no bias table).
     """
@@ -81,6 +83,7 @@ class GatedLayer(nn.Module):
 
 class PixelCNNPriorPreTrainedModel(TokenPriorPreTrainedModel):
     config_class = PixelCNNPriorConfig
+    supports_gradient_checkpointing = True  # each `GatedLayer`
 
 
 class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):

@@ -153,6 +153,10 @@ class PriorTokenDraw(LogitsProcessor):
 class TransformerPriorPreTrainedModel(TokenPriorPreTrainedModel):
     config_class = TransformerPriorConfig
     _no_split_modules = ["Block"]
+    # `gradient_checkpointing_enable()` sets the flag and `_gradient_checkpointing_func` that `_run` reads
+    # (by hand rather than a `GradientCheckpointingLayer`, which would drop a key/value cache in training mode).
+    supports_gradient_checkpointing = True
+    gradient_checkpointing = False
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -323,7 +327,13 @@ class TransformerPriorModel(TransformerPriorPreTrainedModel, GenerationMixin):
         positions = torch.arange(past_length, past_length + x.shape[1], device=x.device)
         x = self.drop(x + self.position_embedding(positions))
         for block in self.blocks:
-            x = block(x, past_key_values, past_length)
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled() and past_key_values is None:
+                # `gradient_checkpointing_enable()`: keep only the block's input and recompute it in the
+                # backward pass (torch restores the RNG, so dropout draws the same). Never with a cache,
+                # which the recomputation would append to a second time.
+                x = self._gradient_checkpointing_func(block.__call__, x, None, 0)
+            else:
+                x = block(x, past_key_values, past_length)
         # fp32 logits even under bf16 autocast: the likelihood sums a log-softmax over every position.
         return self.lm_head(self.ln_f(x)).float()
 
