@@ -326,13 +326,13 @@ class VAEModel(SamplingMixin, VAEPreTrainedModel):
         memory at any batch size; the estimate does not depend on `chunk_size`. CVAE: log p(x|y) given
         `labels`, or log p(x) of the unconditional model (null label) for `labels=None`.
 
-        The k decoder passes are nearly all the work, and in fp32 they already run near the CPU's peak.
-        `channels_last` (None = on CPU) runs them on NHWC grids, oneDNN's fast layout: 1.3-1.6x faster
-        for a model in the default layout, the same estimate to float rounding (a model trained with
-        `channels_last: true` is already in it). `decoder_precision="bf16"` runs them under bf16 autocast
-        (the encoder, the likelihood and the weights stay fp32): about 2x faster again on CPUs with bf16
-        instructions, at a measured error of the mean estimate below 0.01 nats but up to ~0.1 nats per
-        image (benchmarks/results/iwae_speed.md); the default "fp32" is the exact reference.
+        The k decoder passes are nearly all the work. `channels_last` (None = on CPU) runs them on NHWC
+        grids, oneDNN's fast layout: ~1.4x less CPU time for a model in the default layout, the same
+        estimate to float rounding (a model trained with `channels_last: true` is already in that layout;
+        there the fp32 passes run near the CPU's fp32 peak). `decoder_precision="bf16"` runs them under bf16
+        autocast (the encoder, the likelihood and the weights stay fp32): ~1.5-2x faster again on CPUs
+        with bf16 instructions, at a measured error of the mean estimate below 0.01 nats but up to ~0.2
+        nats per image (benchmarks/results/iwae_speed.md); the default "fp32" is the exact reference.
         """
         check_int("num_samples", num_samples, minimum=1)
         check_generator(generator)
