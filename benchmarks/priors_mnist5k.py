@@ -72,6 +72,19 @@ def train_recipe(recipe_path: Path, output_dir: Path, overrides: list[str], skip
 # ---------------------------------------------------------------------------------------------
 
 
+def timed_sample(model, num_samples: int, use_cache: bool) -> tuple[torch.Tensor, float]:
+    """A token prior's seeded samples (after a 2-sample warm-up) and the seconds they took."""
+    model.sample(2, generator=torch.Generator().manual_seed(1), use_cache=use_cache, progress=False)
+    start = time.perf_counter()
+    tokens = model.sample(num_samples, generator=torch.Generator().manual_seed(0), use_cache=use_cache, progress=False)
+    return tokens, time.perf_counter() - start
+
+
+def header(part: str, r: dict, note: str = "") -> list[str]:
+    """A part's heading, command and machine lines."""
+    return [TITLES[part], "", f"Command: `{r['command']}`  ", f"Machine: {r['machine']}, shared with other jobs (times are indicative{note})  "]
+
+
 def part_kv_cache(args) -> dict:
     config = TransformerPriorConfig(vocab_size=args.kv_vocab, grid_size=args.kv_grid, n_layer=args.kv_layers,
                                     n_head=args.kv_heads, n_embd=args.kv_embd)
@@ -79,14 +92,8 @@ def part_kv_cache(args) -> dict:
     model = TransformerPriorModel(config).eval()
     num_positions = args.kv_grid**2
 
-    def timed(use_cache: bool) -> tuple[torch.Tensor, float]:
-        model.sample(2, generator=torch.Generator().manual_seed(1), use_cache=use_cache, progress=False)  # warm-up
-        start = time.perf_counter()
-        tokens = model.sample(args.kv_samples, generator=torch.Generator().manual_seed(0), use_cache=use_cache, progress=False)
-        return tokens, time.perf_counter() - start
-
-    cached, cached_seconds = timed(True)
-    uncached, uncached_seconds = timed(False)
+    cached, cached_seconds = timed_sample(model, args.kv_samples, use_cache=True)
+    uncached, uncached_seconds = timed_sample(model, args.kv_samples, use_cache=False)
     assert torch.equal(cached, uncached), "sampling with and without the key/value cache drew different tokens"
     tokens = args.kv_samples * num_positions
     return {
@@ -106,10 +113,7 @@ def part_kv_cache(args) -> dict:
 def render_kv_cache(r: dict) -> list[str]:
     c = r["config"]
     return [
-        TITLES["kv_cache"],
-        "",
-        f"Command: `{r['command']}`  ",
-        f"Machine: {r['machine']}, shared with other jobs (times are indicative; both paths timed in the same process, one after the other)  ",
+        *header("kv_cache", r, "; both paths timed in the same process, one after the other"),
         f"Model: transformer prior, {c['n_layer']} layers, {c['n_head']} heads, width {c['n_embd']}, vocabulary {c['vocab_size']}, "
         f"{c['grid_size']}x{c['grid_size']} grid ({c['grid_size'] ** 2} positions), {c['parameters']:,} parameters, random weights "
         f"(speed does not depend on them); {r['num_samples']} grids, one batch, temperature 1, seeded generator.",
@@ -308,15 +312,8 @@ def part_pixelcnn_sampling(args) -> dict:
         config = Recipe.from_yaml(Path(args.pixelcnn_recipe)).model.config
         torch.manual_seed(0)
         model, weights = PixelCNNPriorModel(PixelCNNPriorConfig(**config)).eval(), "random (speed does not depend on them)"
-
-    def timed(use_cache: bool) -> tuple[torch.Tensor, float]:
-        model.sample(2, generator=torch.Generator().manual_seed(1), use_cache=use_cache, progress=False)  # warm-up
-        start = time.perf_counter()
-        tokens = model.sample(args.sampling_samples, generator=torch.Generator().manual_seed(0), use_cache=use_cache, progress=False)
-        return tokens, time.perf_counter() - start
-
-    fast, fast_seconds = timed(True)
-    naive, naive_seconds = timed(False)
+    fast, fast_seconds = timed_sample(model, args.sampling_samples, use_cache=True)
+    naive, naive_seconds = timed_sample(model, args.sampling_samples, use_cache=False)
     assert torch.equal(fast, naive), "fast and naive PixelCNN sampling drew different grids"
     c, tokens = model.config, args.sampling_samples * model.config.grid_size**2
     return {
@@ -333,10 +330,7 @@ def part_pixelcnn_sampling(args) -> dict:
 def render_pixelcnn_sampling(r: dict) -> list[str]:
     c = r["config"]
     return [
-        TITLES["pixelcnn_sampling"],
-        "",
-        f"Command: `{r['command']}`  ",
-        f"Machine: {r['machine']}, shared with other jobs (times are indicative; both paths timed in the same process, one after the other)  ",
+        *header("pixelcnn_sampling", r, "; both paths timed in the same process, one after the other"),
         f"Model: `pixelcnn_mnist5k.yaml`'s Gated PixelCNN, vocabulary {c['vocab_size']}, {c['grid_size']}x{c['grid_size']} "
         f"({c['grid_size'] ** 2} positions), {c['num_layers']} layers, width {c['hidden_size']}, kernel {c['kernel_size']}, "
         f"head {c['output_channels']}, {c['parameters']:,} parameters; weights {r['weights']}; {r['num_samples']} images, one batch, "
@@ -398,10 +392,7 @@ def part_two_stage(args) -> dict:
 def render_two_stage(r: dict) -> list[str]:
     p, n = r["prior"], r["num_images"]
     lines = [
-        TITLES["two_stage"],
-        "",
-        f"Command: `{r['command']}`  ",
-        f"Machine: {r['machine']}, shared with other jobs (times are indicative)  ",
+        *header("two_stage", r),
         f"Models: transformer prior of `transformer_prior_vqvae_mnist5k.yaml` ({p['n_layer']} layers, {p['n_head']} heads, width "
         f"{p['n_embd']}, vocabulary {p['vocab_size']}, {r['grid_size']}x{r['grid_size']} codes, {p['num_classes']} classes; "
         f"{r['prior_parameters']:,} parameters) and VQ-VAE of `vqvae_mnist5k.yaml` ({r['vqvae_parameters']:,} parameters), "
