@@ -340,7 +340,8 @@ class VAEModel(SamplingMixin, VAEPreTrainedModel):
             channels_last = self.device.type == "cpu"
         check_bool("channels_last", channels_last)
         check_choice("decoder_precision", decoder_precision, ("fp32", "bf16"))
-        memory_format = torch.channels_last if channels_last else None
+        # The layout option is the convolutional decoder's (a decoder swapped in for a test takes no such option).
+        layout = {"memory_format": torch.channels_last} if channels_last and isinstance(self.decoder, ConvDecoder) else {}
         bf16 = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=decoder_precision == "bf16")
         self._check_pixel_values(pixel_values)
         warn_if_not_a_likelihood(self.likelihood, pixel_values)  # e.g. Bernoulli on grey pixels
@@ -359,7 +360,7 @@ class VAEModel(SamplingMixin, VAEPreTrainedModel):
             ])
             z = posterior.mean + posterior.std * eps  # (s, B, D)
             with bf16:  # the decoder returns fp32 parameters either way
-                params = self.decoder(z.flatten(0, 1), None if condition is None else condition.repeat(s, 1), memory_format)
+                params = self.decoder(z.flatten(0, 1), None if condition is None else condition.repeat(s, 1), **layout)
             log_px_z = self.likelihood.log_prob(params, pixel_values.repeat(s, 1, 1, 1)).view(s, batch)
             log_pz = standard_normal_log_prob(z.flatten(0, 1)).view(s, batch)
             log_qz_x = posterior.log_prob(z)  # broadcasts over the s samples: (s, B)
