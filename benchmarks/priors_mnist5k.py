@@ -16,9 +16,15 @@ Three parts, each run on its own (`--parts`) and stored as JSON under `--output_
   exact test bits/token vs the uniform bound log2(codebook_size); then `generate_images` (prior ->
   VQ-VAE decoder, mean image) for N samples per label at each guidance scale, judged by the reference
   classifier (`benchmarks/reference_classifier`) through `hf_vae.fidelity.conditional_fidelity`.
+- `pixelcnn_sampling`: fast PixelCNN generation (`sample(use_cache=True)`, the default) against the
+  naive loop (`use_cache=False`) on the `pixelcnn_mnist5k.yaml` network at 28x28: the same seeded
+  generator, identical samples (`torch.equal`, asserted), tokens/second in this one process (the
+  trained model of the `pixelcnn` part when there is one, else random weights: speed does not depend on them).
+- `two_stage`: 64 images from the transformer prior + VQ-VAE of the mnist5k recipes' sizes (random
+  weights), `generate_images` timed end to end, without and with classifier-free guidance.
 
     pip install -e .[bench]
-    OMP_NUM_THREADS=1 python benchmarks/priors_mnist5k.py --parts kv_cache pixelcnn vq_prior
+    OMP_NUM_THREADS=1 python benchmarks/priors_mnist5k.py --parts kv_cache pixelcnn vq_prior pixelcnn_sampling two_stage
     python benchmarks/priors_mnist5k.py --parts          # re-render the markdown from the stored JSON
 """
 
@@ -36,13 +42,13 @@ import torch
 from report import command_line, machine, write_markdown
 
 import hf_vae  # noqa: F401  (registers the families with AutoModel)
-from hf_vae import TransformerPriorConfig, TransformerPriorModel
+from hf_vae import PixelCNNPriorConfig, PixelCNNPriorModel, TransformerPriorConfig, TransformerPriorModel, VQVAEConfig, VQVAEModel
 from hf_vae.training import Recipe, train
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 CONFIGS = ROOT / "training" / "configs"
-PARTS = ("kv_cache", "pixelcnn", "vq_prior")
+PARTS = ("kv_cache", "pixelcnn", "vq_prior", "pixelcnn_sampling", "two_stage")
 # Where the VAE benchmark / `make demo` leave the VAE's metrics (first one found wins: the benchmark's
 # run, the figure the README reports, before the main job's).
 VAE_METRICS = (HERE / "runs" / "vae_mnist5k" / "hf_vae" / "metrics.json", ROOT / "runs" / "vae_mnist5k" / "metrics.json")
@@ -66,6 +72,19 @@ def train_recipe(recipe_path: Path, output_dir: Path, overrides: list[str], skip
 # ---------------------------------------------------------------------------------------------
 
 
+def timed_sample(model, num_samples: int, use_cache: bool) -> tuple[torch.Tensor, float]:
+    """A token prior's seeded samples (after a 2-sample warm-up) and the seconds they took."""
+    model.sample(2, generator=torch.Generator().manual_seed(1), use_cache=use_cache, progress=False)
+    start = time.perf_counter()
+    tokens = model.sample(num_samples, generator=torch.Generator().manual_seed(0), use_cache=use_cache, progress=False)
+    return tokens, time.perf_counter() - start
+
+
+def header(part: str, r: dict, note: str = "") -> list[str]:
+    """A part's heading, command and machine lines."""
+    return [TITLES[part], "", f"Command: `{r['command']}`  ", f"Machine: {r['machine']}, shared with other jobs (times are indicative{note})  "]
+
+
 def part_kv_cache(args) -> dict:
     config = TransformerPriorConfig(vocab_size=args.kv_vocab, grid_size=args.kv_grid, n_layer=args.kv_layers,
                                     n_head=args.kv_heads, n_embd=args.kv_embd)
@@ -73,14 +92,8 @@ def part_kv_cache(args) -> dict:
     model = TransformerPriorModel(config).eval()
     num_positions = args.kv_grid**2
 
-    def timed(use_cache: bool) -> tuple[torch.Tensor, float]:
-        model.sample(2, generator=torch.Generator().manual_seed(1), use_cache=use_cache, progress=False)  # warm-up
-        start = time.perf_counter()
-        tokens = model.sample(args.kv_samples, generator=torch.Generator().manual_seed(0), use_cache=use_cache, progress=False)
-        return tokens, time.perf_counter() - start
-
-    cached, cached_seconds = timed(True)
-    uncached, uncached_seconds = timed(False)
+    cached, cached_seconds = timed_sample(model, args.kv_samples, use_cache=True)
+    uncached, uncached_seconds = timed_sample(model, args.kv_samples, use_cache=False)
     assert torch.equal(cached, uncached), "sampling with and without the key/value cache drew different tokens"
     tokens = args.kv_samples * num_positions
     return {
@@ -100,10 +113,7 @@ def part_kv_cache(args) -> dict:
 def render_kv_cache(r: dict) -> list[str]:
     c = r["config"]
     return [
-        "## 1. Key/value cache: transformer prior sampling",
-        "",
-        f"Command: `{r['command']}`  ",
-        f"Machine: {r['machine']}, shared with other jobs (times are indicative; both paths timed in the same process, one after the other)  ",
+        *header("kv_cache", r, "; both paths timed in the same process, one after the other"),
         f"Model: transformer prior, {c['n_layer']} layers, {c['n_head']} heads, width {c['n_embd']}, vocabulary {c['vocab_size']}, "
         f"{c['grid_size']}x{c['grid_size']} grid ({c['grid_size'] ** 2} positions), {c['parameters']:,} parameters, random weights "
         f"(speed does not depend on them); {r['num_samples']} grids, one batch, temperature 1, seeded generator.",
@@ -151,7 +161,7 @@ def vae_figure() -> dict | None:
 def render_pixelcnn(r: dict) -> list[str]:
     m, d, tr = r["model"], r["data"], r["training"]
     lines = [
-        "## 2. Gated PixelCNN on binarized mnist5k pixels",
+        TITLES["pixelcnn"],
         "",
         f"Command: `{r['command']}`  ",
         f"Recipe: `{r['recipe']}` {' '.join(r['overrides'])}  ",
@@ -249,7 +259,7 @@ def render_vq_prior(r: dict) -> list[str]:
             if "n_layer" in m else f"Gated PixelCNN prior, {m.get('num_layers')} layers, width {m.get('hidden_channels')}")
     cm = r["classifier_metadata"]
     lines = [
-        "## 3. Class-conditional prior over VQ-VAE codes, two-stage samples",
+        TITLES["vq_prior"],
         "",
         f"Command: `{r['command']}`  ",
         f"Recipe: `{r['recipe']}` {' '.join(r['overrides'])}  ",
@@ -289,8 +299,143 @@ def render_vq_prior(r: dict) -> list[str]:
     return lines
 
 
-RENDER = {"kv_cache": render_kv_cache, "pixelcnn": render_pixelcnn, "vq_prior": render_vq_prior}
-RUN = {"kv_cache": part_kv_cache, "pixelcnn": part_pixelcnn, "vq_prior": part_vq_prior}
+# ---------------------------------------------------------------------------------------------
+# Part 4: fast PixelCNN generation against the naive loop
+# ---------------------------------------------------------------------------------------------
+
+
+def part_pixelcnn_sampling(args) -> dict:
+    trained = Path(args.output_dir) / "pixelcnn_mnist5k"
+    if (trained / "model.safetensors").is_file():
+        model, weights = PixelCNNPriorModel.from_pretrained(trained).eval(), f"trained (`{relative(trained)}`)"
+    else:
+        config = Recipe.from_yaml(Path(args.pixelcnn_recipe)).model.config
+        torch.manual_seed(0)
+        model, weights = PixelCNNPriorModel(PixelCNNPriorConfig(**config)).eval(), "random (speed does not depend on them)"
+    fast, fast_seconds = timed_sample(model, args.sampling_samples, use_cache=True)
+    naive, naive_seconds = timed_sample(model, args.sampling_samples, use_cache=False)
+    assert torch.equal(fast, naive), "fast and naive PixelCNN sampling drew different grids"
+    c, tokens = model.config, args.sampling_samples * model.config.grid_size**2
+    return {
+        "config": {"vocab_size": c.vocab_size, "grid_size": c.grid_size, "num_layers": c.num_layers, "hidden_size": c.hidden_size,
+                   "kernel_size": c.kernel_size, "output_channels": c.output_channels,
+                   "parameters": sum(p.numel() for p in model.parameters())},
+        "weights": weights, "num_samples": args.sampling_samples, "identical": True,
+        "fast_seconds": fast_seconds, "naive_seconds": naive_seconds,
+        "fast_tokens_per_second": tokens / fast_seconds, "naive_tokens_per_second": tokens / naive_seconds,
+        "speedup": naive_seconds / fast_seconds,
+    }
+
+
+def render_pixelcnn_sampling(r: dict) -> list[str]:
+    c = r["config"]
+    return [
+        *header("pixelcnn_sampling", r, "; both paths timed in the same process, one after the other"),
+        f"Model: `pixelcnn_mnist5k.yaml`'s Gated PixelCNN, vocabulary {c['vocab_size']}, {c['grid_size']}x{c['grid_size']} "
+        f"({c['grid_size'] ** 2} positions), {c['num_layers']} layers, width {c['hidden_size']}, kernel {c['kernel_size']}, "
+        f"head {c['output_channels']}, {c['parameters']:,} parameters; weights {r['weights']}; {r['num_samples']} images, one batch, "
+        "temperature 1, seeded generator.",
+        "",
+        "| sampling | seconds | tokens/s |",
+        "|---|---|---|",
+        f"| naive (`use_cache=False`: the network over the rows drawn so far, per token) | {r['naive_seconds']:.2f} | "
+        f"{r['naive_tokens_per_second']:.0f} |",
+        f"| fast (`use_cache=True`, the default: `PixelCNNCache`) | {r['fast_seconds']:.2f} | {r['fast_tokens_per_second']:.0f} |",
+        "",
+        f"Speed-up: **{r['speedup']:.1f}x** (target >= 20x). The two runs drew identical images (`torch.equal` asserted: "
+        f"{'yes' if r['identical'] else 'no'}). The tests check the same for every configuration they build "
+        "(`tests/test_pixelcnn_prior.py`, `test_fast_sampling_*`).",
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Part 5: two-stage generation speed (transformer prior + VQ-VAE)
+# ---------------------------------------------------------------------------------------------
+
+
+def part_two_stage(args) -> dict:
+    from hf_vae.generation import generate_images
+
+    vq_config = Recipe.from_yaml(CONFIGS / "vqvae_mnist5k.yaml").model.config
+    prior_config = dict(Recipe.from_yaml(Path(args.vq_recipe)).model.config)
+    prior_config.pop("vqvae_name_or_path", None)  # random weights: the VQ-VAE is passed, not loaded
+    torch.manual_seed(0)
+    vqvae = VQVAEModel(VQVAEConfig(**vq_config)).eval()
+    prior = TransformerPriorModel(TransformerPriorConfig(**prior_config)).eval()
+    n = args.two_stage_images
+    labels = torch.arange(n) % prior.config.num_classes
+    rows = []
+    for scale in (1.0, 3.0):
+        def run(scale=scale):
+            return generate_images(prior, n, vqvae=vqvae, labels=labels, guidance_scale=scale,
+                                   generator=torch.Generator().manual_seed(0), progress=False)
+
+        run()  # warm-up
+        times, cpu_times = [], []
+        for _ in range(args.two_stage_repeats):
+            start, cpu_start = time.perf_counter(), time.process_time()
+            run()
+            times.append(time.perf_counter() - start)
+            cpu_times.append(time.process_time() - cpu_start)
+        start = time.perf_counter()
+        prior.sample(n, labels=labels, guidance_scale=scale, generator=torch.Generator().manual_seed(0), progress=False)
+        prior_seconds = time.perf_counter() - start
+        rows.append({"guidance_scale": scale, "seconds": min(times), "median_seconds": sorted(times)[len(times) // 2],
+                     "prior_seconds": prior_seconds, "tokens_per_second": n * prior.config.grid_size**2 / prior_seconds,
+                     "images_per_second": n / min(times), "cpu_seconds": min(cpu_times)})
+    return {"num_images": n, "repeats": args.two_stage_repeats, "rows": rows, "grid_size": prior.config.grid_size,
+            "prior_parameters": sum(p.numel() for p in prior.parameters()),
+            "vqvae_parameters": sum(p.numel() for p in vqvae.parameters()),
+            "prior": {k: prior_config[k] for k in ("n_layer", "n_head", "n_embd", "vocab_size", "num_classes")}}
+
+
+def render_two_stage(r: dict) -> list[str]:
+    p, n = r["prior"], r["num_images"]
+    lines = [
+        *header("two_stage", r),
+        f"Models: transformer prior of `transformer_prior_vqvae_mnist5k.yaml` ({p['n_layer']} layers, {p['n_head']} heads, width "
+        f"{p['n_embd']}, vocabulary {p['vocab_size']}, {r['grid_size']}x{r['grid_size']} codes, {p['num_classes']} classes; "
+        f"{r['prior_parameters']:,} parameters) and VQ-VAE of `vqvae_mnist5k.yaml` ({r['vqvae_parameters']:,} parameters), "
+        f"random weights (speed does not depend on them). `generate_images(prior, {n}, vqvae=..., labels=...)`: the prior samples "
+        f"{n} code grids with its key/value cache, the VQ-VAE decodes them; best and median of {r['repeats']} runs after a warm-up; "
+        "prior tokens/s from one `prior.sample` run alone; CPU seconds are this process's own (best run), which other "
+        "jobs on the machine inflate less than the wall-clock time.",
+        "",
+        f"| guidance scale | seconds for {n} images (best / median) | CPU seconds | images/s | prior tokens/s | target < 1 s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in r["rows"]:
+        name = f"{row['guidance_scale']:g}" + (" (no guidance)" if row["guidance_scale"] == 1 else " (2 rows per image)")
+        lines.append(f"| {name} | {row['seconds']:.3f} / {row['median_seconds']:.3f} | {row.get('cpu_seconds', float('nan')):.3f} | "
+                     f"{row['images_per_second']:.0f} | "
+                     f"{row['tokens_per_second']:.0f} | {'met' if row['seconds'] < 1 else 'NOT met'} |")
+    return lines
+
+
+RENDER = {"kv_cache": render_kv_cache, "pixelcnn": render_pixelcnn, "vq_prior": render_vq_prior,
+          "pixelcnn_sampling": render_pixelcnn_sampling, "two_stage": render_two_stage}
+RUN = {"kv_cache": part_kv_cache, "pixelcnn": part_pixelcnn, "vq_prior": part_vq_prior,
+       "pixelcnn_sampling": part_pixelcnn_sampling, "two_stage": part_two_stage}
+TITLES = {
+    "kv_cache": "## 1. Key/value cache: transformer prior sampling",
+    "pixelcnn": "## 2. Gated PixelCNN on binarized mnist5k pixels",
+    "vq_prior": "## 3. Class-conditional prior over VQ-VAE codes, two-stage samples",
+    "pixelcnn_sampling": "## 4. Fast PixelCNN generation (Ramachandran et al. 2017) vs the naive loop",
+    "two_stage": "## 5. Two-stage generation speed: transformer prior + VQ-VAE",
+}
+
+
+def existing_sections(path: Path) -> dict[str, list[str]]:
+    """The results markdown's sections by heading line, so that a part whose JSON is not stored here keeps its
+    published figures when another part re-renders the file."""
+    sections, heading = {}, None
+    for line in (path.read_text().splitlines() if path.is_file() else []):
+        if line.startswith("## "):
+            heading = line
+            sections[heading] = []
+        if heading is not None:
+            sections[heading].append(line)
+    return {heading: lines[:-1] if lines and lines[-1] == "" else lines for heading, lines in sections.items()}
 
 
 def main() -> None:
@@ -314,6 +459,9 @@ def main() -> None:
     parser.add_argument("--classifier", default="benchmarks/reference_classifier")
     parser.add_argument("--num-per-label", type=int, default=100)
     parser.add_argument("--guidance-scales", type=float, nargs="+", default=[1.0, 2.0, 3.0])
+    parser.add_argument("--sampling-samples", type=int, default=16, help="pixelcnn_sampling: images per run")
+    parser.add_argument("--two-stage-images", type=int, default=64)
+    parser.add_argument("--two-stage-repeats", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -327,11 +475,14 @@ def main() -> None:
     lines = ["# Autoregressive token priors on mnist5k", "",
              "Written by `benchmarks/priors_mnist5k.py`; every figure below comes from the run whose command is shown "
              "(results stored as JSON under `benchmarks/runs/priors_mnist5k/`)."]
+    published = existing_sections(Path(args.results))
     for part in PARTS:
         path = store / f"{part}.json"
         lines.append("")
         if path.is_file():
             lines += RENDER[part](json.loads(path.read_text()))
+        elif TITLES[part] in published:
+            lines += published[TITLES[part]]
         else:
             lines += [f"## {part}", "", f"Not run yet: `OMP_NUM_THREADS=1 python benchmarks/priors_mnist5k.py --parts {part}`."]
     write_markdown(args.results, lines)

@@ -92,3 +92,77 @@ def test_class_label_changes_the_distribution():
     a = model.log_likelihood(x, torch.tensor([0, 0]))
     b = model.log_likelihood(x, torch.tensor([1, 1]))
     assert not torch.allclose(a, b)
+
+
+# Fast generation (PixelCNNCache) against the naive loop, for the configurations the suite builds:
+# codes (TINY), binary pixels, both kernel sizes, deep and shallow, conditional with and without guidance.
+FAST_CONFIGS = {
+    "codes_conditional": dict(TINY),
+    "pixels_kernel3": dict(vocab_size=2, grid_size=4, token_source="pixels", hidden_size=4, num_layers=2, output_channels=8),
+    "pixels_kernel5_deep": dict(vocab_size=2, grid_size=6, token_source="pixels", hidden_size=8, num_layers=4,
+                                kernel_size=5, output_channels=8, num_classes=2, label_dropout=0.1),
+    "codes_kernel7_wider_than_grid": dict(vocab_size=4, grid_size=3, hidden_size=8, num_layers=2, kernel_size=7, output_channels=8),
+    "codes_kernel5_one_layer": dict(vocab_size=6, grid_size=5, hidden_size=8, num_layers=1, kernel_size=5, output_channels=8),
+}
+FAST_OPTIONS = {
+    "plain": {},
+    "temperature_top_k": dict(temperature=0.7, top_k=2),
+    "top_p": dict(top_p=0.8, temperature=1.3),
+}
+
+
+def _fast_model(name):
+    torch.manual_seed(0)
+    return PixelCNNPriorModel(PixelCNNPriorConfig(**FAST_CONFIGS[name])).eval()
+
+
+def _both_ways(model, **kwargs):
+    """The same seeded draw with the cache (default) and with the naive loop (`use_cache=False`)."""
+    draws = [model.sample(5, generator=torch.Generator().manual_seed(3), progress=False, **kwargs)]
+    draws.append(model.sample(5, generator=torch.Generator().manual_seed(3), progress=False, use_cache=False, **kwargs))
+    return draws
+
+
+@pytest.mark.parametrize("options", FAST_OPTIONS)
+@pytest.mark.parametrize("name", FAST_CONFIGS)
+def test_fast_sampling_draws_what_the_naive_loop_draws(name, options):
+    model = _fast_model(name)
+    fast, naive = _both_ways(model, **FAST_OPTIONS[options])
+    assert torch.equal(fast, naive)
+    assert len(fast.unique()) > 1  # a constant grid would hide a wrong cache
+
+
+@pytest.mark.parametrize("name", ["codes_conditional", "pixels_kernel5_deep"])
+def test_fast_sampling_with_labels_and_guidance(name):
+    model = _fast_model(name)
+    num_classes = model.config.num_classes
+    labels = torch.arange(5) % num_classes
+    for kwargs in (dict(labels=labels), dict(labels=labels, guidance_scale=2.5, top_k=3), dict(labels=1, guidance_scale=0.0)):
+        fast, naive = _both_ways(model, **kwargs)
+        assert torch.equal(fast, naive), kwargs
+    assert not torch.equal(_both_ways(model, labels=0)[0], _both_ways(model, labels=1)[0])  # the labels reach the cache
+
+
+def test_fast_logits_equal_the_full_forward():
+    """Step by step, the cache's logits are the forward pass's logits at that position (to float rounding) for a
+    fixed canvas, with a different class per row."""
+    model = _fast_model("pixels_kernel5_deep")
+    size = model.config.grid_size
+    tokens = torch.randint(0, 2, (3, size * size), generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 1, 2])  # 2 is the null label
+    expected = model._logits(tokens.view(3, size, size), labels).flatten(2)  # (3, V, H * W)
+    logits_fn, cache = model._next_token_logits(labels, use_cache=True), None
+    for position in range(size * size):
+        logits, cache = logits_fn(tokens, position, cache)
+        torch.testing.assert_close(logits, expected[:, :, position], rtol=1e-5, atol=1e-5)
+
+
+def test_fast_cache_rejects_out_of_order_positions_and_bad_flag():
+    model = _fast_model("codes_conditional")
+    logits_fn = model._next_token_logits(torch.zeros(2, dtype=torch.long), use_cache=True)
+    tokens = torch.zeros(2, 16, dtype=torch.long)
+    _, cache = logits_fn(tokens, 0, None)
+    with pytest.raises(ValueError, match="`position` must be 1"):
+        logits_fn(tokens, 2, cache)
+    with pytest.raises(ValueError, match="`use_cache` must be"):
+        model.sample(2, labels=0, use_cache="yes")

@@ -105,9 +105,13 @@ class ConvDecoder(nn.Module):
         layers += [activation_module(config.activation), nn.Conv2d(widths[-1], num_outputs, 3, padding=1)]
         self.convs = nn.Sequential(*layers)
 
-    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+    def forward(self, latents: torch.Tensor, memory_format: torch.memory_format | None = None) -> torch.Tensor:
+        """`memory_format=torch.channels_last` runs the stages on NHWC grids (oneDNN's fast convolutions on
+        CPU; the same numbers to float rounding) whatever the layout of the weights; None keeps the input's."""
         if self.from_latent is not None:
             latents = self.from_latent(latents).view(-1, self.width, self.bottom, self.bottom)
+        if memory_format is not None:
+            latents = latents.contiguous(memory_format=memory_format)
         return self.convs(latents).float()
 
 

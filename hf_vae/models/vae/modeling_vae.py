@@ -24,7 +24,7 @@ from ...distributions import (
 )
 from ...modeling_outputs import EncoderOutput, ScoreOutput, VAEOutput
 from ...modeling_utils import SamplingMixin
-from ...validation import check_choice, check_float, check_generator, check_int, check_labels, check_latents
+from ...validation import check_bool, check_choice, check_float, check_generator, check_int, check_labels, check_latents
 from ..modeling_autoencoder import AutoencoderPreTrainedModel, ConvDecoder, ConvEncoder
 from .configuration_vae import VAEConfig
 
@@ -54,10 +54,11 @@ class GaussianDecoder(ConvDecoder):
     def __init__(self, config: VAEConfig, num_outputs: int, condition_dim: int = 0):
         super().__init__(config, num_outputs, in_features=config.latent_dim + condition_dim)
 
-    def forward(self, latents: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, latents: torch.Tensor, condition: torch.Tensor | None = None,
+                memory_format: torch.memory_format | None = None) -> torch.Tensor:
         if condition is not None:
             latents = torch.cat([latents, condition], dim=1)
-        return super().forward(latents)
+        return super().forward(latents, memory_format)
 
 
 class VAEPreTrainedModel(AutoencoderPreTrainedModel):
@@ -305,6 +306,8 @@ class VAEModel(SamplingMixin, VAEPreTrainedModel):
         num_samples: int = 1000,
         generator: torch.Generator | None = None,
         chunk_size: int = 128,
+        channels_last: bool | None = None,
+        decoder_precision: str = "fp32",
     ) -> torch.Tensor:
         """Importance-weighted estimate of log p(x) per example in nats (Burda et al. 2016), shape (B,).
 
@@ -313,9 +316,24 @@ class VAEModel(SamplingMixin, VAEPreTrainedModel):
         about `chunk_size` decoder passes (at least one sample of the whole batch), so k = 1000 fits in
         memory at any batch size; the estimate does not depend on `chunk_size`. CVAE: log p(x|y) given
         `labels`, or log p(x) of the unconditional model (null label) for `labels=None`.
+
+        The k decoder passes are nearly all the work. `channels_last` (None = on CPU) runs them on NHWC
+        grids, oneDNN's fast layout: ~1.4x less CPU time for a model in the default layout, the same
+        estimate to float rounding (a model trained with `channels_last: true` is already in that layout;
+        there the fp32 passes run near the CPU's fp32 peak). `decoder_precision="bf16"` runs them under bf16
+        autocast (the encoder, the likelihood and the weights stay fp32): ~1.5-2x faster again on CPUs
+        with bf16 instructions, at a measured error of the mean estimate below 0.01 nats but up to ~0.2
+        nats per image (benchmarks/results/iwae_speed.md); the default "fp32" is the exact reference.
         """
         check_int("num_samples", num_samples, minimum=1)
         check_generator(generator)
+        if channels_last is None:
+            channels_last = self.device.type == "cpu"
+        check_bool("channels_last", channels_last)
+        check_choice("decoder_precision", decoder_precision, ("fp32", "bf16"))
+        # The layout option is the convolutional decoder's (a decoder swapped in for a test takes no such option).
+        layout = {"memory_format": torch.channels_last} if channels_last and isinstance(self.decoder, ConvDecoder) else {}
+        bf16 = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=decoder_precision == "bf16")
         self._check_pixel_values(pixel_values)
         warn_if_not_a_likelihood(self.likelihood, pixel_values)  # e.g. Bernoulli on grey pixels
         batch = pixel_values.shape[0]
@@ -332,7 +350,8 @@ class VAEModel(SamplingMixin, VAEPreTrainedModel):
                 for _ in range(s)
             ])
             z = posterior.mean + posterior.std * eps  # (s, B, D)
-            params = self.decoder(z.flatten(0, 1), None if condition is None else condition.repeat(s, 1))
+            with bf16:  # the decoder returns fp32 parameters either way
+                params = self.decoder(z.flatten(0, 1), None if condition is None else condition.repeat(s, 1), **layout)
             log_px_z = self.likelihood.log_prob(params, pixel_values.repeat(s, 1, 1, 1)).view(s, batch)
             log_pz = standard_normal_log_prob(z.flatten(0, 1)).view(s, batch)
             log_qz_x = posterior.log_prob(z)  # broadcasts over the s samples: (s, B)

@@ -1,0 +1,73 @@
+"""Performance work (issue 15) that must not change results: the IWAE estimate in the fast layout equals
+the reference path, and the two-stage generation benchmark runs."""
+
+import pytest
+import torch
+
+from hf_vae import CVAEConfig, CVAEModel, VAEConfig, VAEModel
+
+from .model_tester import single_thread  # noqa: F401 (autouse fixture)
+
+# Big enough that oneDNN picks its blocked NHWC kernels (the tiny fixtures' sizes give bit-identical numbers).
+IWAE_CONFIG = dict(image_size=28, num_channels=1, hidden_channels=[16, 32], num_res_blocks=1, latent_dim=8)
+
+
+# VAEModel(VAEConfig(**IWAE_CONFIG)) after torch.manual_seed(0), k=40 with generator seed 1, recorded from the
+# implementation before the fast layout (commit c8bba7a).
+BEFORE = [-539.063720703125, -538.8677978515625, -538.4170532226562, -538.5360717773438, -539.1387939453125, -538.8153076171875]
+
+
+def _binary_images(n):
+    return (torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(0)) < 0.3).float()
+
+
+@pytest.mark.parametrize("model_class, config_class", [(VAEModel, VAEConfig), (CVAEModel, CVAEConfig)])
+def test_iwae_estimate_in_channels_last_equals_the_reference_path(model_class, config_class):
+    torch.manual_seed(0)
+    extra = {"num_classes": 3} if model_class is CVAEModel else {}
+    model = model_class(config_class(**IWAE_CONFIG, **extra)).eval()
+    x = _binary_images(6)
+    kwargs = {"labels": torch.tensor([0, 1, 2, 0, 1, 2])} if extra else {}
+
+    def estimate(**options):
+        return model.log_likelihood(x, num_samples=40, generator=torch.Generator().manual_seed(1), **kwargs, **options)
+
+    reference = estimate(channels_last=False)  # the implementation before the fast layout, unchanged
+    if model_class is VAEModel:
+        torch.testing.assert_close(estimate(), torch.tensor(BEFORE), rtol=1e-4, atol=0)
+    fast = estimate()  # the default on CPU
+    torch.testing.assert_close(fast, reference, rtol=1e-4, atol=0)
+    assert torch.equal(fast, estimate(channels_last=True))
+    # Chunking still does not change the estimate, in either layout.
+    torch.testing.assert_close(estimate(chunk_size=1), reference, rtol=1e-4, atol=0)
+    # The decoder's parameters stay in their layout: the fast path changes no state of the model.
+    assert all(p.is_contiguous() for p in model.parameters())
+
+
+def test_iwae_channels_last_must_be_a_bool():
+    model = VAEModel(VAEConfig(**IWAE_CONFIG)).eval()
+    with pytest.raises(ValueError, match="`channels_last` must be"):
+        model.log_likelihood(_binary_images(2), num_samples=2, channels_last="yes")
+
+
+@pytest.mark.filterwarnings("ignore:posterior collapse")  # an untrained model
+def test_iwae_bf16_decoder_is_close_and_named_by_evaluate():
+    """The opt-in bf16 decoder changes the estimate by rounding only (far below the 540-nat values), really
+    runs in bf16 (not bit-identical), and `evaluate` names the estimator so a card cannot pass it off as fp32."""
+    from hf_vae.data import TensorDictDataset
+    from hf_vae.evaluation import evaluate
+
+    torch.manual_seed(0)
+    model = VAEModel(VAEConfig(**IWAE_CONFIG)).eval()
+    x = _binary_images(6)
+    fp32 = model.log_likelihood(x, num_samples=20, generator=torch.Generator().manual_seed(1))
+    bf16 = model.log_likelihood(x, num_samples=20, generator=torch.Generator().manual_seed(1), decoder_precision="bf16")
+    assert bf16.dtype == torch.float32 and not torch.equal(bf16, fp32)
+    assert (bf16 - fp32).abs().max() < 0.5 and (bf16 - fp32).mean().abs() < 0.2
+    with pytest.raises(ValueError, match="`decoder_precision` must be one of"):
+        model.log_likelihood(x, num_samples=2, decoder_precision="fp16")
+
+    dataset = TensorDictDataset({"pixel_values": x})
+    metrics = evaluate(model, dataset, batch_size=3, num_importance_samples=4, progress=False, decoder_precision="bf16")
+    assert metrics["nll"].estimator == "IWAE, k=4, bf16 decoder"
+    assert evaluate(model, dataset, batch_size=3, num_importance_samples=4, progress=False)["nll"].estimator == "IWAE, k=4"
