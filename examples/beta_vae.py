@@ -45,8 +45,9 @@ def main(argv=None) -> list[dict]:
     rows, samples = [], []
     for beta in args.betas:
         # One run per β: the same recipe, seed and data; only the weight on the KL term differs.
-        recipe = _common.make_recipe("vae", args, f"{'digits' if args.tiny else 'mnist5k'}_vae_beta{beta:g}", [*_common.small_vae_overrides(args), f"model.config.beta={beta}"],
-                                     full_steps=500, tiny_steps=60)
+        run_name = f"{'digits' if args.tiny else 'mnist5k'}_vae_beta{beta:g}"
+        overrides = [*_common.small_vae_overrides(args), f"model.config.beta={beta}"]
+        recipe = _common.make_recipe("vae", args, run_name, overrides, full_steps=500, tiny_steps=60)
         model = AutoModel.from_pretrained(_common.train_or_reuse(recipe)).eval()
         metrics = evaluate(model, test, num_importance_samples=0, progress=False)  # ELBO terms, KL per dim, active units
         rows.append({
@@ -81,6 +82,8 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     left.plot(betas, [r["active_units"] for r in rows], "o-", label="active units")
     left.set_xscale("log")
+    left.set_xticks(betas, [f"{b:g}" for b in betas], minor=False)
+    left.set_xticks([], minor=True)
     left.set_xlabel("β")
     left.set_ylabel("active units")
     kl_axis = left.twinx()

@@ -40,18 +40,18 @@ SHOWN = ("reconstruction_loss", "psnr", "perplexity", "codes_used", "dead_codes"
 
 def main(argv=None) -> dict:
     def add_arguments(parser):
-        parser.add_argument("--prior-steps", type=int, default=None, help="training steps of the prior (default 800, --tiny 60)")
+        parser.add_argument("--prior-steps", type=int, default=None, help="training steps of the prior (default 500, --tiny 60)")
 
     args = _common.parse_args(__doc__, "examples/outputs/vqvae_two_stage", argv, add_arguments)
     size = "digits" if args.tiny else "mnist5k"
 
     # Stage 1: the VQ-VAE, from its recipe.
-    vqvae_recipe = _common.make_recipe("vqvae", args, f"{size}_vqvae", [], full_steps=800, tiny_steps=60)
+    vqvae_recipe = _common.make_recipe("vqvae", args, f"{size}_vqvae", [], full_steps=500, tiny_steps=60)
     vqvae_dir = _common.train_or_reuse(vqvae_recipe)
     vqvae = AutoModel.from_pretrained(vqvae_dir).eval()
 
     # Stage 2: the transformer prior over that VQ-VAE's codes (its vocabulary and grid are the VQ-VAE's).
-    prior_steps = args.prior_steps or (60 if args.tiny else 800)
+    prior_steps = args.prior_steps or (60 if args.tiny else 500)
     prior_recipe = Recipe.from_yaml(_common.recipe_file("transformer_prior_vqvae_mnist5k"), [
         *_common.QUIET, *(TINY_PRIOR if args.tiny else []),
         f"model.config.vqvae_name_or_path={vqvae_dir}", f"model.config.vocab_size={vqvae.config.codebook_size}",
@@ -69,7 +69,8 @@ def main(argv=None) -> dict:
     image_grid(samples, nrow=8, scale=3).save(args.output_dir / "samples.png")
 
     test_images, _ = _common.batch_of(_common.test_split(args), 16)
-    image_grid(torch.cat([test_images, vqvae.reconstruct(test_images)]), nrow=16, scale=3).save(args.output_dir / "reconstructions.png")
+    reconstructions = vqvae.reconstruct(test_images)
+    image_grid(torch.cat([test_images, reconstructions]), nrow=16, scale=3).save(args.output_dir / "reconstructions.png")
 
     rows = []
     for stage, run_dir in (("1: VQ-VAE", vqvae_dir), ("2: transformer prior", Path(prior_recipe.training.output_dir))):

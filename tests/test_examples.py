@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
+
+from .model_tester import single_thread  # noqa: F401  (autouse: one torch thread, as the committed runs)
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 STEPS = ["--tiny", "--steps", "30"]
@@ -33,15 +34,6 @@ def load_example(name: str):
 @pytest.fixture(scope="module")
 def runs_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("example_runs")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread, as the examples' committed runs: tiny models gain nothing from more on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def run(name: str, tmp_path: Path, runs_dir: Path, *extra: str):
