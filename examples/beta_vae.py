@@ -39,7 +39,7 @@ from hf_vae.images import image_grid  # noqa: E402
 
 def main(argv=None) -> list[dict]:
     args = _common.parse_args(__doc__, "examples/outputs/beta_vae", argv, lambda p: p.add_argument(
-        "--betas", type=float, nargs="+", default=[0.25, 1.0, 2.0, 4.0, 8.0], help="the values of β to train"))
+        "--betas", type=float, nargs="+", default=[0.25, 1.0, 4.0, 16.0, 64.0], help="the values of β to train"))
     test = _common.test_split(args)
 
     rows, samples = [], []
