@@ -57,7 +57,7 @@ def test_pixel_prior_generates_binary_images():
 
 
 def test_pixelcnn_recipe_trains_on_binarized_pixels(tmp_path):
-    recipe = Recipe.from_yaml(REPO / "training" / "configs" / "pixelcnn_digits_tiny.yaml",
+    recipe = Recipe.from_yaml(REPO / "hf_vae" / "recipes" / "pixelcnn_digits_tiny.yaml",
                               [f"training.output_dir={tmp_path / 'run'}", "training.max_steps=30", "training.progress=false",
                                "evaluation.num_samples=4"])
     run_dir = train(recipe)
