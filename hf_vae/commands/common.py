@@ -55,6 +55,9 @@ def cycled_labels(model, tokens: list[str] | None, count: int, name: str = "--la
         raise ValueError(f"`{name}` must be omitted for {type(model).__name__} (an unconditional model), "
                          f"got {' '.join(tokens)!r}")
     values = cli_labels(tokens, model.config.label_names)
+    if len(values) > count:  # a label that would get no image is a mistake, not something to drop silently
+        raise ValueError(f"`{name}` must hold at most one label per image, so the images ({count}) must be at least "
+                         f"the number of labels ({len(values)}), got {' '.join(tokens)!r}")
     ids = model.class_ids(values, len(values), name=name)
     return ids[torch.arange(count) % len(ids)]
 
