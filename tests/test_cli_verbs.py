@@ -199,6 +199,10 @@ NOT_APPLICABLE = [
     ("encode", "prior", ["IMG"], "'encode' capability"),
     ("reconstruct", "pixelcnn", ["IMG"], "'reconstruct' capability"),
     ("reconstruct", "vae", [], "one of them"),
+    ("reconstruct", "cvae", ["IMG"], "`--labels` must give the images' classes"),
+    ("encode", "cvae", ["IMG"], "`--labels` must give the images' classes"),
+    ("interpolate", "cvae", ["IMG", "IMG"], "`--labels` must give the classes of A and B"),
+    ("reconstruct", "vae", ["IMG", "--per-row", "0"], "`--per-row` must be an int >= 1, got 0"),
     ("score", "vae", ["--reference", "digits"], "given together"),
     ("encode", "vae", ["IMG", "--output", "z.npy"], ".safetensors"),
 ]

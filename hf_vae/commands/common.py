@@ -154,12 +154,17 @@ def image_set(processor, spec: str, name: str, max_images: int | None = None) ->
     return read_images(processor, dataset=dataset, split=split or "test", max_images=max_images, name=name)
 
 
-def input_labels(model, tokens: list[str] | None, images: Images):
+def input_labels(model, tokens: list[str] | None, images: Images, required: bool = True):
     """The class ids the images go with: `--labels` (cycled over the images), else a dataset's own labels
-    for a conditional model, else None (a CVAE then says it needs them)."""
+    for a conditional model, else None. A conditional model `required` to have them (to encode) raises."""
     if tokens:
         return cycled_labels(model, tokens, len(images.names))
-    return images.labels if model.is_conditional else None
+    if not model.is_conditional:
+        return None
+    if images.labels is None and required:
+        raise ValueError(f"`--labels` must give the images' classes for {type(model).__name__} (a conditional model "
+                         f"encodes x given y), got none for {len(images.names)} image file(s)")
+    return images.labels
 
 
 def add_image_inputs(parser, labels_help: str = "CVAE: class ids or names, cycled over the images") -> None:

@@ -11,7 +11,9 @@ import csv
 import json
 from pathlib import Path
 
-from .common import add_image_inputs, check_output, check_suffix, image_processor, image_set, input_labels, load, read_images
+from ..validation import check_int
+from .common import (add_image_inputs, check_output, check_suffix, image_processor, image_set, input_labels, load,
+                     read_images, require)
 
 
 def _evaluate(args) -> None:
@@ -87,10 +89,10 @@ def _score(args) -> None:
     import torch
 
     from ..anomaly import anomaly_detection
-    from .common import require
 
     check_output(args.output)
     check_suffix(args.output, (".csv", ".json"))
+    check_int("--batch-size", args.batch_size, minimum=1)
     if (args.reference is None) != (args.outliers is None):
         raise ValueError(f"`--reference` and `--outliers` must be given together, got only "
                          f"{'--reference' if args.outliers is None else '--outliers'}")
@@ -107,8 +109,9 @@ def _score(args) -> None:
     if not detecting:
         images = read_images(processor, paths=args.images, dataset=args.dataset, split=args.split,
                              max_images=args.max_images)
-        scores, estimator, num_dims = score_images(model, images.pixel_values, input_labels(model, args.labels, images),
-                                                   **options)
+        # A CVAE scores -log p(x|y) given labels, -log p(x) without.
+        labels = input_labels(model, args.labels, images, required=False)
+        scores, estimator, num_dims = score_images(model, images.pixel_values, labels, **options)
         rows = _rows(images.names, scores, num_dims)
         print(f"# {type(model).__name__} {args.model}: {estimator}")
         print(f"{'image':<40} {'nll_nats':>10} {'bits_per_dim':>12}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 
+from ..validation import check_int
 from .common import (add_image_inputs, check_output, check_suffix, cli_labels, cycled_labels, image_processor, input_labels,
                      load, read_images, require)
 
@@ -60,6 +61,7 @@ def _reconstruct(args) -> None:
     from ..images import image_grid
 
     check_output(args.output)
+    check_int("--per-row", args.per_row, minimum=1)
     model, _ = load(args.model)
     require(model, "reconstruct", "reconstruct")
     processor = image_processor(args.model, model, binarize=args.binarize)
@@ -89,6 +91,9 @@ def _interpolate(args) -> None:
     if pair.pixel_values.shape[0] != 2:
         raise ValueError(f"`A` and `B` must be two image files, got {len(pair.names)} images")
     labels = cycled_labels(model, args.labels, 2)
+    if labels is None and model.is_conditional:
+        raise ValueError(f"`--labels` must give the classes of A and B for {type(model).__name__} (a conditional "
+                         "model), got none")
     ends = {} if labels is None else {"label_a": int(labels[0]), "label_b": int(labels[1])}
     x = pair.pixel_values.to(model.dtype)
     strip = model.interpolate(x[0], x[1], steps=args.steps, method=args.method, **ends)
