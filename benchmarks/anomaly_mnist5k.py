@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -115,6 +116,8 @@ def pixelcnn_note(result: dict, args) -> str:
 
 
 def markdown(results: list[dict], args, count: int) -> list[str]:
+    threads = os.environ.get("OMP_NUM_THREADS")
+    prefix = f"OMP_NUM_THREADS={threads} python" if threads else "python"
     lines = [
         "# Anomaly detection on mnist5k: VAE and gated PixelCNN",
         "",
@@ -122,7 +125,7 @@ def markdown(results: list[dict], args, count: int) -> list[str]:
         "(nats; higher = more unusual); `hf_vae.anomaly.anomaly_detection` gives the AUROC of telling an outlier set "
         "from the reference set and the threshold of Youden's J (flag `score >= threshold`).",
         "",
-        f"Command: `{command_line()}`  ",
+        f"Command: `{command_line(prefix)}`  ",
         f"Machine: {machine()}, shared with other jobs  ",
         f"Reference: mnist5k test split, {count} images, static binarization seed 0 (the recipes' test set).  ",
         "Outlier sets (" + f"{count} images each): "
