@@ -4,7 +4,7 @@
    on the mnist5k train split (grey and randomly binarized images, small shifts) and saved to
    `benchmarks/reference_classifier/` (model.safetensors + config.json with its test accuracy). An
    existing classifier there is reused unless `--retrain-classifier`.
-2. The CVAE recipe `training/configs/cvae_mnist5k.yaml`, trained by the one training loop (best
+2. The CVAE recipe `hf_vae/recipes/cvae_mnist5k.yaml`, trained by the one training loop (best
    validation checkpoint kept), scored on the statically binarized mnist5k test split: conditional ELBO
    and the importance-weighted estimate of -log p(x|y) with k samples (`--k`).
 3. Conditional fidelity: N samples per digit (`--num-per-label`), z ~ N(0, I) decoded for the requested
@@ -34,7 +34,7 @@ from hf_vae.reference_classifier import load_reference_classifier, train_referen
 from hf_vae.training import Recipe, load_data, train
 
 HERE = Path(__file__).resolve().parent
-RECIPE = HERE.parent / "training" / "configs" / "cvae_mnist5k.yaml"
+RECIPE = HERE.parent / "hf_vae" / "recipes" / "cvae_mnist5k.yaml"
 CLASSIFIER_DIR = HERE / "reference_classifier"
 
 

@@ -62,7 +62,7 @@ from report import command_line, processor, write_markdown
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-RECIPE = REPO / "training" / "configs" / "vae_mnist5k.yaml"
+RECIPE = REPO / "hf_vae" / "recipes" / "vae_mnist5k.yaml"
 MAX_SHIFT = 3  # pixels, in each of x and y
 BLOCK = 1000  # images per encoding task and per parquet row group
 MB = 10**6  # memory is reported in MB, as the issue states its target

@@ -2,7 +2,7 @@
 
     python benchmarks/faults.py --trials 50 --jobs 2      # -> benchmarks/results/faults.md
 
-Each trial trains the tiny digits VAE (`training/configs/vae_digits_tiny.yaml`, 40 steps, a checkpoint
+Each trial trains the tiny digits VAE (`hf_vae/recipes/vae_digits_tiny.yaml`, 40 steps, a checkpoint
 every 10) in a child process that injects one fault, then runs `hf-vae train --resume` on the same
 folder and compares the final `model.safetensors` with an uninterrupted run's, bit for bit.
 
@@ -42,7 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPE = REPO / "training" / "configs" / "vae_digits_tiny.yaml"
+RECIPE = REPO / "hf_vae" / "recipes" / "vae_digits_tiny.yaml"
 STEPS, SAVE_EVERY = 40, 10
 FILES_PER_CHECKPOINT = 8  # rng .safetensors + .json, model, optimizer .safetensors + .json, scheduler, state, manifest
 CATEGORIES = ("step", "checkpoint", "final", "fsize", "push")

@@ -47,7 +47,7 @@ from hf_vae import (
 from hf_vae.training import Recipe
 
 HERE = Path(__file__).resolve().parent
-CONFIGS = HERE.parent / "training" / "configs"
+CONFIGS = HERE.parent / "hf_vae" / "recipes"
 # Dense bf16 peak TFLOP/s (no sparsity) by device-name fragment, from the vendors' data sheets.
 BF16_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0, "4090": 165.0}
 # Transformer priors for the MFU part, largest first: (n_layer, n_head, n_embd, grid_size, vocab_size, batch).

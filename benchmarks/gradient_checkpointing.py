@@ -58,7 +58,7 @@ def training_step(model, inputs, measure_memory: bool = False):
 
 
 def measure(recipe_name: str, repeats: int) -> dict:
-    recipe = Recipe.from_yaml(REPO_ROOT / "training" / "configs" / f"{recipe_name}.yaml")
+    recipe = Recipe.from_yaml(REPO_ROOT / "hf_vae" / "recipes" / f"{recipe_name}.yaml")
     torch.manual_seed(0)
     plain = build_model(recipe)
     checkpointed = copy.deepcopy(plain)

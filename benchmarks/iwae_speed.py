@@ -12,7 +12,7 @@ after the other in this one process:
   leaves them with `channels_last: true` (the recipe's test evaluation at the end of training);
 - `bf16 decoder`: `decoder_precision="bf16"` (opt-in): its error against the reference is printed.
 
-The model: `--model` (a trained VAE folder), else a short run of `training/configs/vae_mnist5k.yaml`
+The model: `--model` (a trained VAE folder), else a short run of `hf_vae/recipes/vae_mnist5k.yaml`
 (`--train-steps`, no test evaluation) so the estimates are those of a trained decoder.
 
     OMP_NUM_THREADS=1 python benchmarks/iwae_speed.py --num-images 500      # the full test split
@@ -36,7 +36,7 @@ from hf_vae.training import Recipe, train
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-RECIPE = ROOT / "training" / "configs" / "vae_mnist5k.yaml"
+RECIPE = ROOT / "hf_vae" / "recipes" / "vae_mnist5k.yaml"
 
 
 def trained_model(args) -> tuple[VAEModel, str]:

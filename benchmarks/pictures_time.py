@@ -36,7 +36,7 @@ def _model(name: str, runs: Path | None):
 
         return AutoModel.from_pretrained(runs / name).eval(), "trained"
     torch.manual_seed(0)
-    return build_model(Recipe.from_yaml(REPO / "training" / "configs" / f"{name}.yaml")).eval(), "untrained"
+    return build_model(Recipe.from_yaml(REPO / "hf_vae" / "recipes" / f"{name}.yaml")).eval(), "untrained"
 
 
 def _synthetic_log(path: Path, steps: int = 6000) -> None:

@@ -7,11 +7,11 @@ Three parts, each run on its own (`--parts`) and stored as JSON under `--output_
 - `kv_cache`: a transformer prior (`--kv-*` sizes, random weights: speed does not depend on them)
   samples the same grids with and without its key/value cache from the same seeded generator; the
   outputs must be identical (`torch.equal`, asserted) and tokens/second are timed in this one process.
-- `pixelcnn`: `training/configs/pixelcnn_mnist5k.yaml` (vocab 2, 28x28, dynamic binarization, the VAE
+- `pixelcnn`: `hf_vae/recipes/pixelcnn_mnist5k.yaml` (vocab 2, 28x28, dynamic binarization, the VAE
   recipe's validation split and static test binarization, seed 0), trained by the one training loop;
   exact test NLL in nats and bits/dim, shown next to the VAE's importance-weighted test NLL read from
   the VAE run's `metrics.json` when one exists.
-- `vq_prior`: `training/configs/transformer_prior_vqvae_mnist5k.yaml`, a class-conditional prior over
+- `vq_prior`: `hf_vae/recipes/transformer_prior_vqvae_mnist5k.yaml`, a class-conditional prior over
   the codes of the VQ-VAE in `benchmarks/runs/vqvae_mnist5k/restarts_on` (the trainer caches the codes);
   exact test bits/token vs the uniform bound log2(codebook_size); then `generate_images` (prior ->
   VQ-VAE decoder, mean image) for N samples per label at each guidance scale, judged by the reference
@@ -47,7 +47,7 @@ from hf_vae.training import Recipe, train
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-CONFIGS = ROOT / "training" / "configs"
+CONFIGS = ROOT / "hf_vae" / "recipes"
 PARTS = ("kv_cache", "pixelcnn", "vq_prior", "pixelcnn_sampling", "two_stage")
 # Where the VAE benchmark / `make demo` leave the VAE's metrics (first one found wins: the benchmark's
 # run, the figure the README reports, before the main job's).

@@ -43,7 +43,7 @@ from hf_vae.evaluation import evaluate
 from hf_vae.training import Recipe, build_model, load_data, train
 
 HERE = Path(__file__).resolve().parent
-RECIPE = HERE.parent / "training" / "configs" / "vae_mnist5k.yaml"
+RECIPE = HERE.parent / "hf_vae" / "recipes" / "vae_mnist5k.yaml"
 
 
 def run_hf_vae(recipe: Recipe, output_dir: Path) -> dict:

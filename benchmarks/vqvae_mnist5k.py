@@ -1,7 +1,7 @@
 """VQ-VAE on mnist5k: reconstruction, the cost of the code and codebook health, with dead-code restarts
 on and off (two runs of the same recipe, the same seed; only `restart_dead_codes` differs).
 
-The recipe `training/configs/vqvae_mnist5k.yaml` (7x7 code grid, 512 codes, EMA codebook, k-means
+The recipe `hf_vae/recipes/vqvae_mnist5k.yaml` (7x7 code grid, 512 codes, EMA codebook, k-means
 initialisation) is trained by the one training loop (best validation checkpoint kept) and scored by
 `hf_vae.evaluation.evaluate` on the statically binarized mnist5k test split:
 
@@ -34,7 +34,7 @@ from hf_vae.evaluation import evaluate
 from hf_vae.training import Recipe, load_data, train
 
 HERE = Path(__file__).resolve().parent
-RECIPE = HERE.parent / "training" / "configs" / "vqvae_mnist5k.yaml"
+RECIPE = HERE.parent / "hf_vae" / "recipes" / "vqvae_mnist5k.yaml"
 RUNS = {"restarts_on": "true", "restarts_off": "false"}
 
 

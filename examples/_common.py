@@ -46,11 +46,10 @@ def parse_args(description: str, default_output_dir: str, argv=None, add_argumen
 
 
 def recipe_file(name: str) -> Path:
-    """A shipped recipe by name (`hf_vae/recipes/` in a package with recipes as data, else `training/configs/`)."""
-    for folder in (REPO / "hf_vae" / "recipes", REPO / "training" / "configs"):
-        if (folder / f"{name}.yaml").is_file():
-            return folder / f"{name}.yaml"
-    raise ValueError(f"`recipe` must name a shipped recipe, got {name!r}")
+    """A shipped recipe by name (the YAML files of `hf_vae/recipes/`, package data of the wheel)."""
+    from hf_vae.recipes import resolve_recipe
+
+    return resolve_recipe(name)[0]
 
 
 def make_recipe(family: str, args: argparse.Namespace, run_name: str, overrides: list[str], *,

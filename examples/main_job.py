@@ -19,7 +19,7 @@ import hf_vae  # noqa: F401  (registers the families with AutoModel)
 from hf_vae.images import image_grid
 from hf_vae.training import Recipe, train
 
-RECIPE = Path(__file__).resolve().parents[1] / "training" / "configs" / "vae_mnist5k.yaml"
+RECIPE = Path(__file__).resolve().parents[1] / "hf_vae" / "recipes" / "vae_mnist5k.yaml"
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ Each replica has the real repo's id, features (column names, `Image` / `ClassLab
 names), config name, split names and parquet file layout, with 64-120 synthetic rows per split instead of
 tens of thousands. `upload_replica` pushes one to the Hub at $HF_ENDPOINT (tests/hub_server.py in the
 tests) under its real repo id, so `datasets.load_dataset("ylecun/mnist")` and the recipes in
-training/configs/ run unchanged against it, map-style and streaming.
+hf_vae/recipes/ run unchanged against it, map-style and streaming.
 
 What was verified about each real repo, and how (stored Hub pages, READMEs and code, looked up with the
 `search` / `find_string` tools while writing this file):

@@ -19,7 +19,7 @@ from hf_vae.training import Recipe, build_model, save_pngs
 
 from .model_tester import REPO_ROOT
 
-TINY_RECIPE = REPO_ROOT / "training" / "configs" / "vae_digits_tiny.yaml"
+TINY_RECIPE = REPO_ROOT / "hf_vae" / "recipes" / "vae_digits_tiny.yaml"
 NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?(?:e[-+]?\d+)?")
 
 

@@ -20,7 +20,7 @@ from hf_vae import data as hd
 from hf_vae.training import Recipe, load_data, train
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_RECIPE = REPO / "training" / "configs" / "vae_digits_tiny.yaml"
+TINY_RECIPE = REPO / "hf_vae" / "recipes" / "vae_digits_tiny.yaml"
 FAST = ["training.max_steps=12", "training.save_every=4", "training.eval_every=4", "training.progress=false",
         "training.trackers=[jsonl]", "evaluation.num_importance_samples=0", "evaluation.num_samples=4",
         "training.keep_best=false", "training.save_total_limit=3"]
@@ -252,7 +252,7 @@ def test_a_conditional_run_takes_the_class_names_and_records_its_data(tmp_path):
 
     names = [f"digit {i}" for i in range(10)]
     digits = hd.load_image_dataset("digits").cast_column("label", datasets.ClassLabel(names=names))
-    recipe = Recipe.from_yaml(REPO / "training" / "configs" / "cvae_digits_tiny.yaml",
+    recipe = Recipe.from_yaml(REPO / "hf_vae" / "recipes" / "cvae_digits_tiny.yaml",
                               [*FAST, "training.max_steps=2", f"training.output_dir={tmp_path / 'run'}"])
     run = train(recipe, dataset=digits)
     model = AutoModel.from_pretrained(run)

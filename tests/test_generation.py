@@ -57,7 +57,7 @@ def test_pixel_prior_generates_binary_images():
 
 
 def test_pixelcnn_recipe_trains_on_binarized_pixels(tmp_path):
-    recipe = Recipe.from_yaml(REPO / "training" / "configs" / "pixelcnn_digits_tiny.yaml",
+    recipe = Recipe.from_yaml(REPO / "hf_vae" / "recipes" / "pixelcnn_digits_tiny.yaml",
                               [f"training.output_dir={tmp_path / 'run'}", "training.max_steps=30", "training.progress=false",
                                "evaluation.num_samples=4"])
     run_dir = train(recipe)
@@ -123,7 +123,8 @@ def test_cli_samples_images_from_a_pixel_prior(tmp_path):
                                                    hidden_size=8, num_layers=2, output_channels=8)).eval()
     prior.save_pretrained(tmp_path / "prior")
     main(["sample", str(tmp_path / "prior"), "--num-samples", "4", "--labels", "0,1", "--output", str(tmp_path / "s.png")])
-    expected = generate_images(prior, 4, labels=torch.tensor([0, 0, 1, 1]), generator=torch.Generator().manual_seed(0),
+    # The labels cycle to fill the samples, one grid column per label.
+    expected = generate_images(prior, 4, labels=torch.tensor([0, 1, 0, 1]), generator=torch.Generator().manual_seed(0),
                                progress=False)
-    image_grid(expected, scale=2).save(tmp_path / "expected.png")
+    image_grid(expected, nrow=2, scale=2).save(tmp_path / "expected.png")
     assert Image.open(tmp_path / "s.png").tobytes() == Image.open(tmp_path / "expected.png").tobytes()

@@ -153,7 +153,7 @@ def _tiny_recipe(output_dir, *overrides) -> Recipe:
              "training.eval_every=6", "training.save_every=6", "training.progress=false", "training.trackers=[jsonl]",
              "model.config.dropout=0.2", "evaluation.num_importance_samples=0", "evaluation.num_samples=4",
              "data.num_workers=0", *overrides]
-    return Recipe.from_yaml(REPO / "training" / "configs" / "vae_digits_tiny.yaml", items)
+    return Recipe.from_yaml(REPO / "hf_vae" / "recipes" / "vae_digits_tiny.yaml", items)
 
 
 def test_recipe_gradient_checkpointing_trains_the_same_weights(tmp_path, monkeypatch):

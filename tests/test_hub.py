@@ -30,7 +30,7 @@ pytestmark = pytest.mark.usefixtures("hub_server")
 
 FAMILIES = hf_vae_families()
 DIGITS_ID = f"{USER}/digits"  # where push_embedded_dataset would put `digits`
-TINY_RECIPE = REPO_ROOT / "training" / "configs" / "vae_digits_tiny.yaml"
+TINY_RECIPE = REPO_ROOT / "hf_vae" / "recipes" / "vae_digits_tiny.yaml"
 
 
 def new_repo(name: str) -> str:

@@ -1,7 +1,7 @@
 """The real Hub image datasets the recipes name, as replicas on the local Hub (tests/dataset_replicas.py,
 tests/hub_server.py): `datasets.load_dataset` sees the real features, configs, splits and files, map-style
 and streaming (ranged reads); `hf_vae.data.load_split` turns them into `pixel_values`; and every
-`training/configs/vae_{mnist,fashion_mnist,cifar10,celeba64}.yaml` recipe trains a few steps on its
+`hf_vae/recipes/vae_{mnist,fashion_mnist,cifar10,celeba64}.yaml` recipe trains a few steps on its
 replica, map-style and streaming, with a tiny model. No network: the repos live on 127.0.0.1."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from hf_vae.training.splits import load_data
 from .dataset_replicas import CELEBA_FACES, CIFAR10, FASHION_MNIST, MNIST, REPLICAS, upload_replica
 from .model_tester import REPO_ROOT
 
-CONFIGS = REPO_ROOT / "training" / "configs"
+CONFIGS = REPO_ROOT / "hf_vae" / "recipes"
 # recipe file -> the replica it trains on
 RECIPES = {"vae_mnist.yaml": MNIST, "vae_fashion_mnist.yaml": FASHION_MNIST, "vae_cifar10.yaml": CIFAR10,
            "vae_celeba64.yaml": CELEBA_FACES}

@@ -23,7 +23,7 @@ from hf_vae.training import Recipe, pictures, train
 from .model_tester import REPO_ROOT
 
 pytestmark = pytest.mark.filterwarnings("ignore:posterior collapse")  # (20 steps: the tiny VAEs collapse)
-CONFIGS = REPO_ROOT / "training" / "configs"
+CONFIGS = REPO_ROOT / "hf_vae" / "recipes"
 ALWAYS = {"training_curves.png"}
 GAUSSIAN = {"interpolation.png", "latent_map.png", "kl_per_dimension.png"}
 EXPECTED = {  # family -> the pictures of training.pictures it must write (samples/reconstructions: artifacts)

@@ -23,7 +23,7 @@ from hf_vae.sampling import sample_from_logits, sample_tokens
 from hf_vae.training import Recipe
 
 FIXTURES = Path(__file__).parent / "fixtures" / "pre_refactor"
-TINY_RECIPE = Path(__file__).parents[1] / "training" / "configs" / "vae_digits_tiny.yaml"
+TINY_RECIPE = Path(__file__).parents[1] / "hf_vae" / "recipes" / "vae_digits_tiny.yaml"
 TINY_AE = dict(image_size=8, hidden_channels=[4], num_res_blocks=0)
 TINY = {
     VAEConfig: dict(TINY_AE, latent_dim=2),
@@ -165,7 +165,7 @@ def test_recipe_check_rejects_before_any_work(override, field):
 
 def test_recipe_accepts_valid_hub_id_and_every_shipped_recipe():
     assert Recipe.from_yaml(TINY_RECIPE, ["hub.hub_model_id=user/my-vae"]).hub.hub_model_id == "user/my-vae"
-    for path in sorted((Path(__file__).parents[1] / "training" / "configs").glob("*.yaml")):
+    for path in sorted((Path(__file__).parents[1] / "hf_vae" / "recipes").glob("*.yaml")):
         Recipe.from_yaml(path)
 
 

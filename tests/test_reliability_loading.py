@@ -248,7 +248,7 @@ def test_cli_bad_recipes_end_in_one_error_line(tmp_path, capsys, monkeypatch):
     assert "`recipe` must be valid YAML" in cli_error(["train", str(tmp_path / "bad.yaml")], capsys)
     (tmp_path / "list.yaml").write_text("- model\n- data\n")
     assert "`recipe` must be a YAML mapping" in cli_error(["train", str(tmp_path / "list.yaml")], capsys)
-    recipe = str(hf_vae.hub.Path(__file__).parents[1] / "training" / "configs" / "vae_digits_tiny.yaml")
+    recipe = str(hf_vae.hub.Path(__file__).parents[1] / "hf_vae" / "recipes" / "vae_digits_tiny.yaml")
     assert "`hub_model_id`" in cli_error(["train", recipe, "--hub_model_id", "a/b/c"], capsys)
     assert "`hub.hub_model_id`" in cli_error(["train", recipe, "--set", "hub.hub_model_id=a/b/c"], capsys)
 

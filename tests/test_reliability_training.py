@@ -20,7 +20,7 @@ from hf_vae.training import Recipe, build_model, train
 from hf_vae.training.checkpoints import atomic_save_pretrained, save_final_model, verify_manifest
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_RECIPE = REPO / "training" / "configs" / "vae_digits_tiny.yaml"
+TINY_RECIPE = REPO / "hf_vae" / "recipes" / "vae_digits_tiny.yaml"
 FAST = ["training.max_steps=40", "training.save_every=20", "training.eval_every=20", "training.progress=false",
         "training.trackers=[jsonl]", "evaluation.num_importance_samples=0", "evaluation.num_samples=4"]
 
@@ -218,7 +218,7 @@ def test_planted_vq_code_cache_is_never_unpickled(tmp_path, monkeypatch):
     import hf_vae.generation
     from hf_vae.training import prepare_prior_data
 
-    vqvae = build_model(Recipe.from_yaml(REPO / "training" / "configs" / "vqvae_digits_tiny.yaml"))
+    vqvae = build_model(Recipe.from_yaml(REPO / "hf_vae" / "recipes" / "vqvae_digits_tiny.yaml"))
     monkeypatch.setattr(hf_vae.generation, "load_vqvae", lambda model: vqvae)
 
     class Prior:  # only what prepare_prior_data reads of a prior over VQ-VAE codes

@@ -20,7 +20,7 @@ from hf_vae.training import tracking
 from hf_vae.training.tracking import TRACKER_NAMES, resolve_trackers
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_RECIPE = REPO / "training" / "configs" / "vae_digits_tiny.yaml"
+TINY_RECIPE = REPO / "hf_vae" / "recipes" / "vae_digits_tiny.yaml"
 
 
 def _recipe(tmp_path, trackers: str) -> Recipe:

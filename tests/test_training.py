@@ -21,7 +21,7 @@ from hf_vae.evaluation import evaluate
 from hf_vae.training import Recipe, train
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_RECIPE = REPO / "training" / "configs" / "vae_digits_tiny.yaml"
+TINY_RECIPE = REPO / "hf_vae" / "recipes" / "vae_digits_tiny.yaml"
 STEPS = 80
 
 
@@ -205,7 +205,7 @@ def test_model_inputs_and_pngs_follow_the_family_protocol(tmp_path):
     from hf_vae.data import TensorDictDataset
     from hf_vae.training import build_model, model_inputs, save_pngs
 
-    configs = REPO / "training" / "configs"
+    configs = REPO / "hf_vae" / "recipes"
     vqvae = build_model(Recipe.from_yaml(configs / "vqvae_digits_tiny.yaml"))
     cvae = build_model(Recipe.from_yaml(configs / "cvae_digits_tiny.yaml"))
     batch = {"pixel_values": torch.rand(2, 1, 8, 8), "labels": torch.tensor([3, 4])}

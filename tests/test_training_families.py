@@ -16,7 +16,7 @@ from hf_vae.evaluation import evaluate
 from hf_vae.training import Recipe, train
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "training" / "configs"
+CONFIGS = REPO / "hf_vae" / "recipes"
 STEPS = 40
 VQ_METRICS = ("reconstruction_loss", "reconstruction_bits_per_dim", "mse", "psnr", "code_bits_per_dim",
               "code_bits_per_token", "perplexity", "codes_used_fraction", "codes_used", "dead_codes")

@@ -1,4 +1,4 @@
-"""Run a recipe under Accelerate: `accelerate launch training/train.py training/configs/vae_mnist5k.yaml`.
+"""Run a recipe under Accelerate: `accelerate launch training/train.py vae_mnist5k`.
 
 Same loop and flags as `hf-vae train` (`--resume`, `--set section.key=value`, `--push_to_hub`, ...).
 """

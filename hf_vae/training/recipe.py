@@ -1,7 +1,7 @@
 """The recipe: a YAML file of five sections (`model`, `data`, `training`, `evaluation`, `hub`), every key
 known and every value checked before anything is built, plus `--set section.key=value` overrides.
 
-See `training/configs/` for the recipes of every family.
+See `hf_vae/recipes/` for the recipes of every family.
 """
 
 from __future__ import annotations
