@@ -6,6 +6,7 @@
     hf-vae card RUN_DIR [--repo-id USER/NAME] [--output README.md]
     hf-vae push RUN_DIR USER/NAME [--revision BRANCH] [--private] [--commit-message MSG]
     hf-vae push-dataset mnist5k USER/NAME [--revision BRANCH] [--private]
+    hf-vae demo RUN_DIR_OR_REPO_ID [--port 7860] [--host 0.0.0.0] [--space USER/SPACE]
 """
 
 from __future__ import annotations
@@ -230,6 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--commit-message", "--commit_message", default=None)
     p.add_argument("--token", default=None, help="Hub token (default: saved login or $HF_TOKEN)")
     p.set_defaults(func=_push_dataset)
+
+    from .demo.command import add_parser as add_demo_parser  # hf_vae/demo/command.py: `hf-vae demo`
+
+    add_demo_parser(sub)
     return parser
 
 
