@@ -178,8 +178,9 @@ class DemoSession:
         check_int("steps", steps, minimum=2, maximum=MAX_STEPS)
         check_choice("method", method, tuple(INTERPOLATIONS))
         a, b = self.pixels(image_a, "image_a"), self.pixels(image_b, "image_b")
-        strip = self.model.interpolate(a, b, steps, INTERPOLATIONS[method], label_a=self._ids(class_a, 1, "class_a"),
-                                       label_b=self._ids(class_b, 1, "class_b"))
+        # All by keyword: the CVAE's signature puts the labels before `steps`.
+        strip = self.model.interpolate(a, b, steps=steps, method=INTERPOLATIONS[method],
+                                       label_a=self._ids(class_a, 1, "class_a"), label_b=self._ids(class_b, 1, "class_b"))
         return image_grid(strip, nrow=steps, scale=self.scale)
 
     def arithmetic(self, image_a, image_b, image_c, scale: float = 1.0, class_name: str | None = None) -> Image.Image:
