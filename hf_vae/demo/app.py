@@ -173,6 +173,10 @@ class _Page:
         with gr.Tab("Generate", id="generate"):
             if self.session.vqvae is not None:
                 gr.Markdown("Two-stage: the prior samples code grids, which its VQ-VAE decodes into images.")
+            elif type(self.session.model).input_kind == "tokens":
+                size = self.session.model.config.grid_size
+                gr.Markdown(f"A prior over pixels draws its {size}x{size} pixels one after another ({size * size} "
+                            "network passes): expect seconds, not the fraction of a second of the other tabs.")
             with gr.Row():
                 seed = gr.Number(value=0, precision=0, minimum=0, label="seed")
                 count = gr.Slider(1, MAX_IMAGES, value=16, step=1, label="number of images")
