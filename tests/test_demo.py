@@ -21,17 +21,8 @@ pytest.importorskip("gradio", reason="the demo needs the `demo` extra (gradio)")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-from hf_vae import (  # noqa: E402
-    CVAEConfig,
-    CVAEModel,
-    TransformerPriorConfig,
-    TransformerPriorModel,
-    VAEConfig,
-    VAEModel,
-    VQVAEConfig,
-    VQVAEModel,
-    set_label_names,
-)
+from hf_vae import CVAEConfig, CVAEModel, TransformerPriorConfig, TransformerPriorModel  # noqa: E402
+from hf_vae import VAEConfig, VAEModel, VQVAEConfig, VQVAEModel, set_label_names  # noqa: E402
 from hf_vae.demo import push_space, write_space  # noqa: E402
 from hf_vae.demo.app import build_demo  # noqa: E402
 from hf_vae.demo.session import SCORE_SAMPLES, DemoSession, read_image  # noqa: E402
@@ -198,6 +189,11 @@ def test_bad_inputs_get_a_message_and_the_app_keeps_serving(models, tmp_path):
         with pytest.raises(AppError, match="must be None for VAEModel"):
             client.predict(0, 2, 1.0, "cat", 1.0, api_name="/generate")  # a class for an unconditional model
         assert client.predict(handle_file(good), None, api_name="/score")["nll_nats"] > 0  # still serving
+        # A phone photo (RGB JPEG, 4:3, megapixels) goes through the image processor like any image.
+        photo = tmp_path / "photo.jpg"
+        Image.fromarray(np.random.default_rng(1).integers(0, 256, (1200, 1600, 3), dtype=np.uint8)).save(photo)
+        seen = opened(client.predict(handle_file(str(photo)), None, api_name="/reconstruct")[0])
+        assert seen.shape[:2] == (8 * 14, 8 * 14)  # the model's 8x8 input, shown 14x
 
 
 def test_read_image_refuses_before_decoding(tmp_path):
