@@ -109,7 +109,7 @@ class DemoSession:
             center_crop=data.get("center_crop"), binarize=data.get("eval_binarize") or "none",
             binarize_seed=data.get("binarize_seed") or 0)
         self.scale = max(1, 112 // max(self.processor.image_size))  # small images shown at >= 112 pixels
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # the warm-up thread of `hf-vae demo` and a Score click may race
         self._test: dict | None = None
         self._reference: dict[bool, torch.Tensor] = {}
 
@@ -289,14 +289,15 @@ class DemoSession:
 
     def reference_scores(self, conditional: bool = False) -> torch.Tensor:
         """Scores (N,) of the test split's first images, computed once (given their labels when `conditional`)."""
-        if conditional not in self._reference:
-            test = self._test_split()
-            pixel_values = test["pixel_values"].to(self._input_dtype)
-            labels = test.get("labels") if conditional else None
-            scores = [self._score(pixel_values[i:i + 100], None if labels is None else labels[i:i + 100]).score
-                      for i in range(0, len(pixel_values), 100)]
-            self._reference[conditional] = torch.cat(scores).double()
-        return self._reference[conditional]
+        with self._lock:
+            if conditional not in self._reference:
+                test = self._test_split()
+                pixel_values = test["pixel_values"].to(self._input_dtype)
+                labels = test.get("labels") if conditional else None
+                scores = [self._score(pixel_values[i:i + 100], None if labels is None else labels[i:i + 100]).score
+                          for i in range(0, len(pixel_values), 100)]
+                self._reference[conditional] = torch.cat(scores).double()
+            return self._reference[conditional]
 
 
 # -- pictures ---------------------------------------------------------------------------------------
