@@ -10,7 +10,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # --no-deps: the lock pins every requirement of every package in it, and its pins win over a package's
-# own caps (trackio declares pillow<13; see requirements.lock).
+# own caps (trackio and gradio declare pillow<13; see requirements.lock).
 $(VENV)/.installed: $(BIN)/python requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .

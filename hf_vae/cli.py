@@ -13,6 +13,7 @@
     hf-vae push RUN_DIR USER/NAME [--revision BRANCH] [--private] [--commit-message MSG]
     hf-vae push-dataset mnist5k USER/NAME [--revision BRANCH] [--private]
     hf-vae env                                       # versions and devices, for bug reports
+    hf-vae demo RUN_DIR_OR_REPO_ID [--port 7860] [--host 0.0.0.0] [--space USER/SPACE]
 
 The verbs live in `hf_vae/commands/`, one module per group.
 """

@@ -13,10 +13,12 @@ def _fail(name: str, expected: str, value) -> None:
     raise ValueError(f"`{name}` must be {expected}, got {value!r}")
 
 
-def check_int(name: str, value, minimum: int | None = None) -> None:
-    """`value` is an int (not a bool) and at least `minimum`."""
+def check_int(name: str, value, minimum: int | None = None, maximum: int | None = None) -> None:
+    """`value` is an int (not a bool), at least `minimum` and at most `maximum`."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         _fail(name, "an int", value)
+    if maximum is not None and (value > maximum or (minimum is not None and value < minimum)):
+        _fail(name, f"an int in [{minimum}, {maximum}]" if minimum is not None else f"an int <= {maximum}", value)
     if minimum is not None and value < minimum:
         _fail(name, f"an int >= {minimum}", value)
 
@@ -48,6 +50,15 @@ def check_int_list(name: str, value, minimum: int = 1) -> None:
     for item in value:
         if isinstance(item, bool) or not isinstance(item, numbers.Integral) or item < minimum:
             _fail(name, f"a non-empty list of ints >= {minimum}", value)
+
+
+def check_image_size(name: str, size: tuple[int, int], max_pixels: int) -> None:
+    """An image of `size` (width, height), read from its file header, has at most `max_pixels` pixels: checked
+    before its pixels are decoded, so a huge upload is refused without the memory to hold it."""
+    width, height = size
+    if width * height > max_pixels:
+        raise ValueError(f"`{name}` must be an image of at most {max_pixels:,} pixels, got {width}x{height} "
+                         f"({width * height:,} pixels)")
 
 
 def check_bool(name: str, value) -> None:

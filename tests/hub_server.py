@@ -5,7 +5,7 @@ It serves the requests that the clients in the tests make (`huggingface_hub` wit
 log of the whole test suite showed, each with the client calls that need it. Any other request gets a
 404 naming it, so a test that starts using a new endpoint fails at once instead of hanging.
 
-A repo (model or dataset) has branches pointing at commits; a commit holds {path: bytes}. Commits are
+A repo (model, dataset or Space) has branches pointing at commits; a commit holds {path: bytes}. Commits are
 atomic: the whole NDJSON body is read before the branch moves, so a connection that drops mid-body
 changes nothing. `fail("commit" | "lfs-upload", ...)` injects such drops: the server reads part of the
 body and hangs up without answering. `requests` and `dropped` record (method, path) of what came in.
@@ -45,7 +45,7 @@ LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".parquet
 GITATTRIBUTES = "".join(f"*{s} filter=lfs diff=lfs merge=lfs -text\n" for s in LFS_SUFFIXES).encode()
 FAULT_KINDS = ("commit", "lfs-upload")
 
-API = r"/api/(?P<kind>models|datasets)/(?P<repo>[^/]+/[^/]+)"  # kind: "models" | "datasets"
+API = r"/api/(?P<kind>models|datasets|spaces)/(?P<repo>[^/]+/[^/]+)"  # kind: "models" | "datasets" | "spaces"
 REV = r"(?P<rev>[^/]+)"  # a branch or commit id; clients URL-quote it, so it is one path segment
 # (method(s), path pattern, HubServer method, fault kind that can drop it)
 ROUTES = [
@@ -67,14 +67,14 @@ ROUTES = [
     # create_commit, step 1: which files go through LFS.
     ("POST", API + r"/preupload/" + REV, "preupload", None),
     # create_commit, step 2: the LFS batch API hands out an upload URL per object ...
-    ("POST", r"/(?:datasets/)?[^/]+/[^/]+\.git/info/lfs/objects/batch", "lfs_batch", None),
+    ("POST", r"/(?:datasets/|spaces/)?[^/]+/[^/]+\.git/info/lfs/objects/batch", "lfs_batch", None),
     # ... step 3: the object itself (retried by huggingface_hub when the connection drops) ...
     ("PUT", r"/lfs-objects/(?P<sha>[0-9a-f]{64})", "lfs_upload", "lfs-upload"),
     # ... step 4: the NDJSON commit (header, then regular "file" and "lfsFile" lines).
     ("POST", API + r"/commit/" + REV, "commit", "commit"),
     # hf_hub_download (HEAD for metadata, then GET): every from_pretrained, ModelCard.load, load_dataset;
     # HfFileSystem's ranged reads (streaming load_dataset) get 206 slices (see _Handler._ranged).
-    ("GET HEAD", r"/(?P<kind>datasets/)?(?P<repo>[^/]+/[^/]+)/resolve/" + REV + r"/(?P<path>.+)", "download", None),
+    ("GET HEAD", r"/(?P<kind>datasets/|spaces/)?(?P<repo>[^/]+/[^/]+)/resolve/" + REV + r"/(?P<path>.+)", "download", None),
 ]
 ROUTES = [(methods.split(), re.compile(pattern), name, fault) for methods, pattern, name, fault in ROUTES]
 
@@ -126,7 +126,7 @@ class HubServer:
 
     def __init__(self):
         self._lock = threading.Lock()  # held while repos, branches or faults change
-        self._repos: dict[tuple[str, str], Repo] = {}  # (kind "model"|"dataset", repo id) -> repo
+        self._repos: dict[tuple[str, str], Repo] = {}  # (kind "model"|"dataset"|"space", repo id) -> repo
         self._lfs: dict[str, bytes] = {}  # sha256 -> uploaded LFS object
         self._faults: dict[str, list[int]] = {}  # kind -> [after_bytes, times left]
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request
@@ -193,7 +193,7 @@ class HubServer:
         payload = json.loads(body)
         repo_type = payload.get("type") or "model"
         repo_id = f"{payload['organization']}/{payload['name']}"  # every test names its namespace
-        url = f"{self.url}/{'datasets/' if repo_type == 'dataset' else ''}{repo_id}"
+        url = f"{self.url}/{'' if repo_type == 'model' else repo_type + 's/'}{repo_id}"
         with self._lock:
             if (repo_type, repo_id) in self._repos:
                 # create_repo(exist_ok=True) accepts the 409 and still reads the repo's url from it.
@@ -313,8 +313,8 @@ class _Handler(BaseHTTPRequestHandler):
                 raise HubError(404, f"test hub: no route for {self.command} {url.path}")
             name, _, match = route
             fields = {k: unquote(v) for k, v in match.groupdict().items() if v is not None}
-            if "repo" in fields:  # "models"/"datasets" in API paths; "datasets/" or nothing in downloads
-                kind = "dataset" if fields.pop("kind", "").startswith("dataset") else "model"
+            if "repo" in fields:  # "models"/"datasets"/"spaces" in API paths; "datasets/", "spaces/" or nothing in downloads
+                kind = fields.pop("kind", "").rstrip("/").removesuffix("s") or "model"
                 fields["repo"] = hub._repo(kind, fields["repo"])
             answer = getattr(hub, name)(body, parse_qs(url.query), **fields)
         except HubError as error:

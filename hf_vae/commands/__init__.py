@@ -8,10 +8,11 @@ Heavy imports (torch, datasets) happen inside the handlers, so `hf-vae --help` s
 
 from __future__ import annotations
 
+from ..demo import command as demo
 from . import env, evaluation, hub, images, training
 
-#: The verb groups, in the order `hf-vae --help` lists them.
-GROUPS = (training, evaluation, images, hub, env)
+#: The verb groups, in the order `hf-vae --help` lists them (`demo` lives with the app, in `hf_vae/demo/`).
+GROUPS = (training, evaluation, images, hub, demo, env)
 
 
 def register_all(sub) -> None:
