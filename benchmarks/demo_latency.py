@@ -43,7 +43,7 @@ def recipe_model(name: str, **overrides):
     from hf_vae.training import Recipe
     from hf_vae.training.recipe import build_model
 
-    recipe = Recipe.from_yaml(REPO_ROOT / "training" / "configs" / RECIPES[name])
+    recipe = Recipe.from_yaml(REPO_ROOT / "hf_vae" / "recipes" / RECIPES[name])
     recipe.model.config.update(overrides)
     torch.manual_seed(0)
     return build_model(recipe).eval(), {"recipe": {"data": dataclasses.asdict(recipe.data)}}
