@@ -176,7 +176,7 @@ class _Page:
             elif type(self.session.model).input_kind == "tokens":
                 size = self.session.model.config.grid_size
                 gr.Markdown(f"A prior over pixels draws its {size}x{size} pixels one after another ({size * size} "
-                            "network passes): expect seconds, not the fraction of a second of the other tabs.")
+                            "steps, each computing only what the new pixel changes): the slowest tab.")
             with gr.Row():
                 seed = gr.Number(value=0, precision=0, minimum=0, label="seed")
                 count = gr.Slider(1, MAX_IMAGES, value=16, step=1, label="number of images")
