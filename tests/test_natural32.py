@@ -88,3 +88,31 @@ def test_codec_baseline_tiles_exactly_and_counts_every_byte(codecs, natural32):
     assert all(r["mosaic"] < 0.1 for r in codecs.codec_bits_per_dim(flat).values())
     assert codecs.main(["--output", str(root / "codecs.md")]).keys() == codecs.CODECS.keys()
     assert "mosaic 19 x 34 patches" in (root / "codecs.md").read_text()
+
+
+@pytest.mark.filterwarnings("ignore:posterior collapse")  # 3 steps of a 4-latent model
+def test_vae_natural32_recipe_trains_with_the_logistic_mixture(natural32, tmp_path, monkeypatch):
+    import json
+
+    from hf_vae.recipes import recipe_info
+    from hf_vae.training import Recipe, train
+
+    root, _ = natural32
+    monkeypatch.setenv("HF_VAE_CACHE", str(root))  # the natural32 folder this module already wrote
+    recipe = Recipe.from_yaml(recipe_info("vae_natural32").path, [
+        "model.config.hidden_channels=[8, 16]", "model.config.num_res_blocks=0", "model.config.latent_dim=4",
+        "model.config.num_mixtures=2", "data.validation_size=16", "data.num_workers=0", "training.max_steps=3",
+        "training.batch_size=8", "training.eval_every=3", "training.save_every=3", "training.log_every=1",
+        "training.warmup_steps=0", "training.mixed_precision='no'", "training.progress=false",
+        "training.early_stopping_patience=null", f"training.output_dir={tmp_path / 'run'}", "training.trackers=[jsonl]",
+        "evaluation.num_importance_samples=2", "evaluation.max_examples=16", "evaluation.batch_size=8",
+        "evaluation.num_samples=4",
+    ])
+    assert recipe.model.config["likelihood"] == "discretized_logistic_mixture"
+    train(recipe)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    bits = metrics["test"]["bits_per_dim"]
+    # a 3-step model spends about 8 bits per subpixel; the card states the 8-bit convention
+    assert 4 < bits["value"] < 12 and "8-bit convention" in bits["description"]
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (config["num_channels"], config["num_mixtures"]) == (3, 2)
