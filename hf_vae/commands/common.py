@@ -64,10 +64,9 @@ def cycled_labels(model, tokens: list[str] | None, count: int, name: str = "--la
 
 def require(model, capability: str, verb: str, hint: str = "") -> None:
     """One error line when the model's family cannot do what the verb needs (read from `capabilities`)."""
-    capabilities = getattr(type(model), "capabilities", None) or frozenset()
-    if capability not in capabilities:
-        raise ValueError(f"`model` must be a family with the {capability!r} capability for `hf-vae {verb}`, got "
-                         f"{type(model).__name__} (capabilities {sorted(capabilities)}){hint}")
+    from ..pipelines.pipeline_utils import check_capability
+
+    check_capability(model, capability, f"`hf-vae {verb}`", hint)
 
 
 def load(model_path: str, vqvae: str | None = None):
