@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from ...configuration_utils import TokenPriorConfig
-from ...validation import check_int
+from ...validation import check_choice, check_int
+
+#: What the head outputs per token: a softmax over the vocabulary, or (pixel tokens) a discretized logistic mixture.
+OUTPUT_DISTRIBUTIONS = ("categorical", "discretized_logistic_mixture")
 
 
 class PixelCNNPriorConfig(TokenPriorConfig):
@@ -21,6 +24,13 @@ class PixelCNNPriorConfig(TokenPriorConfig):
             the others type B. The receptive field grows by `kernel_size // 2` per layer.
         kernel_size (`int`, defaults to 3): odd size n of the (masked) n x n convolutions.
         output_channels (`int`, defaults to 256): width of the 1x1 output head before the logits.
+        output_distribution (`str`, defaults to `"categorical"`): the distribution of each token given the ones
+            before it: `"categorical"` (a softmax over `vocab_size` logits, the PixelCNN paper's), or, for pixel
+            tokens, `"discretized_logistic_mixture"` (PixelCNN++'s: `num_mixtures` logistics integrated over the
+            `pixel_levels` bins, 3 * num_mixtures outputs per colour instead of `vocab_size`; their exact log bin
+            masses are the logits, so likelihood and sampling are unchanged). Nearby levels share mass, so it
+            learns 8-bit pixels from far fewer images.
+        num_mixtures (`int`, defaults to 5): components of the logistic mixture.
 
     With `num_channels=3` (RGB pixel tokens, `token_source="pixels"`, e.g. `vocab_size=256`) every layer's channels
     split into three groups, one per colour, and the convolutions that read the current pixel are masked so
@@ -35,6 +45,8 @@ class PixelCNNPriorConfig(TokenPriorConfig):
     num_layers: int = 8
     kernel_size: int = 3
     output_channels: int = 256
+    output_distribution: str = "categorical"
+    num_mixtures: int = 5
 
     def _check_fields(self) -> None:
         super()._check_fields()
@@ -44,6 +56,11 @@ class PixelCNNPriorConfig(TokenPriorConfig):
         if self.kernel_size % 2 == 0:
             raise ValueError(f"`kernel_size` must be an odd int >= 3, got {self.kernel_size!r}")
         check_int("output_channels", self.output_channels, minimum=1)
+        check_choice("output_distribution", self.output_distribution, OUTPUT_DISTRIBUTIONS)
+        check_int("num_mixtures", self.num_mixtures, minimum=1)
+        if self.output_distribution != "categorical" and self.token_source != "pixels":
+            raise ValueError(f"`output_distribution` must be 'categorical' for VQ-VAE codes (token_source="
+                             f"{self.token_source!r}), got {self.output_distribution!r}")
         # Colour: the channels of every layer split into `num_channels` groups, one per colour (R, G, B).
         for name in ("hidden_size", "output_channels"):
             if getattr(self, name) % self.num_channels != 0:

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
 
+from ...distributions import DiscretizedLogisticMixtureLikelihood
 from ...modeling_outputs import TokenPriorOutput
 from ...modeling_utils import TokenPriorPreTrainedModel
 from ...sampling import LogitsFn
@@ -245,8 +246,8 @@ class PixelCNNCache:
                 self.horizontal[index + 1][:, k + col] = residual + (self.horizontal[index][:, k + col] if index else 0)
         _, hidden, _, out = model.head
         hidden_out = F.relu(F.linear(F.relu(skips), hidden.masked_weight.flatten(1), hidden.bias))
-        logits = F.linear(hidden_out, out.masked_weight.flatten(1), out.bias)  # (rows, num_channels * vocab)
-        return logits[:, colour * self.vocab_size : (colour + 1) * self.vocab_size].float()
+        outputs = F.linear(hidden_out, out.masked_weight.flatten(1), out.bias)  # (rows, num_channels * outputs per colour)
+        return model.colour_logits(outputs.float(), colour)
 
 
 class PixelCNNPriorPreTrainedModel(TokenPriorPreTrainedModel):
@@ -280,13 +281,18 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
         def head_mask(out_channels, in_channels):
             return colour_mask(out_channels, in_channels, colours, own=True) if colours > 1 else None
 
+        # Per colour: vocab_size logits, or the logits, centres and log-scales of a logistic mixture over the levels.
+        self.mixture = None
+        if config.output_distribution == "discretized_logistic_mixture":
+            self.mixture = DiscretizedLogisticMixtureLikelihood(config.num_mixtures, num_bins=config.vocab_size)
+        self.outputs_per_colour = config.vocab_size if self.mixture is None else 3 * config.num_mixtures
+        outputs = colours * self.outputs_per_colour
         self.head = nn.Sequential(
             nn.ReLU(),
             MaskedConv2d(channels, config.output_channels, 1, mask=head_mask(config.output_channels, channels)),
             nn.ReLU(),
-            # Colour-major logits: colour c's vocab_size logits are channels [c * vocab_size, (c + 1) * vocab_size).
-            MaskedConv2d(config.output_channels, colours * config.vocab_size, 1,
-                         mask=head_mask(colours * config.vocab_size, config.output_channels)),
+            # Colour-major: colour c's outputs are channels [c * outputs_per_colour, (c + 1) * outputs_per_colour).
+            MaskedConv2d(config.output_channels, outputs, 1, mask=head_mask(outputs, config.output_channels)),
         )
         self.post_init()
 
@@ -309,10 +315,16 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
             vertical, horizontal, skip = layer(vertical, horizontal, class_ids)
             skips = skips + skip
         # fp32 logits even under bf16 autocast: the likelihood sums a log-softmax over every pixel.
-        logits = self.head(skips).float()  # (B, colours * vocab_size, H', W)
+        outputs = self.head(skips).float()  # (B, colours * outputs_per_colour, H', W)
         if colours == 1:
-            return logits
-        return logits.unflatten(1, (colours, self.config.vocab_size)).transpose(1, 2)
+            return self.colour_logits(outputs, 0)
+        return torch.stack([self.colour_logits(outputs, colour) for colour in range(colours)], dim=2)
+
+    def colour_logits(self, outputs: torch.Tensor, colour: int) -> torch.Tensor:
+        """The head's outputs (N, colours * outputs_per_colour, *spatial) -> the logits (N, vocab_size, *spatial) of
+        `colour`: its slice, or for the logistic mixture the exact log-masses of the levels under it."""
+        outputs = outputs[:, colour * self.outputs_per_colour : (colour + 1) * self.outputs_per_colour]
+        return outputs if self.mixture is None else self.mixture.bin_log_probs(outputs)
 
     def forward(
         self,
