@@ -145,11 +145,13 @@ def test_logistic_mixture_logits_are_the_likelihoods_bin_masses():
     its 256 levels, so the exact NLL is that likelihood's on the subpixel the masks condition."""
     model = _fast_model("rgb_pixels_logistic_mixture")
     tokens = torch.randint(0, 256, (2, 3, 3, 3), generator=torch.Generator().manual_seed(0))
-    logits = model(tokens).logits  # (2, 256, 3, 3, 3)
-    torch.testing.assert_close(logits.logsumexp(1), torch.zeros(2, 3, 3, 3), atol=1e-5, rtol=0)
     outputs = []
     model.head.register_forward_hook(lambda module, args, out: outputs.append(out.float()))
-    model(tokens)
+    logits = model._logits(tokens, model._condition_ids(None, 2))  # (2, 256, 3, 3, 3)
+    torch.testing.assert_close(logits.logsumexp(1), torch.zeros(2, 3, 3, 3), atol=1e-5, rtol=0)
+    output = model(tokens)  # scores each level directly, without the 256 masses
+    assert output.logits is None
+    torch.testing.assert_close(output.log_likelihood, logits.gather(1, tokens.unsqueeze(1)).flatten(1).sum(1))
     for colour in range(3):
         params = outputs[0][:, 6 * colour : 6 * (colour + 1)]
         pixels = tokens[:, colour : colour + 1].float() / 255

@@ -259,7 +259,8 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
     """Gated PixelCNN p(x) = prod_i p(x_i | x_<i, class) over a (grid_size x grid_size) token grid.
 
     `forward(indices)` returns the mean NLL per token (`loss`), the logits (B, vocab_size, H, W) (colour:
-    (B, vocab_size, C, H, W), indices (B, C, H, W)) and the exact per-example log-likelihood in nats. `sample` (from `TokenPriorPreTrainedModel`) also takes
+    (B, vocab_size, C, H, W), indices (B, C, H, W); None for the logistic-mixture head, which scores each token's
+    level directly) and the exact per-example log-likelihood in nats. `sample` (from `TokenPriorPreTrainedModel`) also takes
     `use_cache` (default True: fast generation with a `PixelCNNCache`; False: the naive loop; same draws).
     """
 
@@ -305,26 +306,44 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
             indices = indices + offsets[:, None, None]
         return self.token_embedding(indices).permute(0, 1, 4, 2, 3).flatten(1, 2)
 
-    def _logits(self, indices: torch.Tensor, class_ids: torch.Tensor) -> torch.Tensor:
-        """Token grid (B, H', W) -> logits (B, vocab_size, H', W), colour (B, C, H', W) -> (B, vocab_size, C, H', W);
-        any number of rows H' (causal in rows)."""
-        colours = self.config.num_channels
-        x = self.embed(indices.unsqueeze(1) if colours == 1 else indices)  # (B, hidden, H', W)
+    def _outputs(self, indices: torch.Tensor, class_ids: torch.Tensor) -> torch.Tensor:
+        """Token grid (B, H', W) or colour (B, C, H', W) -> the head's outputs (B, C * outputs_per_colour, H', W),
+        fp32 even under bf16 autocast (the likelihood sums a log-softmax over every pixel); any number of rows H'
+        (causal in rows)."""
+        x = self.embed(indices.unsqueeze(1) if self.config.num_channels == 1 else indices)  # (B, hidden, H', W)
         vertical, horizontal, skips = x, x, 0
         for layer in self.layers:
             vertical, horizontal, skip = layer(vertical, horizontal, class_ids)
             skips = skips + skip
-        # fp32 logits even under bf16 autocast: the likelihood sums a log-softmax over every pixel.
-        outputs = self.head(skips).float()  # (B, colours * outputs_per_colour, H', W)
-        if colours == 1:
+        return self.head(skips).float()
+
+    def _logits(self, indices: torch.Tensor, class_ids: torch.Tensor) -> torch.Tensor:
+        """Token grid (B, H', W) -> logits (B, vocab_size, H', W), colour (B, C, H', W) -> (B, vocab_size, C, H', W)."""
+        outputs = self._outputs(indices, class_ids)
+        if self.config.num_channels == 1:
             return self.colour_logits(outputs, 0)
-        return torch.stack([self.colour_logits(outputs, colour) for colour in range(colours)], dim=2)
+        return torch.stack([self.colour_logits(outputs, colour) for colour in range(self.config.num_channels)], dim=2)
 
     def colour_logits(self, outputs: torch.Tensor, colour: int) -> torch.Tensor:
         """The head's outputs (N, colours * outputs_per_colour, *spatial) -> the logits (N, vocab_size, *spatial) of
         `colour`: its slice, or for the logistic mixture the exact log-masses of the levels under it."""
         outputs = outputs[:, colour * self.outputs_per_colour : (colour + 1) * self.outputs_per_colour]
-        return outputs if self.mixture is None else self.mixture.bin_log_probs(outputs)
+        return outputs if self.mixture is None else self.mixture.level_log_probs(outputs)
+
+    def _token_log_probs(self, indices: torch.Tensor, class_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(log p of each token given the ones before it, same shape as `indices`; the logits, or None for the
+        logistic mixture, whose log-mass at each token is computed directly: the masses of all 256 levels cost
+        ten times the network and the likelihood does not need them)."""
+        if self.mixture is None:
+            logits = self._logits(indices, class_ids)
+            return -F.cross_entropy(logits, indices, reduction="none"), logits
+        outputs = self._outputs(indices, class_ids)
+        grid = indices.unsqueeze(1) if self.config.num_channels == 1 else indices  # (B, C, H', W)
+        per_colour = [
+            self.mixture.level_log_probs(outputs[:, c * self.outputs_per_colour : (c + 1) * self.outputs_per_colour], grid[:, c])
+            for c in range(grid.shape[1])
+        ]
+        return torch.stack(per_colour, dim=1).view(indices.shape), None
 
     def forward(
         self,
@@ -348,9 +367,9 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
         check_generator(generator)
         class_ids = self._condition_ids(labels, indices.shape[0], generator, drop_labels=self.training)
         indices = indices.to(self.device)
-        logits = self._logits(indices, class_ids)
-        token_nll = F.cross_entropy(logits, indices, reduction="none")  # (B, H, W) or (B, C, H, W), in nats
-        output = TokenPriorOutput(loss=token_nll.mean(), logits=logits, log_likelihood=-token_nll.flatten(1).sum(dim=1))
+        token_log_probs, logits = self._token_log_probs(indices, class_ids)  # (B, H, W) or (B, C, H, W), in nats
+        output = TokenPriorOutput(loss=-token_log_probs.mean(), logits=logits,
+                                  log_likelihood=token_log_probs.flatten(1).sum(dim=1))
         return output if return_dict else output.to_tuple()
 
     # -- public methods (`sample`, `bits_per_token`, `bits_per_dim`: `TokenPriorPreTrainedModel`) ------
@@ -361,7 +380,7 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
         check_indices(indices, self.config.vocab_size, self.config.grid_size, num_channels=self.config.num_channels)
         class_ids = self._condition_ids(labels, indices.shape[0])
         indices = indices.to(self.device)
-        return -F.cross_entropy(self._logits(indices, class_ids), indices, reduction="none").flatten(1).sum(dim=1)
+        return self._token_log_probs(indices, class_ids)[0].flatten(1).sum(dim=1)
 
     def _next_token_logits(self, condition_ids: torch.Tensor, use_cache: bool = True) -> LogitsFn:
         """`sample(..., use_cache=True)` decodes with a `PixelCNNCache` (O(layers * kernel) work per token);
