@@ -178,6 +178,8 @@ def test_colour_config_rules():
         PixelCNNPriorConfig(token_source="pixels", vocab_size=256, num_channels=3, hidden_size=6, output_channels=8)
     with pytest.raises(ValueError, match="`output_distribution` must be 'categorical' for VQ-VAE codes"):
         PixelCNNPriorConfig(output_distribution="discretized_logistic_mixture")
+    with pytest.raises(ValueError, match="`input_embedding` must be 'table' for VQ-VAE codes"):
+        PixelCNNPriorConfig(input_embedding="value")
     with pytest.raises(ValueError, match="`output_distribution` must be one of"):
         PixelCNNPriorConfig(token_source="pixels", output_distribution="gaussian")
     from hf_vae import TransformerPriorConfig
@@ -210,6 +212,9 @@ FAST_CONFIGS = {
     "rgb_pixels_logistic_mixture": dict(vocab_size=256, grid_size=3, token_source="pixels", num_channels=3, hidden_size=6,
                                         num_layers=2, output_channels=6, output_distribution="discretized_logistic_mixture",
                                         num_mixtures=2),
+    "rgb_pixel_values_logistic_mixture": dict(vocab_size=256, grid_size=3, token_source="pixels", num_channels=3, hidden_size=6,
+                                              num_layers=2, output_channels=6, input_embedding="value",
+                                              output_distribution="discretized_logistic_mixture", num_mixtures=2),
     "rgb_pixels_kernel5_conditional": dict(vocab_size=5, grid_size=5, token_source="pixels", num_channels=3, hidden_size=12,
                                            num_layers=2, kernel_size=5, output_channels=6, num_classes=2, label_dropout=0.1),
 }

@@ -7,6 +7,8 @@ from ...validation import check_choice, check_int
 
 #: What the head outputs per token: a softmax over the vocabulary, or (pixel tokens) a discretized logistic mixture.
 OUTPUT_DISTRIBUTIONS = ("categorical", "discretized_logistic_mixture")
+#: How tokens enter the network: a learned vector per token, or (pixel tokens) the pixel's value.
+INPUT_EMBEDDINGS = ("table", "value")
 
 
 class PixelCNNPriorConfig(TokenPriorConfig):
@@ -31,6 +33,11 @@ class PixelCNNPriorConfig(TokenPriorConfig):
             masses are the logits, so likelihood and sampling are unchanged). Nearby levels share mass, so it
             learns 8-bit pixels from far fewer images.
         num_mixtures (`int`, defaults to 5): components of the logistic mixture.
+        input_embedding (`str`, defaults to `"table"`): how tokens enter the network: `"table"`, a learned vector
+            per token (and per colour); or, for pixel tokens, `"value"`: the level t / (pixel_levels - 1) scaled to
+            [-1, 1] times a learned vector per colour, plus a bias (the PixelCNN paper's real-valued input). With
+            256 levels a table learns each level on its own and leaves the levels a training set rarely shows
+            untrained; values interpolate.
 
     With `num_channels=3` (RGB pixel tokens, `token_source="pixels"`, e.g. `vocab_size=256`) every layer's channels
     split into three groups, one per colour, and the convolutions that read the current pixel are masked so
@@ -47,6 +54,7 @@ class PixelCNNPriorConfig(TokenPriorConfig):
     output_channels: int = 256
     output_distribution: str = "categorical"
     num_mixtures: int = 5
+    input_embedding: str = "table"
 
     def _check_fields(self) -> None:
         super()._check_fields()
@@ -58,6 +66,10 @@ class PixelCNNPriorConfig(TokenPriorConfig):
         check_int("output_channels", self.output_channels, minimum=1)
         check_choice("output_distribution", self.output_distribution, OUTPUT_DISTRIBUTIONS)
         check_int("num_mixtures", self.num_mixtures, minimum=1)
+        check_choice("input_embedding", self.input_embedding, INPUT_EMBEDDINGS)
+        if self.input_embedding != "table" and self.token_source != "pixels":
+            raise ValueError(f"`input_embedding` must be 'table' for VQ-VAE codes (token_source={self.token_source!r}), "
+                             f"got {self.input_embedding!r}")
         if self.output_distribution != "categorical" and self.token_source != "pixels":
             raise ValueError(f"`output_distribution` must be 'categorical' for VQ-VAE codes (token_source="
                              f"{self.token_source!r}), got {self.output_distribution!r}")

@@ -272,8 +272,11 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
         super().__init__(config)
         channels, colours = config.hidden_size, config.num_channels
         num_conditions = None if config.num_classes is None else config.num_classes + 1
-        # One table for all colours (colour c's tokens at rows c * vocab_size + t), each filling its group.
-        self.token_embedding = nn.Embedding(colours * config.vocab_size, channels // colours)
+        if config.input_embedding == "table":
+            # One table for all colours (colour c's tokens at rows c * vocab_size + t), each filling its group.
+            self.token_embedding = nn.Embedding(colours * config.vocab_size, channels // colours)
+        else:  # "value": colour c's level in [-1, 1] times a learned vector, plus a bias, filling its group
+            self.token_embedding = nn.Conv2d(colours, channels, 1, groups=colours)
         self.layers = nn.ModuleList(
             GatedLayer(channels, config.kernel_size, first=i == 0, num_conditions=num_conditions, num_colours=colours)
             for i in range(config.num_layers)
@@ -301,6 +304,9 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
 
     def embed(self, indices: torch.Tensor) -> torch.Tensor:
         """Token grids (B, num_channels, H', W) -> features (B, hidden_size, H', W), colour-major channels."""
+        if self.config.input_embedding == "value":
+            levels = indices.to(self.token_embedding.weight.dtype) * (2 / (self.config.vocab_size - 1)) - 1
+            return self.token_embedding(levels)
         if self.config.num_channels > 1:  # colour c reads its own rows of the table
             offsets = torch.arange(self.config.num_channels, device=indices.device) * self.config.vocab_size
             indices = indices + offsets[:, None, None]
