@@ -71,3 +71,26 @@ def test_iwae_bf16_decoder_is_close_and_named_by_evaluate():
     metrics = evaluate(model, dataset, batch_size=3, num_importance_samples=4, progress=False, decoder_precision="bf16")
     assert metrics["nll"].estimator == "IWAE, k=4, bf16 decoder"
     assert evaluate(model, dataset, batch_size=3, num_importance_samples=4, progress=False)["nll"].estimator == "IWAE, k=4"
+
+
+def test_nhwc_decoder_path_matches_the_plain_layers_and_backpropagates():
+    """`ConvDecoder._forward_nhwc` (in-place ReLUs and residual sums, the one-channel last convolution as a
+    matrix product) is the same function as running `convs`, values and gradients, to float rounding."""
+    import torch.nn.functional as F
+
+    from hf_vae.models.modeling_autoencoder import _single_channel_conv
+
+    torch.manual_seed(0)
+    model = VAEModel(VAEConfig(**IWAE_CONFIG)).eval()
+    z = torch.randn(5, IWAE_CONFIG["latent_dim"], requires_grad=True)
+    fast = model.decoder(z, memory_format=torch.channels_last)
+    plain = model.decoder(z)
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+    (grad_fast,) = torch.autograd.grad(fast.square().sum(), z)
+    (grad_plain,) = torch.autograd.grad(plain.square().sum(), z)
+    torch.testing.assert_close(grad_fast, grad_plain, rtol=1e-4, atol=1e-5)
+
+    x = torch.randn(3, 7, 6, 5).contiguous(memory_format=torch.channels_last)  # not square: rows vs columns
+    weight, bias = torch.randn(1, 7, 3, 3), torch.randn(1)
+    for b in (bias, None):
+        torch.testing.assert_close(_single_channel_conv(x, weight, b), F.conv2d(x, weight, b, padding=1), rtol=1e-5, atol=1e-5)
