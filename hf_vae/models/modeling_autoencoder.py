@@ -113,6 +113,10 @@ class ConvDecoder(nn.Module):
         if self.from_latent is not None:
             latents = self.from_latent(latents).view(-1, self.width, self.bottom, self.bottom)
         if memory_format is None:
+            if self.convs[-1].weight.is_contiguous(memory_format=torch.channels_last):
+                # Weights made channels_last (`training.channels_last`) but an NCHW grid (the dense stem's
+                # view): the layers would mix layouts, where ReLU's backward runs ~70x slower (profiled).
+                latents = latents.contiguous(memory_format=torch.channels_last)
             return self.convs(latents).float()
         return self._forward_nhwc(latents.contiguous(memory_format=memory_format)).float()
 
