@@ -107,9 +107,9 @@ class ConvDecoder(nn.Module):
 
     def forward(self, latents: torch.Tensor, memory_format: torch.memory_format | None = None) -> torch.Tensor:
         """`memory_format=torch.channels_last` runs the stages on NHWC grids (oneDNN's fast convolutions on
-        CPU) whatever the layout of the weights, through `_forward_nhwc`: the same numbers to float rounding,
-        ~1.4x less CPU time than the default layout for the IWAE evaluation's thousands of passes. None
-        keeps the input's layout and runs `convs` as they are (training; bit-identical to older releases)."""
+        CPU) whatever the layout of the weights, through `_forward_nhwc` (the IWAE evaluation's thousands of
+        passes): the same numbers to float rounding. None runs `convs` as they are (training; for weights
+        in the default layout bit-identical to older releases), on an NHWC grid if the weights are NHWC."""
         if self.from_latent is not None:
             latents = self.from_latent(latents).view(-1, self.width, self.bottom, self.bottom)
         if memory_format is None:
