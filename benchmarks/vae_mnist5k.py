@@ -200,7 +200,7 @@ def main() -> None:
     parser.add_argument("--skip-pythae", action="store_true")
     parser.add_argument("--fp32-steps", type=int, default=300, help="length of the fp32 throughput-only run")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each side (they run side by side)")
-    parser.add_argument("--part", default="all", help="all (default), throughput (--steps only, ratio printed), two_process, "
+    parser.add_argument("--part", default="all", help="all (default), throughput (interleaved one-epoch rounds, ratio printed), two_process, "
                         "or render: rewrite the markdown from an earlier run's JSON")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (one epoch each side) of --part throughput")
     parser.add_argument("--json", default=None, help=argparse.SUPPRESS)
