@@ -153,6 +153,10 @@ def test_the_saved_model_and_metrics_are_the_ema_weights(regularised_run):
     view = load_split("digits", "test", binarize="static", seed=0)
     again = evaluate(AutoModel.from_pretrained(regularised_run), view, num_importance_samples=5, seed=0, progress=False)
     assert again["nll"].value == pytest.approx(metrics["test"]["nll"]["value"], abs=1e-4)
+    from hf_vae.cards import render_card
+
+    card = str(render_card(regularised_run))
+    assert f"exponential moving average of the trained weights (decay 0.9, {STEPS - 4} updates from optimizer step 5)" in card
 
 
 def test_interrupted_run_with_ema_and_shifts_resumes_bit_identically(regularised_run, tmp_path, monkeypatch):
