@@ -260,12 +260,12 @@ def evaluate_token_prior(model, loader, *, num_importance_samples: int, seed: in
     from .modeling_utils import pixels_to_indices
 
     conditional = model.is_conditional
-    total, count, num_tokens = 0.0, 0, model.config.grid_size**2
+    total, count, num_tokens = 0.0, 0, model.num_tokens
     for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
         if model.main_input_name in batch:  # VQ-VAE code grids, prepared by the trainer
             indices = batch[model.main_input_name]
         else:
-            indices = pixels_to_indices(batch["pixel_values"], model.config.pixel_levels)
+            indices = pixels_to_indices(batch["pixel_values"], model.config.pixel_levels, num_channels=model.config.num_channels)
         labels = batch["labels"].to(model.device) if conditional else None
         total -= model.log_likelihood(indices.to(model.device), labels=labels).sum().item()
         count += len(indices)
@@ -278,7 +278,9 @@ def evaluate_token_prior(model, loader, *, num_importance_samples: int, seed: in
         "num_examples": Metric(count, "examples", "", "Evaluated examples"),
     }
     if model.config.token_source == "pixels":
-        metrics["bits_per_dim"] = Metric(nats_to_bits_per_dim(nll, num_tokens), "bits/dim", "exact", "Negative log-likelihood per pixel")
+        metrics["bits_per_dim"] = Metric(nats_to_bits_per_dim(nll, num_tokens), "bits/dim", "exact",
+                                         "Negative log-likelihood per dimension, -log2 p(x) / (C * H * W), x on the "
+                                         f"{model.config.pixel_levels}-level grid")
     return metrics
 
 
