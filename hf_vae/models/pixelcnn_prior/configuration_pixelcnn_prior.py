@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...configuration_utils import TokenPriorConfig
-from ...validation import check_int
+from ...validation import check_float, check_int
 
 
 class PixelCNNPriorConfig(TokenPriorConfig):
@@ -21,6 +21,9 @@ class PixelCNNPriorConfig(TokenPriorConfig):
             the others type B. The receptive field grows by `kernel_size // 2` per layer.
         kernel_size (`int`, defaults to 3): odd size n of the (masked) n x n convolutions.
         output_channels (`int`, defaults to 256): width of the 1x1 output head before the logits.
+        dropout (`float`, defaults to 0.0): dropout probability on each layer's gated output, before its
+            residual and skip 1x1 convolutions, in training mode only (a regulariser for small datasets;
+            evaluation, `log_likelihood`, `score` and sampling with or without the cache run in eval mode).
 
     With `num_channels=3` (RGB pixel tokens, `token_source="pixels"`, e.g. `vocab_size=256`) every layer's channels
     split into three groups, one per colour, and the convolutions that read the current pixel are masked so
@@ -35,6 +38,7 @@ class PixelCNNPriorConfig(TokenPriorConfig):
     num_layers: int = 8
     kernel_size: int = 3
     output_channels: int = 256
+    dropout: float = 0.0
 
     def _check_fields(self) -> None:
         super()._check_fields()
@@ -44,6 +48,7 @@ class PixelCNNPriorConfig(TokenPriorConfig):
         if self.kernel_size % 2 == 0:
             raise ValueError(f"`kernel_size` must be an odd int >= 3, got {self.kernel_size!r}")
         check_int("output_channels", self.output_channels, minimum=1)
+        check_float("dropout", self.dropout, minimum=0.0, maximum=1.0, exclusive_maximum=True)
         # Colour: the channels of every layer split into `num_channels` groups, one per colour (R, G, B).
         for name in ("hidden_size", "output_channels"):
             if getattr(self, name) % self.num_channels != 0:
