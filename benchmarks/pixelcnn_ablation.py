@@ -4,7 +4,7 @@ trained by the one training loop on the same budget, scored exactly on the same 
 Variants (`--variants`, in this order):
 
 - `as_is`: the recipe unchanged (apart from the budget).
-- `ema`: + weight EMA for evaluation (`training.ema_decay`, `--ema-decay`).
+- `ema`: + weight EMA for evaluation (`training.ema_decay`, `--ema-decay`; `--ema-start-step`).
 - `dropout`: + dropout on the gated outputs in training (`model.config.dropout`, `--dropout`).
 - `larger`: deeper and wider (`model.config.num_layers` `--larger-layers`, the width `--larger-width`).
 - `combined`: every option above whose test NLL beat `as_is` in this run (all of them when none did, and the
@@ -55,7 +55,7 @@ def _width_key(config: dict) -> str:
 def option_overrides(args, config: dict) -> dict[str, list[str]]:
     """`--set`-style overrides of each single option."""
     return {
-        "ema": [f"training.ema_decay={args.ema_decay}"],
+        "ema": [f"training.ema_decay={args.ema_decay}", *([f"training.ema_start_step={args.ema_start_step}"] if args.ema_start_step else [])],
         "dropout": [f"model.config.dropout={args.dropout}"],
         "larger": [f"model.config.num_layers={args.larger_layers}", f"model.config.{_width_key(config)}={args.larger_width}"],
     }
@@ -175,6 +175,7 @@ def parse_args(argv=None):
     parser.add_argument("--minutes", type=float, default=None, help="wall-clock minutes per variant")
     parser.add_argument("--recipe", default=str(CONFIGS / "pixelcnn_mnist5k.yaml"))
     parser.add_argument("--ema-decay", type=float, default=0.999)
+    parser.add_argument("--ema-start-step", type=int, default=0, help="first optimizer step the EMA averages")
     parser.add_argument("--dropout", type=float, default=0.1)
     parser.add_argument("--larger-layers", type=int, default=10)
     parser.add_argument("--larger-width", type=int, default=64)
