@@ -5,6 +5,7 @@ family, and exact resume with both on."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -110,13 +111,14 @@ def test_weight_ema_starts_at_its_step_then_follows_the_formula():
         (["training.ema_decay=1.0"], "`training.ema_decay` must be a number >= 0 and < 1, got 1.0"),
         (["training.ema_decay=.nan"], "`training.ema_decay` must be a finite number"),
         (["training.ema_decay=fast"], "`training.ema_decay` must be a finite number, got 'fast'"),
-        (["training.ema_start_step=-1"], "`training.ema_start_step` must be"),
+        (["training.ema_decay=0.9", "training.ema_start_step=-1"], "`training.ema_start_step` must be"),
+        (["training.ema_start_step=10"], "`training.ema_start_step` must be 0 without `training.ema_decay` (no EMA), got 10"),
         (["data.augment_shift=-1"], "`data.augment_shift` must be"),
         (["data.augment_shift=0.5"], "`data.augment_shift` must be"),
     ],
 )
 def test_bad_regularisation_fields_fail_naming_the_field(overrides, message):
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(".", r"\.")):
+    with pytest.raises(ValueError, match=re.escape(message)):
         _recipe("vae_digits_tiny", "unused", *overrides)
 
 

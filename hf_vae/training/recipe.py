@@ -216,6 +216,8 @@ class Recipe:
             check_float("training.max_grad_norm", t.max_grad_norm, minimum=0)
         if t.ema_decay is not None:
             check_float("training.ema_decay", t.ema_decay, minimum=0, maximum=1, exclusive_maximum=True)
+        elif t.ema_start_step:
+            raise ValueError(f"`training.ema_start_step` must be 0 without `training.ema_decay` (no EMA), got {t.ema_start_step}")
         if t.max_time_minutes is not None:
             check_float("training.max_time_minutes", t.max_time_minutes, minimum=0, exclusive_minimum=True)
         for name in ("channels_last", "gradient_checkpointing", "keep_best", "progress"):
