@@ -152,8 +152,11 @@ def render(store: Path) -> list[str]:
     if not records:
         return lines + ["No variant has been run yet."]
     first = next(iter(records.values()))
+    commands: dict[str, list[str]] = {}  # each command and the variants it ran (stored runs may come from several)
+    for name, r in records.items():
+        commands.setdefault(r["command"], []).append(name)
     lines += [f"Recipe: `{first['recipe']}`  ", f"Machine: {first['machine']}, {first['cpus']} CPUs  ",
-              f"Command: `{first['command']}`", "",
+              *[f"Command ({', '.join(names)}): `{command}`  " for command, names in commands.items()], "",
               "| variant | overrides | test NLL (nats) | vs as_is (paired) | estimator | steps (best) | train min | threads | load (1-min avg, before -> after) |",
               "|---|---|---|---|---|---|---|---|---|"]
     base = records.get("as_is")
