@@ -399,6 +399,28 @@ class DiscretizedLogisticMixtureLikelihood(ObservationLikelihood):
             channels.append(torch.round(value.clamp(0.0, 1.0) * (self.num_bins - 1)) / (self.num_bins - 1))
         return torch.cat(channels, 1)
 
+    def level_log_probs(self, params: torch.Tensor, levels: torch.Tensor | None = None) -> torch.Tensor:
+        """Log-masses of pixel levels under single-channel params (B, 3K, *spatial) (logits, centres, log-scales).
+
+        `levels` (B, *spatial) integers in [0, num_bins): log p(level) per position, (B, *spatial): a token prior's
+        exact NLL at the price of one bin. None: every level, (B, num_bins, *spatial), each position's masses summing
+        to one: the logits a token prior samples from (its masks order the colours).
+        """
+        k = self.num_mixtures
+        if params.shape[1] != 3 * k:
+            raise ValueError(f"`params` must have {3 * k} channels (one channel, {k} mixtures), got {params.shape[1]}")
+        logits, centres, log_scales = params.split(k, dim=1)  # each (B, K, *spatial)
+        if levels is None:
+            spatial = (1,) * (params.ndim - 2)
+            levels = torch.arange(self.num_bins, device=params.device).view(1, -1, 1, *spatial)  # (1, bins, 1, ...)
+        else:
+            levels = levels.unsqueeze(1).unsqueeze(1)  # (B, 1, 1, *spatial)
+        values = levels.to(params.dtype) / (self.num_bins - 1)
+        # (B, L, K, *spatial): each level under each component, the log-scales bounded as in `_unpack`.
+        log_masses = _log_bin_mass(values, centres.unsqueeze(1), log_scales.clamp(min=-7.0).unsqueeze(1), self.num_bins)
+        log_probs = torch.logsumexp(F.log_softmax(logits, dim=1).unsqueeze(1) + log_masses, dim=2)
+        return log_probs if levels.shape[1] > 1 else log_probs[:, 0]
+
     def _channels(self, params: torch.Tensor) -> int:
         """The image channels C that `params` holds (K * (1 + 2C + C(C-1)/2) decoder outputs)."""
         for c in range(1, 5):

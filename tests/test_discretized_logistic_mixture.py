@@ -117,3 +117,18 @@ def test_far_tail_bins_are_exact_in_float32():
     upper = (0.3 + 0.5 / 255 - 0.1) / math.exp(-7.0)
     reference = stats.logistic.logsf(lower) + math.log(-math.expm1(stats.logistic.logsf(upper) - stats.logistic.logsf(lower)))
     assert exact[0].item() == pytest.approx(reference, rel=1e-9)
+
+
+def test_level_log_probs_are_every_levels_mass_under_the_mixture():
+    """`level_log_probs` over every level (a PixelCNN head's logits) sums to one per pixel and, read at the pixel's
+    level, is `log_prob` of a one-channel image and `level_log_probs` of that level; far-tail bins stay finite."""
+    likelihood = DiscretizedLogisticMixtureLikelihood(num_mixtures=3)
+    params = torch.randn(2, 9, 4, 5, generator=torch.Generator().manual_seed(0)) * 3
+    log_probs = likelihood.level_log_probs(params)
+    assert log_probs.shape == (2, 256, 4, 5) and torch.isfinite(log_probs).all()
+    torch.testing.assert_close(log_probs.double().logsumexp(1), torch.zeros(2, 4, 5, dtype=torch.float64), atol=1e-5, rtol=0)
+    levels = torch.randint(0, 256, (2, 1, 4, 5), generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(log_probs.gather(1, levels).sum((1, 2, 3)), likelihood.log_prob(params, levels.float() / 255))
+    torch.testing.assert_close(likelihood.level_log_probs(params, levels[:, 0]), log_probs.gather(1, levels)[:, 0])
+    with pytest.raises(ValueError, match="`params` must have 9 channels"):
+        likelihood.level_log_probs(params[:, :6])

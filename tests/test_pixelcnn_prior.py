@@ -121,11 +121,13 @@ def test_colour_causal_over_positions_and_channels(kernel_size, num_layers):
         assert depends_on == set(range(p)), f"subpixel {(c, i, j)} depends on {sorted(depends_on)}"
 
 
-def test_colour_likelihood_is_normalised_and_counts_every_subpixel():
-    """Summed over all 2 ** 12 binary RGB 2x2 images, p(x) is 1; bits per dim divide by C * H * W; pixels round-trip."""
+@pytest.mark.parametrize("output_distribution", ["categorical", "discretized_logistic_mixture"])
+def test_colour_likelihood_is_normalised_and_counts_every_subpixel(output_distribution):
+    """Summed over all 2 ** 12 binary RGB 2x2 images, p(x) is 1 (a softmax, or the logistic mixture's bin masses);
+    bits per dim divide by C * H * W; pixels round-trip."""
     torch.manual_seed(0)
     config = PixelCNNPriorConfig(vocab_size=2, grid_size=2, token_source="pixels", num_channels=3, hidden_size=6,
-                                 num_layers=2, output_channels=6)
+                                 num_layers=2, output_channels=6, output_distribution=output_distribution)
     model = PixelCNNPriorModel(config).eval()
     every = ((torch.arange(4096)[:, None] >> torch.arange(12)) & 1).view(4096, 3, 2, 2)
     log_p = model.log_likelihood(every)
@@ -136,6 +138,25 @@ def test_colour_likelihood_is_normalised_and_counts_every_subpixel():
     assert model.sample(2, generator=torch.Generator().manual_seed(0), progress=False).shape == (2, 3, 2, 2)
     with pytest.raises(ValueError, match=r"`indices` must have shape \(batch, 3, 2, 2\)"):
         model.log_likelihood(every[:, 0])
+
+
+def test_logistic_mixture_logits_are_the_likelihoods_bin_masses():
+    """With the mixture head, the logits of a subpixel are the log-masses `DiscretizedLogisticMixtureLikelihood` gives
+    its 256 levels, so the exact NLL is that likelihood's on the subpixel the masks condition."""
+    model = _fast_model("rgb_pixels_logistic_mixture")
+    tokens = torch.randint(0, 256, (2, 3, 3, 3), generator=torch.Generator().manual_seed(0))
+    outputs = []
+    model.head.register_forward_hook(lambda module, args, out: outputs.append(out.float()))
+    logits = model._logits(tokens, model._condition_ids(None, 2))  # (2, 256, 3, 3, 3)
+    torch.testing.assert_close(logits.logsumexp(1), torch.zeros(2, 3, 3, 3), atol=1e-5, rtol=0)
+    output = model(tokens)  # scores each level directly, without the 256 masses
+    assert output.logits is None
+    torch.testing.assert_close(output.log_likelihood, logits.gather(1, tokens.unsqueeze(1)).flatten(1).sum(1))
+    for colour in range(3):
+        params = outputs[0][:, 6 * colour : 6 * (colour + 1)]
+        pixels = tokens[:, colour : colour + 1].float() / 255
+        torch.testing.assert_close(model.mixture.log_prob(params, pixels),
+                                   logits[:, :, colour].gather(1, tokens[:, colour : colour + 1]).sum((1, 2, 3)))
 
 
 def test_colour_model_round_trips_through_from_pretrained(tmp_path):
@@ -155,6 +176,12 @@ def test_colour_config_rules():
         PixelCNNPriorConfig(token_source="pixels", vocab_size=256, num_channels=3, hidden_size=8, output_channels=6)
     with pytest.raises(ValueError, match="`output_channels` must be a multiple of num_channels=3, got 8"):
         PixelCNNPriorConfig(token_source="pixels", vocab_size=256, num_channels=3, hidden_size=6, output_channels=8)
+    with pytest.raises(ValueError, match="`output_distribution` must be 'categorical' for VQ-VAE codes"):
+        PixelCNNPriorConfig(output_distribution="discretized_logistic_mixture")
+    with pytest.raises(ValueError, match="`input_embedding` must be 'table' for VQ-VAE codes"):
+        PixelCNNPriorConfig(input_embedding="value")
+    with pytest.raises(ValueError, match="`output_distribution` must be one of"):
+        PixelCNNPriorConfig(token_source="pixels", output_distribution="gaussian")
     from hf_vae import TransformerPriorConfig
 
     with pytest.raises(ValueError, match="`num_channels` must be 1 for the transformer prior"):
@@ -182,6 +209,12 @@ FAST_CONFIGS = {
     # Colour: three tokens per pixel, R -> G -> B (the cache recomputes the pixel's column per colour).
     "rgb_pixels": dict(vocab_size=6, grid_size=4, token_source="pixels", num_channels=3, hidden_size=9, num_layers=3,
                        output_channels=12),
+    "rgb_pixels_logistic_mixture": dict(vocab_size=256, grid_size=3, token_source="pixels", num_channels=3, hidden_size=6,
+                                        num_layers=2, output_channels=6, output_distribution="discretized_logistic_mixture",
+                                        num_mixtures=2),
+    "rgb_pixel_values_logistic_mixture": dict(vocab_size=256, grid_size=3, token_source="pixels", num_channels=3, hidden_size=6,
+                                              num_layers=2, output_channels=6, input_embedding="value",
+                                              output_distribution="discretized_logistic_mixture", num_mixtures=2),
     "rgb_pixels_kernel5_conditional": dict(vocab_size=5, grid_size=5, token_source="pixels", num_channels=3, hidden_size=12,
                                            num_layers=2, kernel_size=5, output_channels=6, num_classes=2, label_dropout=0.1),
 }

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from ...configuration_utils import TokenPriorConfig
-from ...validation import check_float, check_int
+from ...validation import check_choice, check_float, check_int
+
+#: What the head outputs per token: a softmax over the vocabulary, or (pixel tokens) a discretized logistic mixture.
+OUTPUT_DISTRIBUTIONS = ("categorical", "discretized_logistic_mixture")
+#: How tokens enter the network: a learned vector per token, or (pixel tokens) the pixel's value.
+INPUT_EMBEDDINGS = ("table", "value")
 
 
 class PixelCNNPriorConfig(TokenPriorConfig):
@@ -21,6 +26,18 @@ class PixelCNNPriorConfig(TokenPriorConfig):
             the others type B. The receptive field grows by `kernel_size // 2` per layer.
         kernel_size (`int`, defaults to 3): odd size n of the (masked) n x n convolutions.
         output_channels (`int`, defaults to 256): width of the 1x1 output head before the logits.
+        output_distribution (`str`, defaults to `"categorical"`): the distribution of each token given the ones
+            before it: `"categorical"` (a softmax over `vocab_size` logits, the PixelCNN paper's), or, for pixel
+            tokens, `"discretized_logistic_mixture"` (PixelCNN++'s: `num_mixtures` logistics integrated over the
+            `pixel_levels` bins, 3 * num_mixtures outputs per colour instead of `vocab_size`; their exact log bin
+            masses are the logits, so likelihood and sampling are unchanged). Nearby levels share mass, so it
+            learns 8-bit pixels from far fewer images.
+        num_mixtures (`int`, defaults to 5): components of the logistic mixture.
+        input_embedding (`str`, defaults to `"table"`): how tokens enter the network: `"table"`, a learned vector
+            per token (and per colour); or, for pixel tokens, `"value"`: the level t / (pixel_levels - 1) scaled to
+            [-1, 1] times a learned vector per colour, plus a bias (the PixelCNN paper's real-valued input). With
+            256 levels a table learns each level on its own and leaves the levels a training set rarely shows
+            untrained; values interpolate.
         dropout (`float`, defaults to 0.0): dropout probability on each layer's gated output, before its
             residual and skip 1x1 convolutions, in training mode only (a regulariser for small datasets;
             evaluation, `log_likelihood`, `score` and sampling with or without the cache run in eval mode).
@@ -38,6 +55,9 @@ class PixelCNNPriorConfig(TokenPriorConfig):
     num_layers: int = 8
     kernel_size: int = 3
     output_channels: int = 256
+    output_distribution: str = "categorical"
+    num_mixtures: int = 5
+    input_embedding: str = "table"
     dropout: float = 0.0
 
     def _check_fields(self) -> None:
@@ -48,6 +68,15 @@ class PixelCNNPriorConfig(TokenPriorConfig):
         if self.kernel_size % 2 == 0:
             raise ValueError(f"`kernel_size` must be an odd int >= 3, got {self.kernel_size!r}")
         check_int("output_channels", self.output_channels, minimum=1)
+        check_choice("output_distribution", self.output_distribution, OUTPUT_DISTRIBUTIONS)
+        check_int("num_mixtures", self.num_mixtures, minimum=1)
+        check_choice("input_embedding", self.input_embedding, INPUT_EMBEDDINGS)
+        if self.input_embedding != "table" and self.token_source != "pixels":
+            raise ValueError(f"`input_embedding` must be 'table' for VQ-VAE codes (token_source={self.token_source!r}), "
+                             f"got {self.input_embedding!r}")
+        if self.output_distribution != "categorical" and self.token_source != "pixels":
+            raise ValueError(f"`output_distribution` must be 'categorical' for VQ-VAE codes (token_source="
+                             f"{self.token_source!r}), got {self.output_distribution!r}")
         check_float("dropout", self.dropout, minimum=0.0, maximum=1.0, exclusive_maximum=True)
         # Colour: the channels of every layer split into `num_channels` groups, one per colour (R, G, B).
         for name in ("hidden_size", "output_channels"):

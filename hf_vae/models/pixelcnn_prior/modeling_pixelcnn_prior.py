@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
 
+from ...distributions import DiscretizedLogisticMixtureLikelihood
 from ...modeling_outputs import TokenPriorOutput
 from ...modeling_utils import TokenPriorPreTrainedModel
 from ...sampling import LogitsFn
@@ -252,8 +253,8 @@ class PixelCNNCache:
                 self.horizontal[index + 1][:, k + col] = residual + (self.horizontal[index][:, k + col] if index else 0)
         _, hidden, _, out = model.head
         hidden_out = F.relu(F.linear(F.relu(skips), hidden.masked_weight.flatten(1), hidden.bias))
-        logits = F.linear(hidden_out, out.masked_weight.flatten(1), out.bias)  # (rows, num_channels * vocab)
-        return logits[:, colour * self.vocab_size : (colour + 1) * self.vocab_size].float()
+        outputs = F.linear(hidden_out, out.masked_weight.flatten(1), out.bias)  # (rows, num_channels * outputs per colour)
+        return model.colour_logits(outputs.float(), colour)
 
 
 class PixelCNNPriorPreTrainedModel(TokenPriorPreTrainedModel):
@@ -265,7 +266,8 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
     """Gated PixelCNN p(x) = prod_i p(x_i | x_<i, class) over a (grid_size x grid_size) token grid.
 
     `forward(indices)` returns the mean NLL per token (`loss`), the logits (B, vocab_size, H, W) (colour:
-    (B, vocab_size, C, H, W), indices (B, C, H, W)) and the exact per-example log-likelihood in nats. `sample` (from `TokenPriorPreTrainedModel`) also takes
+    (B, vocab_size, C, H, W), indices (B, C, H, W); None for the logistic-mixture head, which scores each token's
+    level directly) and the exact per-example log-likelihood in nats. `sample` (from `TokenPriorPreTrainedModel`) also takes
     `use_cache` (default True: fast generation with a `PixelCNNCache`; False: the naive loop; same draws).
     """
 
@@ -277,8 +279,11 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
         super().__init__(config)
         channels, colours = config.hidden_size, config.num_channels
         num_conditions = None if config.num_classes is None else config.num_classes + 1
-        # One table for all colours (colour c's tokens at rows c * vocab_size + t), each filling its group.
-        self.token_embedding = nn.Embedding(colours * config.vocab_size, channels // colours)
+        if config.input_embedding == "table":
+            # One table for all colours (colour c's tokens at rows c * vocab_size + t), each filling its group.
+            self.token_embedding = nn.Embedding(colours * config.vocab_size, channels // colours)
+        else:  # "value": colour c's level in [-1, 1] times a learned vector, plus a bias, filling its group
+            self.token_embedding = nn.Conv2d(colours, channels, 1, groups=colours)
         self.layers = nn.ModuleList(
             GatedLayer(channels, config.kernel_size, first=i == 0, num_conditions=num_conditions, num_colours=colours,
                        dropout=config.dropout)
@@ -288,13 +293,18 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
         def head_mask(out_channels, in_channels):
             return colour_mask(out_channels, in_channels, colours, own=True) if colours > 1 else None
 
+        # Per colour: vocab_size logits, or the logits, centres and log-scales of a logistic mixture over the levels.
+        self.mixture = None
+        if config.output_distribution == "discretized_logistic_mixture":
+            self.mixture = DiscretizedLogisticMixtureLikelihood(config.num_mixtures, num_bins=config.vocab_size)
+        self.outputs_per_colour = config.vocab_size if self.mixture is None else 3 * config.num_mixtures
+        outputs = colours * self.outputs_per_colour
         self.head = nn.Sequential(
             nn.ReLU(),
             MaskedConv2d(channels, config.output_channels, 1, mask=head_mask(config.output_channels, channels)),
             nn.ReLU(),
-            # Colour-major logits: colour c's vocab_size logits are channels [c * vocab_size, (c + 1) * vocab_size).
-            MaskedConv2d(config.output_channels, colours * config.vocab_size, 1,
-                         mask=head_mask(colours * config.vocab_size, config.output_channels)),
+            # Colour-major: colour c's outputs are channels [c * outputs_per_colour, (c + 1) * outputs_per_colour).
+            MaskedConv2d(config.output_channels, outputs, 1, mask=head_mask(outputs, config.output_channels)),
         )
         self.post_init()
 
@@ -302,25 +312,52 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
 
     def embed(self, indices: torch.Tensor) -> torch.Tensor:
         """Token grids (B, num_channels, H', W) -> features (B, hidden_size, H', W), colour-major channels."""
+        if self.config.input_embedding == "value":
+            levels = indices.to(self.token_embedding.weight.dtype) * (2 / (self.config.vocab_size - 1)) - 1
+            return self.token_embedding(levels)
         if self.config.num_channels > 1:  # colour c reads its own rows of the table
             offsets = torch.arange(self.config.num_channels, device=indices.device) * self.config.vocab_size
             indices = indices + offsets[:, None, None]
         return self.token_embedding(indices).permute(0, 1, 4, 2, 3).flatten(1, 2)
 
-    def _logits(self, indices: torch.Tensor, class_ids: torch.Tensor) -> torch.Tensor:
-        """Token grid (B, H', W) -> logits (B, vocab_size, H', W), colour (B, C, H', W) -> (B, vocab_size, C, H', W);
-        any number of rows H' (causal in rows)."""
-        colours = self.config.num_channels
-        x = self.embed(indices.unsqueeze(1) if colours == 1 else indices)  # (B, hidden, H', W)
+    def _outputs(self, indices: torch.Tensor, class_ids: torch.Tensor) -> torch.Tensor:
+        """Token grid (B, H', W) or colour (B, C, H', W) -> the head's outputs (B, C * outputs_per_colour, H', W),
+        fp32 even under bf16 autocast (the likelihood sums a log-softmax over every pixel); any number of rows H'
+        (causal in rows)."""
+        x = self.embed(indices.unsqueeze(1) if self.config.num_channels == 1 else indices)  # (B, hidden, H', W)
         vertical, horizontal, skips = x, x, 0
         for layer in self.layers:
             vertical, horizontal, skip = layer(vertical, horizontal, class_ids)
             skips = skips + skip
-        # fp32 logits even under bf16 autocast: the likelihood sums a log-softmax over every pixel.
-        logits = self.head(skips).float()  # (B, colours * vocab_size, H', W)
-        if colours == 1:
-            return logits
-        return logits.unflatten(1, (colours, self.config.vocab_size)).transpose(1, 2)
+        return self.head(skips).float()
+
+    def _logits(self, indices: torch.Tensor, class_ids: torch.Tensor) -> torch.Tensor:
+        """Token grid (B, H', W) -> logits (B, vocab_size, H', W), colour (B, C, H', W) -> (B, vocab_size, C, H', W)."""
+        outputs = self._outputs(indices, class_ids)
+        if self.config.num_channels == 1:
+            return self.colour_logits(outputs, 0)
+        return torch.stack([self.colour_logits(outputs, colour) for colour in range(self.config.num_channels)], dim=2)
+
+    def colour_logits(self, outputs: torch.Tensor, colour: int) -> torch.Tensor:
+        """The head's outputs (N, colours * outputs_per_colour, *spatial) -> the logits (N, vocab_size, *spatial) of
+        `colour`: its slice, or for the logistic mixture the exact log-masses of the levels under it."""
+        outputs = outputs[:, colour * self.outputs_per_colour : (colour + 1) * self.outputs_per_colour]
+        return outputs if self.mixture is None else self.mixture.level_log_probs(outputs)
+
+    def _token_log_probs(self, indices: torch.Tensor, class_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(log p of each token given the ones before it, same shape as `indices`; the logits, or None for the
+        logistic mixture, whose log-mass at each token is computed directly: the masses of all 256 levels cost
+        ten times the network and the likelihood does not need them)."""
+        if self.mixture is None:
+            logits = self._logits(indices, class_ids)
+            return -F.cross_entropy(logits, indices, reduction="none"), logits
+        outputs = self._outputs(indices, class_ids)
+        grid = indices.unsqueeze(1) if self.config.num_channels == 1 else indices  # (B, C, H', W)
+        per_colour = [
+            self.mixture.level_log_probs(outputs[:, c * self.outputs_per_colour : (c + 1) * self.outputs_per_colour], grid[:, c])
+            for c in range(grid.shape[1])
+        ]
+        return torch.stack(per_colour, dim=1).view(indices.shape), None
 
     def forward(
         self,
@@ -344,9 +381,9 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
         check_generator(generator)
         class_ids = self._condition_ids(labels, indices.shape[0], generator, drop_labels=self.training)
         indices = indices.to(self.device)
-        logits = self._logits(indices, class_ids)
-        token_nll = F.cross_entropy(logits, indices, reduction="none")  # (B, H, W) or (B, C, H, W), in nats
-        output = TokenPriorOutput(loss=token_nll.mean(), logits=logits, log_likelihood=-token_nll.flatten(1).sum(dim=1))
+        token_log_probs, logits = self._token_log_probs(indices, class_ids)  # (B, H, W) or (B, C, H, W), in nats
+        output = TokenPriorOutput(loss=-token_log_probs.mean(), logits=logits,
+                                  log_likelihood=token_log_probs.flatten(1).sum(dim=1))
         return output if return_dict else output.to_tuple()
 
     # -- public methods (`sample`, `bits_per_token`, `bits_per_dim`: `TokenPriorPreTrainedModel`) ------
@@ -357,7 +394,7 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
         check_indices(indices, self.config.vocab_size, self.config.grid_size, num_channels=self.config.num_channels)
         class_ids = self._condition_ids(labels, indices.shape[0])
         indices = indices.to(self.device)
-        return -F.cross_entropy(self._logits(indices, class_ids), indices, reduction="none").flatten(1).sum(dim=1)
+        return self._token_log_probs(indices, class_ids)[0].flatten(1).sum(dim=1)
 
     def _next_token_logits(self, condition_ids: torch.Tensor, use_cache: bool = True) -> LogitsFn:
         """`sample(..., use_cache=True)` decodes with a `PixelCNNCache` (O(layers * kernel) work per token);

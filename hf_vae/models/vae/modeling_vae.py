@@ -318,9 +318,11 @@ class VAEModel(SamplingMixin, VAEPreTrainedModel):
         `labels`, or log p(x) of the unconditional model (null label) for `labels=None`.
 
         The k decoder passes are nearly all the work. `channels_last` (None = on CPU) runs them on NHWC
-        grids, oneDNN's fast layout: ~1.4x less CPU time for a model in the default layout, the same
-        estimate to float rounding (a model trained with `channels_last: true` is already in that layout;
-        there the fp32 passes run near the CPU's fp32 peak). `decoder_precision="bf16"` runs them under bf16
+        grids, oneDNN's fast layout, through `ConvDecoder._forward_nhwc` (in-place ReLUs and residual sums,
+        the one-channel last convolution as a matrix product): the same estimate to float rounding (2e-5
+        nats per image measured) in ~2x less time than the NCHW reference, ~1.3-1.5x less than the plain
+        NHWC layers (benchmarks/results/iwae_speed.md); its 3x3 convolutions already run near the CPU's
+        fp32 peak, so fp32 has little left to gain. `decoder_precision="bf16"` runs them under bf16
         autocast (the encoder, the likelihood and the weights stay fp32): ~1.5-2x faster again on CPUs
         with bf16 instructions, at a measured error of the mean estimate below 0.01 nats but up to ~0.2
         nats per image (benchmarks/results/iwae_speed.md); the default "fp32" is the exact reference.
