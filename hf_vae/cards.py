@@ -316,6 +316,7 @@ def card_context(run_dir: str | os.PathLike, repo_id: str | None = None, *, data
         "recipe_yaml": yaml.safe_dump(recipe, sort_keys=False).strip() if recipe else "",
         "training_command": "hf-vae train recipe.yaml" if recipe else "",
         "steps": summary.get("steps"),
+        "ema": summary.get("ema"),  # weight-EMA runs: decay, start_step, updates, weights ("ema" or "trained")
         "dataset": dataset,
         "dataset_id": hub_id(dataset),  # the metadata's `datasets` and model-index: Hub ids only
         "dataset_split": data.get("test_split", "test") if recipe else None,

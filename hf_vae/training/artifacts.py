@@ -20,10 +20,12 @@ from .pictures import plot_training_curves  # (it lived here: `hf_vae.training.a
 __all__ = ["plot_training_curves", "push_to_hub", "save_pngs", "write_metrics"]
 
 
-def write_metrics(run_dir: Path, recipe, state, metrics: dict, num_processes: int, data: dict | None = None) -> None:
-    """`metrics.json`: the recipe, the run's position and speed, every test metric (`Metric.to_dict`), and under
+def write_metrics(run_dir: Path, recipe, state, metrics: dict, num_processes: int, data: dict | None = None,
+                  ema: dict | None = None) -> None:
+    """`metrics.json`: the recipe, the run's position and speed, every test metric (`Metric.to_dict`), under
     `"data"` the data read (`hf_vae.data.splitting.data_record`: dataset, config, revision asked and the commit it
-    resolved to, rows per split), which the card prints."""
+    resolved to, rows per split), which the card prints, and under `"ema"` (weight-EMA runs only) the decay,
+    start step, updates and which weights were evaluated and saved (`"weights"`: `"ema"` or `"trained"`)."""
     if data is not None and not isinstance(data, dict):
         raise ValueError(f"`data` must be a dict (see hf_vae.data.splitting.data_record) or None, got {type(data).__name__}")
     summary = {
@@ -40,6 +42,8 @@ def write_metrics(run_dir: Path, recipe, state, metrics: dict, num_processes: in
     }
     if data is not None:
         summary["data"] = data
+    if ema is not None:
+        summary["ema"] = ema
     tmp = run_dir / "metrics.json.tmp"  # written whole, then renamed: a kill never leaves half a file
     tmp.write_text(json.dumps(summary, indent=2, default=str))
     os.replace(tmp, run_dir / "metrics.json")

@@ -11,6 +11,7 @@ A checkpoint is a folder `checkpoints/checkpoint-<step>` of plain files, none of
     rng-<rank>.safetensors   torch (and CUDA) generator states of each process
     rng-<rank>.json          Python's and NumPy's generator states of each process
     data-<rank>.json         the position of each process's part of a streamed train split (streaming only)
+    ema.safetensors          the weight EMA's averaged tensors and update count (`training.ema_decay` runs only)
     manifest.json            written last: format, step, the recipe fingerprint, and for every other
                              file its size and sha256
 
@@ -271,12 +272,12 @@ def _optimizer_state(tensors: dict, plain: dict) -> dict:
 
 
 def save_checkpoint(accelerator, checkpoints_dir: Path, state: TrainState, keep: int, *, model, optimizer,
-                    scheduler, fingerprint: dict, data_state: dict | None = None) -> None:
+                    scheduler, fingerprint: dict, data_state: dict | None = None, ema=None) -> None:
     """Write `checkpoint-<step>` (see the module docstring), then drop all but the newest `keep` checkpoints.
 
     Every process calls it: each writes its own generator states (and `data_state`, the position of its
-    part of a streamed train split); the main process writes the rest, the manifest, renames the folder
-    into place and prunes.
+    part of a streamed train split); the main process writes the rest (with the `WeightEMA` `ema`, if
+    any), the manifest, renames the folder into place and prunes.
     """
     target = checkpoints_dir / f"checkpoint-{state.step:08d}"
     tmp = target.with_name(target.name + ".tmp")
@@ -301,6 +302,8 @@ def save_checkpoint(accelerator, checkpoints_dir: Path, state: TrainState, keep:
         if accelerator.scaler is not None:
             _save_json(tmp / "scaler.json", accelerator.scaler.state_dict())
         _save_json(tmp / "state.json", state.state_dict())
+        if ema is not None:
+            _save_tensors(tmp / "ema.safetensors", ema.state_dict())
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         write_manifest(tmp, step=state.step, num_processes=accelerator.num_processes, fingerprint=fingerprint)
@@ -342,8 +345,9 @@ def _recipe_differences(saved: dict, current: dict) -> list[str]:
 
 
 def load_checkpoint(accelerator, folder: Path, manifest: dict, state: TrainState, *, model, optimizer, scheduler,
-                    fingerprint: dict) -> dict | None:
-    """Restore a verified checkpoint into the prepared objects; a changed recipe/architecture is a ValueError.
+                    fingerprint: dict, ema=None) -> dict | None:
+    """Restore a verified checkpoint into the prepared objects (and the `WeightEMA` `ema`, if any); a changed
+    recipe/architecture is a ValueError.
 
     Returns this process's `data_state` (the streamed train split's position), or None when none was saved.
     """
@@ -368,6 +372,10 @@ def load_checkpoint(accelerator, folder: Path, manifest: dict, state: TrainState
     if accelerator.scaler is not None and "scaler.json" in manifest["files"]:
         accelerator.scaler.load_state_dict(json.loads((folder / "scaler.json").read_text()))
     state.load_state_dict(json.loads((folder / "state.json").read_text()))
+    if ema is not None:
+        if "ema.safetensors" not in manifest["files"]:  # only files the manifest vouches for are ever read
+            raise CheckpointError(f"{folder.name}/{MANIFEST} must list ema.safetensors for a training.ema_decay run")
+        ema.load_state_dict(load_file(str(folder / "ema.safetensors")))
     rank = accelerator.process_index
     _set_rng_state(load_file(str(folder / f"rng-{rank}.safetensors")), json.loads((folder / f"rng-{rank}.json").read_text()))
     data_file = f"data-{rank}.json"

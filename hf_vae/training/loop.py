@@ -15,8 +15,12 @@ processes, and its position is saved with each checkpoint (see `StreamingImageDa
 resume then guarantees).
 
 Randomness: the shuffling comes from a loader seeded with `training.seed`; everything a step draws
-(dynamic binarization, then the model's own sampling) comes from one generator seeded by
-`derived_seed(seed, step, micro-batch, rank)`, so a resumed step draws exactly what it drew before.
+(the `data.augment_shift` offsets, dynamic binarization, then the model's own sampling) comes from one
+generator seeded by `derived_seed(seed, step, micro-batch, rank)`, so a resumed step draws exactly what it
+drew before.
+
+Weight EMA (`training.ema_decay`, `ema`): after each optimizer step the average takes in the weights; once
+it has started, validation, the best checkpoint, the test evaluation and the saved model use it.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from ..evaluation import Metric, evaluate, to_flat_dict
 from .artifacts import push_to_hub, save_pngs, write_metrics
 from .checkpoints import (TrainState, atomic_save_pretrained, check_finite_weights, find_resumable, load_checkpoint,
                           recover_partial_saves, save_checkpoint, save_final_model)
+from .ema import WeightEMA
 from .pictures import save_pictures
 from .prior_data import prepare_prior_data
 from .recipe import Recipe, build_model
@@ -109,7 +114,7 @@ def train(recipe: Recipe, resume: bool = False, *, dataset=None) -> Path:
     _name_classes(model, splits["train"].label_names)
     splits = prepare_prior_data(model, splits, recipe, run_dir)
     dynamic_binarization = recipe.data.train_binarize == "dynamic"
-    check_compatible(model, splits, dynamic_binarization=dynamic_binarization)
+    check_compatible(model, splits, dynamic_binarization=dynamic_binarization, augment_shift=recipe.data.augment_shift)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if t.gradient_checkpointing:
@@ -143,7 +148,12 @@ def train(recipe: Recipe, resume: bool = False, *, dataset=None) -> Path:
     # What a resume must match: the recipe, minus the fields `checkpoints.RESUMABLE_CHANGES` allows (the
     # architecture is the recipe's `model.*`; `load_checkpoint` also compares the parameter shapes).
     fingerprint = recipe.to_flat_dict()
-    objects = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "fingerprint": fingerprint}
+    # Training autocasts explicitly (`accelerator.autocast()` below), so drop the autocast wrapper that
+    # `prepare` put on `forward`: evaluation, the test metrics and the saved model then run in fp32.
+    unwrapped = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
+    # The EMA copies the unwrapped model (on its device) before a resume loads the averaged weights into it.
+    ema = None if t.ema_decay is None else WeightEMA(unwrapped, t.ema_decay, t.ema_start_step)
+    objects = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "fingerprint": fingerprint, "ema": ema}
 
     if resume:
         if accelerator.is_main_process:
@@ -162,9 +172,6 @@ def train(recipe: Recipe, resume: bool = False, *, dataset=None) -> Path:
                 JSONLTracker.truncate(run_dir / "logs" / "metrics.jsonl", state.step)
     accelerator.init_trackers("hf_vae", config=recipe.to_flat_dict(), init_kwargs=run_names(run_dir.name))
 
-    # Training autocasts explicitly (`accelerator.autocast()` below), so drop the autocast wrapper that
-    # `prepare` put on `forward`: evaluation, the test metrics and the saved model then run in fp32.
-    unwrapped = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     running: dict[str, list[float]] = {}
     progress = tqdm(total=t.max_steps, initial=state.step, desc="train", disable=not (t.progress and accelerator.is_local_main_process), dynamic_ncols=True)
     start_time = time.time() - state.elapsed_seconds
@@ -187,7 +194,8 @@ def train(recipe: Recipe, resume: bool = False, *, dataset=None) -> Path:
             if streaming:
                 batch = send_to_device(batch, accelerator.device)
             generator = seeded_generator(t.seed, state.step, state.batches_in_epoch, accelerator.process_index)
-            inputs = model_inputs(unwrapped, batch, generator=generator, global_step=state.step, dynamic_binarization=dynamic_binarization)
+            inputs = model_inputs(unwrapped, batch, generator=generator, global_step=state.step,
+                                  dynamic_binarization=dynamic_binarization, augment_shift=recipe.data.augment_shift)
             with accelerator.accumulate(model):
                 with accelerator.autocast():
                     output = model(**inputs)
@@ -216,6 +224,8 @@ def train(recipe: Recipe, resume: bool = False, *, dataset=None) -> Path:
             bad_term = None
 
             state.step += 1
+            if ema is not None:
+                ema.step(unwrapped, state.step)
             state.step_seconds += time.perf_counter() - step_start
             if state.seconds_to_first_step is None:  # opening the data, building the model, the first batch
                 state.seconds_to_first_step = time.perf_counter() - called
@@ -231,7 +241,8 @@ def train(recipe: Recipe, resume: bool = False, *, dataset=None) -> Path:
                 accelerator.log(logs, step=state.step)
                 progress.set_postfix({k.removeprefix("train/"): f"{v:.3g}" for k, v in logs.items() if k != "train/lr"})
             if state.step % t.eval_every == 0 or state.step == t.max_steps:
-                stop = _evaluate_and_track(recipe, accelerator, unwrapped, splits, state, run_dir) or stop
+                evaluated = ema.module if ema is not None and ema.started else unwrapped
+                stop = _evaluate_and_track(recipe, accelerator, evaluated, splits, state, run_dir) or stop
                 model.train()
             if t.max_time_minutes is not None and state.elapsed_seconds > 60 * t.max_time_minutes:
                 accelerator.print(f"time budget of {t.max_time_minutes} min reached at step {state.step}")
@@ -250,7 +261,7 @@ def train(recipe: Recipe, resume: bool = False, *, dataset=None) -> Path:
     state.skipped_images = int(accelerator.gather(torch.tensor([state.skipped_images], device=accelerator.device)).sum())
 
     if accelerator.is_main_process:
-        _finish(recipe, accelerator, unwrapped, splits, state, run_dir, data)
+        _finish(recipe, accelerator, unwrapped, splits, state, run_dir, data, ema)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return run_dir
@@ -363,14 +374,21 @@ def _save_image_processor(model, d, run_dir: Path) -> None:
                          binarize=d.eval_binarize, binarize_seed=d.binarize_seed)
 
 
-def _finish(recipe, accelerator, model, splits, state, run_dir: Path, data: dict) -> None:
-    """Best weights -> final test evaluation -> save_pretrained, metrics.json, the PNGs, the push."""
+def _finish(recipe, accelerator, model, splits, state, run_dir: Path, data: dict, ema=None) -> None:
+    """Best weights (else the EMA's, if any) -> final test evaluation -> save_pretrained, metrics.json, the
+    PNGs, the push."""
     t, e = recipe.training, recipe.evaluation
     best = run_dir / "best_model"
     if t.keep_best and best.exists():
         from safetensors.torch import load_file
 
         model.load_state_dict(load_file(best / "model.safetensors"))
+        # best_model holds what was evaluated: the EMA once it had started (step >= ema_start_step, >= 1).
+        uses_ema = ema is not None and state.best_step >= max(ema.start_step, 1)
+    else:
+        uses_ema = ema is not None and ema.started
+        if uses_ema:
+            model.load_state_dict(ema.module.state_dict())
     model.eval()
     metrics = evaluate(model, splits["test"], batch_size=e.batch_size,
                        num_importance_samples=e.num_importance_samples, seed=t.seed,
@@ -381,7 +399,8 @@ def _finish(recipe, accelerator, model, splits, state, run_dir: Path, data: dict
                       "(training.on_nonfinite=skip); check the metrics before using this model", stacklevel=2)
     save_final_model(model, run_dir)
     _save_image_processor(model, recipe.data, run_dir)
-    write_metrics(run_dir, recipe, state, metrics, accelerator.num_processes, data=data)
+    write_metrics(run_dir, recipe, state, metrics, accelerator.num_processes, data=data,
+                  ema=None if ema is None else {**ema.summary(), "weights": "ema" if uses_ema else "trained"})
     save_pngs(model, splits["test"], run_dir, num_samples=e.num_samples, seed=t.seed)
     save_pictures(model, splits["test"], run_dir, metrics)  # (curves, latent space, codebook; never raises)
     for name, metric in metrics.items():

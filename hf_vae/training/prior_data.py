@@ -63,6 +63,9 @@ def prepare_prior_data(model, splits: dict, recipe: Recipe, cache_dir: Path) -> 
     if recipe.data.train_binarize == "dynamic":
         raise ValueError("`data.train_binarize` must be 'none' or 'static' for a prior over VQ-VAE codes "
                          "(codes are computed once), got 'dynamic'")
+    if recipe.data.augment_shift:
+        raise ValueError("`data.augment_shift` must be 0 for a prior over VQ-VAE codes (codes are computed once, "
+                         f"from unshifted images), got {recipe.data.augment_shift}")
     from ..generation import load_vqvae
 
     vqvae = load_vqvae(model)

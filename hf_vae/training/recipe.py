@@ -72,6 +72,9 @@ class DataArgs:
     eval_binarize: str = "none"  # none | static (the fixed binarization the benchmarks report on)
     binarize_seed: int = 0  # also seeds the carving of held-out splits
     on_bad_image: str = "raise"  # raise | skip: an undecodable image names its split and row, or is skipped and counted
+    # Translate each training image by an integer offset in [-n, n] down and across, zero fill (0: off); drawn
+    # from the step's seed, before dynamic binarization. Train split only.
+    augment_shift: int = 0
 
 
 @dataclass
@@ -104,6 +107,10 @@ class TrainingArgs:
     progress: bool = True
     max_time_minutes: float | None = None  # stop (and save) after this wall-clock budget
     on_nonfinite: str = "stop"  # stop | skip: a non-finite loss term raises, or its optimizer step is skipped
+    # Evaluate, select and save an exponential moving average of the weights (e.g. 0.999; null: off), averaged
+    # from optimizer step `ema_start_step` on (the trained weights are evaluated until then).
+    ema_decay: float | None = None
+    ema_start_step: int = 0
 
 
 @dataclass
@@ -197,7 +204,7 @@ class Recipe:
         t, d, e, h = self.training, self.data, self.evaluation, self.hub
         for name in ("batch_size", "max_steps", "log_every", "eval_every", "save_every", "gradient_accumulation_steps", "save_total_limit"):
             check_int(f"training.{name}", getattr(t, name), minimum=1)
-        for name in ("seed", "warmup_steps"):
+        for name in ("seed", "warmup_steps", "ema_start_step"):
             check_int(f"training.{name}", getattr(t, name), minimum=0)
         if t.early_stopping_patience is not None:
             check_int("training.early_stopping_patience", t.early_stopping_patience, minimum=1)
@@ -207,6 +214,10 @@ class Recipe:
             check_float(f"training.{name}", getattr(t, name), minimum=0, maximum=1, exclusive_maximum=True)
         if t.max_grad_norm is not None:  # 0 turns clipping off
             check_float("training.max_grad_norm", t.max_grad_norm, minimum=0)
+        if t.ema_decay is not None:
+            check_float("training.ema_decay", t.ema_decay, minimum=0, maximum=1, exclusive_maximum=True)
+        elif t.ema_start_step:
+            raise ValueError(f"`training.ema_start_step` must be 0 without `training.ema_decay` (no EMA), got {t.ema_start_step}")
         if t.max_time_minutes is not None:
             check_float("training.max_time_minutes", t.max_time_minutes, minimum=0, exclusive_minimum=True)
         for name in ("channels_last", "gradient_checkpointing", "keep_best", "progress"):
@@ -257,7 +268,7 @@ def _check_data(d: DataArgs) -> None:
             raise ValueError(f"`data.{name}` must be a string or null, got {getattr(d, name)!r}")
     _check_split_size("data.test_size", d.test_size, allow_none=True)
     _check_split_size("data.validation_size", d.validation_size, allow_none=False)
-    for name in ("binarize_seed", "shuffle_buffer_size", "num_workers"):
+    for name in ("binarize_seed", "shuffle_buffer_size", "num_workers", "augment_shift"):
         check_int(f"data.{name}", getattr(d, name), minimum=0)
     check_int("data.prefetch_factor", d.prefetch_factor, minimum=1)
     for name in ("image_size", "num_channels", "center_crop"):

@@ -25,6 +25,7 @@ from ..data.dataset import skip_loader_seed
 from ..data.loading import check_label_range, load_image_dataset
 from ..data.splitting import carve_splits, stream_num_rows
 from ..modeling_utils import pixels_to_indices
+from .augmentation import random_shift
 from .recipe import Recipe
 
 __all__ = ["check_compatible", "load_data", "model_inputs"]
@@ -129,11 +130,17 @@ def _in_memory(d, views: dict) -> bool:
     return total <= IN_MEMORY_AUTO_BYTES
 
 
-def check_compatible(model, splits: dict, dynamic_binarization: bool = False) -> None:
-    """Fail before training when the model and the dataset disagree (channels, size, grid, labels)."""
+def check_compatible(model, splits: dict, dynamic_binarization: bool = False, augment_shift: int = 0) -> None:
+    """Fail before training when the model and the dataset disagree (channels, size, grid, labels), or when
+    `augment_shift` (`data.augment_shift`) would shift an image entirely out of its frame."""
     config = model.config
     train = splits["train"]
     tensors = train.tensors if isinstance(train, TensorDictDataset) else {}
+    code_grids = type(model).input_kind == "tokens" and model.main_input_name in tensors  # never shifted (prior_data)
+    if augment_shift and not code_grids:
+        side = min(_image_shape(train)[1:])
+        if augment_shift >= side:
+            raise ValueError(f"`data.augment_shift` must be below the {side}-pixel image side, got {augment_shift}")
     if type(model).input_kind == "tokens":
         if model.main_input_name in tensors:
             # A prior over VQ-VAE codes: `prior_data` replaced the images by (N, h, w) code grids.
@@ -202,19 +209,22 @@ def _check_labels_fit(model, train) -> None:
         raise ValueError(f"`model.config.num_classes` must exceed every label of the dataset (up to {top}), got {num_classes}")
 
 
-def model_inputs(model, batch: dict, *, generator: torch.Generator, global_step: int, dynamic_binarization: bool) -> dict:
-    """The keyword arguments of `model.forward` for one batch of the tensors `load_data` made.
+def model_inputs(model, batch: dict, *, generator: torch.Generator, global_step: int, dynamic_binarization: bool,
+                 augment_shift: int = 0) -> dict:
+    """The keyword arguments of `model.forward` for one training batch of the tensors `load_data` made.
 
-    Dynamic binarization draws a fresh Bernoulli image per step with the step's generator (before the
-    model draws from it); pixel-token priors then read the binary pixels as tokens. Labels go only to
-    conditional models, `global_step` only to families that take it.
+    `augment_shift` (`data.augment_shift`) first translates each image by its own offset drawn from the
+    step's generator (`augmentation.random_shift`, zero fill); dynamic binarization then draws a fresh
+    Bernoulli image from the same generator (before the model draws from it), so a grey image is shifted,
+    then binarized. Pixel-token priors read the binary pixels as tokens. Labels go only to conditional
+    models, `global_step` only to families that take it.
     """
     inputs: dict[str, Any] = {"generator": generator}
     name, tokens = model.main_input_name, type(model).input_kind == "tokens"
     if tokens and name in batch:
         inputs[name] = batch[name]  # (B, h, w) VQ-VAE code grids from `prior_data`
     else:
-        pixel_values = batch["pixel_values"]
+        pixel_values = random_shift(batch["pixel_values"], augment_shift, generator=generator)
         if dynamic_binarization:
             pixel_values = binarize_pixels(pixel_values, generator=generator)
         inputs[name] = (pixels_to_indices(pixel_values, model.config.pixel_levels, num_channels=model.config.num_channels)

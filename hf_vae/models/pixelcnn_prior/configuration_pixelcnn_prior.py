@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...configuration_utils import TokenPriorConfig
-from ...validation import check_choice, check_int
+from ...validation import check_choice, check_float, check_int
 
 #: What the head outputs per token: a softmax over the vocabulary, or (pixel tokens) a discretized logistic mixture.
 OUTPUT_DISTRIBUTIONS = ("categorical", "discretized_logistic_mixture")
@@ -38,6 +38,9 @@ class PixelCNNPriorConfig(TokenPriorConfig):
             [-1, 1] times a learned vector per colour, plus a bias (the PixelCNN paper's real-valued input). With
             256 levels a table learns each level on its own and leaves the levels a training set rarely shows
             untrained; values interpolate.
+        dropout (`float`, defaults to 0.0): dropout probability on each layer's gated output, before its
+            residual and skip 1x1 convolutions, in training mode only (a regulariser for small datasets;
+            evaluation, `log_likelihood`, `score` and sampling with or without the cache run in eval mode).
 
     With `num_channels=3` (RGB pixel tokens, `token_source="pixels"`, e.g. `vocab_size=256`) every layer's channels
     split into three groups, one per colour, and the convolutions that read the current pixel are masked so
@@ -55,6 +58,7 @@ class PixelCNNPriorConfig(TokenPriorConfig):
     output_distribution: str = "categorical"
     num_mixtures: int = 5
     input_embedding: str = "table"
+    dropout: float = 0.0
 
     def _check_fields(self) -> None:
         super()._check_fields()
@@ -73,6 +77,7 @@ class PixelCNNPriorConfig(TokenPriorConfig):
         if self.output_distribution != "categorical" and self.token_source != "pixels":
             raise ValueError(f"`output_distribution` must be 'categorical' for VQ-VAE codes (token_source="
                              f"{self.token_source!r}), got {self.output_distribution!r}")
+        check_float("dropout", self.dropout, minimum=0.0, maximum=1.0, exclusive_maximum=True)
         # Colour: the channels of every layer split into `num_channels` groups, one per colour (R, G, B).
         for name in ("hidden_size", "output_channels"):
             if getattr(self, name) % self.num_channels != 0:

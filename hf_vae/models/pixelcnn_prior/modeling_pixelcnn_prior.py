@@ -102,10 +102,13 @@ class GatedLayer(GradientCheckpointingLayer):
     `GradientCheckpointingLayer`). Type A (`first=True`) shifts its inputs so the current token is excluded; type B keeps it (its
     inputs already exclude it). Class conditioning adds a learned per-class bias to every gate
     (`class_ids` (B,); ignored by an unconditional model, which has no bias table). With `num_colours` > 1
-    the convolutions that read the current pixel are colour-masked (module docstring).
+    the convolutions that read the current pixel are colour-masked (module docstring). `dropout` > 0 drops
+    gated features (B, C, H, W) elementwise in training, before the residual and skip convolutions; an
+    elementwise mask mixes no positions or colours, so causality holds.
     """
 
-    def __init__(self, channels: int, kernel_size: int, first: bool, num_conditions: int | None, num_colours: int = 1):
+    def __init__(self, channels: int, kernel_size: int, first: bool, num_conditions: int | None, num_colours: int = 1,
+                 dropout: float = 0.0):
         super().__init__()
         self.first = first
         self.k = kernel_size // 2
@@ -131,6 +134,8 @@ class GatedLayer(GradientCheckpointingLayer):
         self.skip = MaskedConv2d(channels, channels, 1, mask=own_mask)
         # Bias V^T h for the vertical and horizontal gates (paper eq. 4); the last class is the null label.
         self.class_bias = nn.Embedding(num_conditions, 4 * channels) if num_conditions else None
+        # No parameters either way; Identity at 0 draws no random numbers, so default runs keep their RNG stream.
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, vertical, horizontal, class_ids=None):
         v_in = down_shift(vertical) if self.first else vertical
@@ -142,7 +147,7 @@ class GatedLayer(GradientCheckpointingLayer):
         if self.class_bias is not None:
             v_bias, h_bias = self.class_bias(class_ids)[:, :, None, None].chunk(2, dim=1)
             v_pre, h_pre = v_pre + v_bias, h_pre + h_bias
-        gated = gate(h_pre)
+        gated = self.dropout(gate(h_pre))
         # Type A has no residual: its input is the embedding of the current token itself.
         horizontal_out = self.residual(gated) + (0 if self.first else horizontal)
         return gate(v_pre), horizontal_out, self.skip(gated)
@@ -168,6 +173,8 @@ class PixelCNNCache:
 
     The arithmetic is the convolutions' own (same weights, same padding), in another order, so the
     logits equal the naive ones to float rounding and the seeded draws are the same (tests/test_pixelcnn_prior.py).
+    It is the eval-mode network: `config.dropout` (training only) is not applied, as the naive loop in eval
+    mode does not apply it either.
     """
 
     def __init__(self, model: "PixelCNNPriorModel", condition_ids: torch.Tensor):
@@ -278,7 +285,8 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
         else:  # "value": colour c's level in [-1, 1] times a learned vector, plus a bias, filling its group
             self.token_embedding = nn.Conv2d(colours, channels, 1, groups=colours)
         self.layers = nn.ModuleList(
-            GatedLayer(channels, config.kernel_size, first=i == 0, num_conditions=num_conditions, num_colours=colours)
+            GatedLayer(channels, config.kernel_size, first=i == 0, num_conditions=num_conditions, num_colours=colours,
+                       dropout=config.dropout)
             for i in range(config.num_layers)
         )
 
