@@ -2,6 +2,7 @@
 split by source photograph, written once in the Hub layout with the photographs and licences in its card."""
 
 from collections import Counter
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -10,6 +11,9 @@ import yaml
 
 from hf_vae import data as hd
 from hf_vae.data.natural32 import PHOTOS, cut_patches, photo_pixels
+
+# the models the benchmark smoke test runs
+SMOKE_MODELS = ("vae", "vq_prior")
 
 
 @pytest.fixture(scope="module")
@@ -176,3 +180,31 @@ def test_vqvae_and_transformer_prior_recipes_train_sample_and_bound_natural32(na
     assert metrics["code_bits_per_pixel"].value == pytest.approx(codes.mean().item() / (32 * 32 * np.log(2)), rel=1e-5)
     assert "8-bit convention" in metrics["bits_per_dim"].description and "bound" in metrics["bits_per_dim"].estimator
     assert metrics["bits_per_dim"].value > metrics["reconstruction_bits_per_dim"].value  # the codes cost bits too
+
+
+def test_benchmark_smoke_run_writes_every_figure_and_grid(natural32, codecs, tmp_path, monkeypatch):
+    """`benchmarks/natural32.py --smoke`: tiny models, a few steps each, through the same code as the real run."""
+    import sys
+
+    root, _ = natural32
+    monkeypatch.setenv("HF_VAE_CACHE", str(root))
+    sys.path.insert(0, str(Path(codecs.__file__).parent))
+    try:
+        import natural32 as benchmark
+    finally:
+        sys.path.remove(str(Path(codecs.__file__).parent))
+    results_md = tmp_path / "results" / "natural32.md"
+    out = benchmark.main(["--smoke", "--models", *SMOKE_MODELS, "--output_dir", str(tmp_path / "runs"), "--results", str(results_md)])
+    assert list(out["models"]) == list(SMOKE_MODELS)
+    text = results_md.read_text()
+    assert "SMOKE RUN" in text and "Best lossless codec: WebP lossless" in text
+    for model, result in out["models"].items():
+        assert 0 < result["bits_per_dim"] < 16
+        assert all((tmp_path / "results" / "natural32" / Path(p).name).is_file() for p in result["pictures"])
+        assert f"**{result['bits_per_dim']:.3f}**" in text
+    vq = out["models"]["vq_prior"]
+    # the bound is its two terms; the code rate per pixel is 3x the codes' bits per dimension (3 channels)
+    assert vq["bits_per_dim"] == pytest.approx(vq["reconstruction_bits_per_dim"] + vq["code_bits_per_dim"], rel=1e-6)
+    assert vq["code_bits_per_pixel"] == pytest.approx(3 * vq["code_bits_per_dim"], rel=1e-6)
+    assert out["models"]["vae"]["estimator"] == "IWAE, k=2" and out["models"]["vae"]["steps"] == 2
+    assert "| vqvae | `vqvae_natural32.yaml` | 2 (2) |" in text
