@@ -226,6 +226,8 @@ def render(args, results: dict, codecs: dict, num_patches: int) -> list[str]:
                   f"{r['bits_per_token']:.2f} bits/token; a uniform prior: {r['uniform_code_bits_per_dim']:.3f} bits/dim).  ",
                   f"Reconstructions (mean of p(x|z_q) at the nearest codes, {r['vqvae']['test']['num_examples']['value']} test patches): **PSNR {r['psnr']:.2f} dB, "
                   f"SSIM {r['ssim']:.3f}** (scikit-image); codebook perplexity {r['perplexity']:.1f}."]
+    lines += ["", "Each model's command (a model not run by this command is read from its earlier run's JSON):", "",
+              *[f"- {names[model]}: `{r['command']}`" for model, r in results.items()]]
     lines += ["", "## Budgets", "", "Training of each run (the trainer's loop; CPU minutes of this process, all threads; load average "
               "before -> after, 1 minute):", "",
               "| run | recipe | steps (best) | wall min | CPU min | threads | load |", "|---|---|---|---|---|---|---|"]
@@ -283,9 +285,13 @@ def main(argv: list[str] | None = None) -> dict:
     codecs = natural32_codecs.codec_bits_per_dim(patches)
     parts = {"vae": part_vae, "pixelcnn": part_pixelcnn, "vq_prior": part_vq_prior}
     results = {}
-    for model in args.models:
-        results[model] = parts[model](args, test)
-        (Path(args.output_dir) / f"{model}.json").write_text(json.dumps(results[model], indent=2, default=str))
+    for model in MODELS:  # the models asked for are run; the others come from an earlier run's JSON, if any
+        stored = Path(args.output_dir) / f"{model}.json"
+        if model in args.models:
+            results[model] = {**parts[model](args, test), "command": command_line()}
+            stored.write_text(json.dumps(results[model], indent=2, default=str))
+        elif stored.is_file():
+            results[model] = json.loads(stored.read_text())
     write_markdown(args.results, render(args, results, codecs, len(patches)))
     return {"models": results, "codecs": codecs}
 
