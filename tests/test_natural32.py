@@ -181,6 +181,23 @@ def test_vqvae_and_transformer_prior_recipes_train_sample_and_bound_natural32(na
     assert "8-bit convention" in metrics["bits_per_dim"].description and "bound" in metrics["bits_per_dim"].estimator
     assert metrics["bits_per_dim"].value > metrics["reconstruction_bits_per_dim"].value  # the codes cost bits too
 
+    # the pipelines on the colour pair: RGB pictures in and out
+    from transformers import pipeline
+
+    from hf_vae.images import to_pil
+
+    generated = pipeline("unconditional-image-generation", model=str(prior_dir))(num_samples=2, seed=0)
+    assert [(image.mode, image.size) for image in generated] == [("RGB", (32, 32))] * 2
+    reconstruction = pipeline("image-reconstruction", model=str(vq_dir))(to_pil(pixels[:1])[0])
+    assert (reconstruction.mode, reconstruction.size) == ("RGB", (32, 32))
+
+    with pytest.raises(ValueError, match="vocab_size"):  # a VQ-VAE whose codebook is not the prior's vocabulary
+        from hf_vae import VQVAEConfig, VQVAEModel
+
+        other = VQVAEModel(VQVAEConfig(image_size=32, num_channels=3, hidden_channels=[8, 16], num_res_blocks=0,
+                                       codebook_size=32, embedding_dim=4))
+        evaluate(prior, test, vqvae=other, max_examples=4, progress=False)
+
 
 def test_benchmark_smoke_run_writes_every_figure_and_grid(natural32, codecs, tmp_path, monkeypatch):
     """`benchmarks/natural32.py --smoke`: tiny models, a few steps each, through the same code as the real run."""
