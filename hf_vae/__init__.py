@@ -18,7 +18,7 @@ import importlib
 
 from .configuration_utils import has_label_names, set_label_names
 from .distributions import DiagonalGaussian, get_likelihood, log_mean_exp, nats_to_bits_per_dim
-from .families import load_families as _load_families
+from .families import install_import_hooks as _install_family_hooks
 from .import_hooks import when_imported as _when_imported
 from .models.cvae import CVAEConfig
 from .models.pixelcnn_prior import PixelCNNPriorConfig
@@ -81,7 +81,7 @@ def _register_image_processor() -> None:
     register_image_processor(config_classes + [config_class for config_class, _, _ in _PENDING.values()])
 
 
-_when_imported("transformers.models.auto.modeling_auto", _load_families)
+_install_family_hooks()
 _when_imported("transformers.pipelines", _register_pipelines)
 _when_imported("transformers.models.auto.image_processing_auto", _register_image_processor)
 _when_imported("diffusers.pipelines.pipeline_utils", _register_with_diffusers)

@@ -174,6 +174,9 @@ class TokenPriorConfig(HfVaeConfig):
         token_source (`str`, defaults to `"vqvae_codes"`): `"vqvae_codes"` or `"pixels"` (quantized pixels).
         pixel_levels (`int`, *optional*): for pixel tokens, the number of grey levels; token t is the pixel
             value t / (pixel_levels - 1). Must equal `vocab_size`; `None` fills it in. Must be `None` for codes.
+        num_channels (`int`, defaults to 1): image channels of pixel tokens; 3 models RGB images with one
+            token per subpixel, drawn R -> G -> B within each pixel (token grids (B, 3, H, W)). Must be 1 for
+            VQ-VAE codes and for families that do not model channels.
     """
 
     #: Field names of earlier releases -> today's names. A config.json written with an old name loads
@@ -188,6 +191,7 @@ class TokenPriorConfig(HfVaeConfig):
     vqvae_revision: str | None = None
     token_source: str = "vqvae_codes"
     pixel_levels: int | None = None
+    num_channels: int = 1
 
     def __post_init__(self, **kwargs):
         # Unknown keys arrive here (the dataclass fields are already set): rename the old ones before checking.
@@ -222,6 +226,9 @@ class TokenPriorConfig(HfVaeConfig):
                 )
         elif self.pixel_levels is not None:
             raise ValueError(f"`pixel_levels` must be None unless token_source='pixels', got {self.pixel_levels!r}")
+        check_int("num_channels", self.num_channels, minimum=1)
+        if self.num_channels > 1 and self.token_source != "pixels":
+            raise ValueError(f"`num_channels` must be 1 for VQ-VAE codes (token_source={self.token_source!r}), got {self.num_channels!r}")
 
 
 class AutoencoderConfig(HfVaeConfig):

@@ -268,7 +268,7 @@ def evaluate_token_prior(model, loader, *, num_importance_samples: int, seed: in
 
     conditional = model.is_conditional
     total, reconstruction, count, shape, reasons = 0.0, 0.0, 0, None, set()
-    num_tokens = model.config.grid_size**2
+    num_tokens = model.num_tokens
     for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
         if model.main_input_name in batch:  # VQ-VAE code grids, prepared by the trainer
             indices = batch[model.main_input_name]
@@ -279,7 +279,7 @@ def evaluate_token_prior(model, loader, *, num_importance_samples: int, seed: in
             indices = vqvae.encode_to_indices(pixel_values)
             reconstruction += vqvae.score(pixel_values).score.sum().item()  # -log p(x|z_q) at those codes
         else:
-            indices = pixels_to_indices(batch["pixel_values"], model.config.pixel_levels)
+            indices = pixels_to_indices(batch["pixel_values"], model.config.pixel_levels, num_channels=model.config.num_channels)
         labels = batch["labels"].to(model.device) if conditional else None
         total -= model.log_likelihood(indices.to(model.device), labels=labels).sum().item()
         count += len(indices)
@@ -292,7 +292,9 @@ def evaluate_token_prior(model, loader, *, num_importance_samples: int, seed: in
         "num_examples": Metric(count, "examples", "", "Evaluated examples"),
     }
     if model.config.token_source == "pixels":
-        metrics["bits_per_dim"] = Metric(nats_to_bits_per_dim(nll, num_tokens), "bits/dim", "exact", "Negative log-likelihood per pixel")
+        metrics["bits_per_dim"] = Metric(nats_to_bits_per_dim(nll, num_tokens), "bits/dim", "exact",
+                                         "Negative log-likelihood per dimension, -log2 p(x) / (C * H * W), x on the "
+                                         f"{model.config.pixel_levels}-level grid")
     if shape is not None:
         metrics.update(_two_stage_bound(nll, reconstruction / count, shape, vqvae.config.likelihood, reasons))
     return metrics

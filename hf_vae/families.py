@@ -11,15 +11,22 @@ configs (transformers' `modeling_utils`, which every `PreTrainedModel` needs, ta
 import): the model classes are imported and registered with `AutoModel` and the cards by `load_families()`,
 which runs the moment transformers' `AutoModel` module is imported (by anyone; see `hf_vae.import_hooks`),
 or an hf_vae model class is used.
+
+transformers' `modeling_layers` (which every hf_vae model file imports) imports `AutoModel` half-way through
+its own import, so `load_families` never imports a model file while one of `PREREQUISITE_MODULES` (the modules
+the model files import) or the family's own module is still being imported: a hook on each of them calls it
+again when it completes.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 
 from transformers import AutoConfig
 
 from .cards import register_card_family
+from .import_hooks import is_initializing, when_imported
 
 #: model_type -> model class, of every family whose model class is loaded and registered.
 FAMILIES: dict[str, type] = {}
@@ -27,6 +34,15 @@ FAMILIES: dict[str, type] = {}
 #: registered by path whose model class `load_families` has not imported yet.
 _PENDING: dict[str, tuple[type, str, dict]] = {}
 _loading = False
+#: The modules every model file imports (transformers' and hf_vae's shared bases, which import transformers');
+#: `install_import_hooks` hooks each.
+PREREQUISITE_MODULES = (
+    "transformers.models.auto.modeling_auto",
+    "transformers.modeling_utils",
+    "transformers.modeling_layers",
+    "hf_vae.modeling_utils",
+    "hf_vae.models.modeling_autoencoder",
+)
 
 # The model-index metrics of families evaluated by `evaluate_gaussian_latent` (VAE, CVAE).
 GAUSSIAN_LATENT_METRICS = ("nll", "bits_per_dim", "elbo", "elbo_bits_per_dim", "reconstruction_loss", "kl", "active_units")
@@ -58,6 +74,7 @@ def register_family(
     options = dict(tags=tags, pipeline_tag=pipeline_tag, index_metrics=index_metrics, template_dir=template_dir)
     if isinstance(model_class, str):
         _PENDING[config_class.model_type] = (config_class, model_class, options)
+        _load_when_imported(model_class.rsplit(".", 1)[0])
     else:
         _register_model(config_class, model_class, options)
 
@@ -75,25 +92,52 @@ def _register_model(config_class, model_class, options: dict) -> None:
     register_card_family(model_type, template=model_class.card_template, **options)
 
 
-def load_families() -> dict[str, type]:
+def load_families(imported: str | None = None) -> dict[str, type]:
     """Import the model class of every family registered by its path and register it (with `AutoModel` and
-    the cards); returns `FAMILIES`. Idempotent; called from the import hook on transformers' `AutoModel`
-    module and wherever hf_vae needs the model classes."""
+    the cards); returns `FAMILIES`. Idempotent; called from the import hooks (`imported`: the module whose
+    import just completed) and wherever hf_vae needs the model classes.
+
+    While a module of `PREREQUISITE_MODULES` is still being imported it does nothing, and it skips a family
+    whose model file is: the hook on that module calls it again once it completes.
+    """
     global _loading
-    if _loading:  # re-entered through the AutoModel import hook: the outer call registers everything
+    if _loading:  # re-entered through an import hook: the outer call registers everything
+        return FAMILIES
+    if any(is_initializing(name) for name in PREREQUISITE_MODULES if name != imported):
         return FAMILIES
     _loading = True
     try:
         from transformers import AutoModel  # noqa: F401  (imported before any model module, so the hook re-enters here, not mid-import)
 
-        while _PENDING:
-            model_type, (config_class, path, options) = next(iter(_PENDING.items()))
+        for model_type, (config_class, path, options) in list(_PENDING.items()):
             module_name, class_name = path.rsplit(".", 1)
-            _register_model(config_class, getattr(importlib.import_module(module_name), class_name), options)
+            if module_name != imported and is_initializing(module_name):
+                continue
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError:
+                # It imports another family's model file that is still being imported (the CVAE's reads the
+                # VAE's): that file's hook calls again once it completes, when this import succeeds or raises.
+                if any(is_initializing(path.rsplit(".", 1)[0]) for _, path, _ in _PENDING.values()):
+                    continue
+                raise
+            _register_model(config_class, getattr(module, class_name), options)
             del _PENDING[model_type]
     finally:
         _loading = False
     return FAMILIES
+
+
+def _load_when_imported(module_name: str) -> None:
+    """Run `load_families` once `module_name`'s import completes (at once if it already has)."""
+    when_imported(module_name, lambda: load_families(imported=module_name))
+
+
+def install_import_hooks() -> None:
+    """Hook `load_families` on transformers' `AutoModel` module and the other modules the model files import
+    (`import hf_vae` calls it; `register_family` hooks each family's own module)."""
+    for module_name in PREREQUISITE_MODULES:
+        _load_when_imported(module_name)
 
 
 def family_attribute(package: str, name: str) -> type:

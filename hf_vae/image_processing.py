@@ -148,13 +148,13 @@ def _decodable(image, where: str):
 def image_processor_for(config, *, vqvae_config=None, center_crop: int | None = None, binarize: str = "none",
                         binarize_seed: int = 0) -> HfVaeImageProcessor:
     """The image processor of a model with this `config`: its `image_size` and `num_channels` (a VAE, CVAE,
-    VQ-VAE), the pixel grid of a prior over pixels (`grid_size`, one channel), or, for a prior over VQ-VAE
+    VQ-VAE), the pixel grid of a prior over pixels (`grid_size`, `num_channels`), or, for a prior over VQ-VAE
     codes, its VQ-VAE's (`vqvae_config`, required). `center_crop` / `binarize` / `binarize_seed` are the
     training run's (`recipe.data.center_crop`, `recipe.data.eval_binarize`, `recipe.data.binarize_seed`)."""
     options = dict(center_crop=center_crop, binarize=binarize, binarize_seed=binarize_seed)
     token_source = getattr(config, "token_source", None)
     if token_source == "pixels":
-        return HfVaeImageProcessor(image_size=config.grid_size, num_channels=1, **options)
+        return HfVaeImageProcessor(image_size=config.grid_size, num_channels=getattr(config, "num_channels", 1), **options)
     if token_source is not None:  # a prior over VQ-VAE codes reads images through its VQ-VAE
         if vqvae_config is None:
             raise ValueError(f"`vqvae_config` must be the config of the VQ-VAE whose codes the {config.model_type} "

@@ -62,3 +62,10 @@ def when_imported(module_name: str, callback: Callable[[], None]) -> None:
     hook = _PostImportHook(module_name)
     hook.callbacks.append(callback)
     sys.meta_path.insert(0, hook)
+
+
+def is_initializing(module_name: str) -> bool:
+    """Whether `module_name` is being imported right now (in `sys.modules`, its code still running): its
+    names may not exist yet, and importing what imports it back is a circular import."""
+    module = sys.modules.get(module_name)
+    return bool(getattr(getattr(module, "__spec__", None), "_initializing", False))

@@ -183,27 +183,29 @@ class HfVaePreTrainedModel(PreTrainedModel):
 # ---------------------------------------------------------------------------------------------
 
 
-def pixels_to_indices(pixel_values: torch.Tensor, levels: int, name: str = "pixel_values") -> torch.Tensor:
-    """Single-channel images (B, 1, H, W) with values on the grid t / (levels - 1) -> indices t (B, H, W)
-    long, one pixel token per pixel.
+def pixels_to_indices(pixel_values: torch.Tensor, levels: int, name: str = "pixel_values", num_channels: int = 1) -> torch.Tensor:
+    """Images (B, C, H, W) with values on the grid t / (levels - 1) -> long indices t, one token per subpixel:
+    (B, H, W) for single-channel images (`num_channels=1`), (B, C, H, W) for colour ones.
 
     Values off the grid raise (quantize first, e.g. binarize for `levels=2`): never silently rounded.
     """
     if not isinstance(pixel_values, torch.Tensor) or not pixel_values.is_floating_point():
         got = pixel_values.dtype if isinstance(pixel_values, torch.Tensor) else type(pixel_values).__name__
         raise ValueError(f"`{name}` must be a floating-point tensor with values in [0, 1], got {got}")
-    if pixel_values.ndim != 4 or pixel_values.shape[1] != 1:
-        raise ValueError(f"`{name}` must have shape (batch, 1, H, W), got {tuple(pixel_values.shape)}")
-    scaled = pixel_values[:, 0] * (levels - 1)
+    if pixel_values.ndim != 4 or pixel_values.shape[1] != num_channels:
+        raise ValueError(f"`{name}` must have shape (batch, {num_channels}, H, W), got {tuple(pixel_values.shape)}")
+    scaled = pixel_values * (levels - 1)
     tokens = scaled.round()
     if not torch.all((scaled - tokens).abs() <= 1e-4) or tokens.min() < 0 or tokens.max() > levels - 1:
         raise ValueError(f"`{name}` must hold values on the {levels}-level grid t / {levels - 1} in [0, 1], got values off it")
-    return tokens.long()
+    tokens = tokens.long()
+    return tokens[:, 0] if num_channels == 1 else tokens
 
 
 def indices_to_pixels(indices: torch.Tensor, levels: int) -> torch.Tensor:
-    """Indices t (B, H, W) -> single-channel images t / (levels - 1), shape (B, 1, H, W) in [0, 1]."""
-    return (indices.float() / (levels - 1)).unsqueeze(1)
+    """Indices t, (B, H, W) or colour (B, C, H, W) -> images t / (levels - 1), shape (B, C, H, W) in [0, 1]."""
+    pixels = indices.float() / (levels - 1)
+    return pixels.unsqueeze(1) if indices.ndim == 3 else pixels
 
 
 class SamplingMixin:
@@ -346,13 +348,16 @@ class TokenPriorPreTrainedModel(SamplingMixin, HfVaePreTrainedModel):
         condition_ids = self._condition_ids(labels, num_samples)
         if guided:  # one null-label row per sample: the unconditional half of classifier-free guidance
             condition_ids = torch.cat([condition_ids, torch.full_like(condition_ids, self.null_label)])
-        size = self.config.grid_size
+        size, channels = self.config.grid_size, self.config.num_channels
         tokens = sample_tokens(
-            self._next_token_logits(condition_ids, **decoding_options), num_samples, size * size,
+            self._next_token_logits(condition_ids, **decoding_options), num_samples, self.num_tokens,
             temperature=temperature, top_k=top_k, top_p=top_p, guidance_scale=guidance_scale,
             generator=generator, device=self.device, progress=progress,
         )
-        return tokens.view(num_samples, size, size)
+        if channels == 1:
+            return tokens.view(num_samples, size, size)
+        # Colour pixels are drawn pixel by pixel, R -> G -> B within a pixel: (N, H, W, C) -> (N, C, H, W).
+        return tokens.view(num_samples, size, size, channels).permute(0, 3, 1, 2).contiguous()
 
     @torch.no_grad()
     def score(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, *, vqvae=None,
@@ -382,12 +387,18 @@ class TokenPriorPreTrainedModel(SamplingMixin, HfVaePreTrainedModel):
         score = -self.log_likelihood(self.pixels_to_indices(pixel_values), labels)
         return ScoreOutput(score=score, estimator=estimator, num_dims=pixel_values[0].numel())
 
+    @property
+    def num_tokens(self) -> int:
+        """Tokens per example: H * W, times the channels for colour pixel tokens (one token per subpixel)."""
+        return self.config.num_channels * self.config.grid_size**2
+
     def bits_per_token(self, indices: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """-log2 p(indices) / (H * W) per example, shape (B,)."""
-        return nats_to_bits_per_dim(-self.log_likelihood(indices, labels), self.config.grid_size**2)
+        """-log2 p(indices) / num_tokens per example, shape (B,)."""
+        return nats_to_bits_per_dim(-self.log_likelihood(indices, labels), self.num_tokens)
 
     def bits_per_dim(self, indices: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Bits per pixel of single-channel quantized images (one token per pixel), shape (B,).
+        """Bits per dimension of quantized images, -log2 p(x) / (C * H * W) with one token per subpixel
+        (the 8-bit convention for 256 levels), shape (B,).
 
         Only pixel tokens have pixels to count; for VQ-VAE codes use `bits_per_token`.
         """
@@ -399,13 +410,14 @@ class TokenPriorPreTrainedModel(SamplingMixin, HfVaePreTrainedModel):
         return self.bits_per_token(indices, labels)
 
     def pixels_to_indices(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Quantized single-channel images (B, 1, H, W) on the grid t / (pixel_levels - 1) -> indices (B, H, W)."""
+        """Quantized images (B, C, H, W) on the grid t / (pixel_levels - 1) -> indices (B, H, W), or
+        (B, C, H, W) for colour (`num_channels` > 1)."""
         if self.config.token_source != "pixels":
             raise ValueError(f"`token_source` must be 'pixels' to convert pixels, got {self.config.token_source!r}")
-        return pixels_to_indices(pixel_values, self.config.pixel_levels)
+        return pixels_to_indices(pixel_values, self.config.pixel_levels, num_channels=self.config.num_channels)
 
     def indices_to_pixels(self, indices: torch.Tensor) -> torch.Tensor:
-        """Indices (B, H, W) -> single-channel images t / (pixel_levels - 1), shape (B, 1, H, W)."""
+        """Indices (B, H, W) or colour (B, C, H, W) -> images t / (pixel_levels - 1), shape (B, C, H, W)."""
         if self.config.token_source != "pixels":
             raise ValueError(f"`token_source` must be 'pixels' to convert tokens, got {self.config.token_source!r}")
         return indices_to_pixels(indices, self.config.pixel_levels)

@@ -140,11 +140,13 @@ def check_latents(latents, shape: tuple[int, ...], name: str = "latents", dtype:
         raise ValueError(f"`{name}` must be finite, got {bad} NaN or infinite values")
 
 
-def check_indices(indices, vocab_size: int, grid_size: int, name: str = "indices", flat: str | None = None) -> None:
+def check_indices(indices, vocab_size: int, grid_size: int, name: str = "indices", flat: str | None = None,
+                  num_channels: int = 1) -> None:
     """Raise `ValueError` unless `indices` is an integer tensor (B, H, W) of the configured grid with ids in [0, vocab_size).
 
     `flat="full"` also accepts the grid flattened in raster order (B, H * W); `flat="prefix"` accepts any
-    raster-order prefix (B, L <= H * W) (incremental decoding).
+    raster-order prefix (B, L <= H * W) (incremental decoding). `num_channels` > 1 (a prior over colour
+    pixels, one token per subpixel) expects (B, num_channels, H, W) instead.
     """
     if not isinstance(indices, torch.Tensor):
         raise ValueError(f"`{name}` must be a torch.Tensor, got {type(indices).__name__}")
@@ -155,8 +157,9 @@ def check_indices(indices, vocab_size: int, grid_size: int, name: str = "indices
         flat_ok = indices.shape[1] == num_positions
     else:
         flat_ok = indices.ndim == 2 and flat == "prefix" and indices.shape[1] <= num_positions
-    if not flat_ok and (indices.ndim != 3 or tuple(indices.shape[1:]) != (grid_size, grid_size)):
-        expected = f"(batch, {grid_size}, {grid_size})"
+    grid = (grid_size, grid_size) if num_channels == 1 else (num_channels, grid_size, grid_size)
+    if not flat_ok and (indices.ndim != 1 + len(grid) or tuple(indices.shape[1:]) != grid):
+        expected = f"(batch, {', '.join(map(str, grid))})"
         if flat is not None:
             expected += f" or (batch, {'L <= ' if flat == 'prefix' else ''}{num_positions})"
         raise ValueError(f"`{name}` must have shape {expected}, got {tuple(indices.shape)}")

@@ -65,6 +65,25 @@ def test_a_model_class_used_first_is_registered_with_automodel(saved_vae, tmp_pa
     assert result == {"families": ["cvae", "pixelcnn_prior", "transformer_prior", "vae", "vqvae"], "auto": "VAEModel"}
 
 
+@pytest.mark.parametrize("first", [
+    "import hf_vae; from transformers import GPT2Model",  # transformers' modeling_layers imports AutoModel mid-import
+    "import transformers.modeling_layers, hf_vae",
+    "from hf_vae.models.vae.modeling_vae import VAEModel",
+    "from hf_vae.models.cvae.modeling_cvae import CVAEModel",  # imports the VAE's model file mid-import
+    "from hf_vae.models.pixelcnn_prior.modeling_pixelcnn_prior import PixelCNNPriorModel",
+    "from hf_vae.modeling_utils import HfVaePreTrainedModel",
+])
+def test_any_first_import_registers_every_family_without_a_circular_import(saved_vae, tmp_path, first):
+    result = run_python(f"""
+        import json
+        {first}
+        from transformers import AutoModel
+        from hf_vae.families import FAMILIES
+        print(json.dumps({{"families": sorted(FAMILIES), "model": type(AutoModel.from_pretrained({str(saved_vae)!r})).__name__}}))
+    """, tmp_path)
+    assert result == {"families": ["cvae", "pixelcnn_prior", "transformer_prior", "vae", "vqvae"], "model": "VAEModel"}
+
+
 def test_unknown_attribute_is_an_attribute_error():
     import hf_vae
 

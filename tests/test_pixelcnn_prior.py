@@ -85,6 +85,82 @@ def test_causal_without_blind_spot(kernel_size, num_layers):
         assert torch.equal(logits, logits[:1].expand_as(logits)), f"position {i} sees the future"
 
 
+def _colour_order(size: int, colours: int = 3):
+    """Raster order of a colour grid: (colour, row, col) of position p = (row * size + col) * colours + colour."""
+    return [(c, i, j) for i in range(size) for j in range(size) for c in range(colours)]
+
+
+@pytest.mark.parametrize("kernel_size, num_layers", [(3, 4), (5, 2)])
+def test_colour_causal_over_positions_and_channels(kernel_size, num_layers):
+    """RGB on a 4x4 grid: the logits of subpixel p (R, G or B of one pixel) have a gradient from exactly the
+    subpixels before p in the order (row, col, R -> G -> B): R sees no colour of its own pixel, G sees R, B sees
+    R and G, each sees every earlier pixel (no blind spot), and nothing after p."""
+    torch.manual_seed(0)
+    size = 4
+    # 16 channels per colour: with fewer, a colour's ReLU(skips) can be all zero at random init, which reads as "depends on nothing".
+    config = PixelCNNPriorConfig(vocab_size=4, grid_size=size, token_source="pixels", num_channels=3, hidden_size=48,
+                                 num_layers=num_layers, kernel_size=kernel_size, output_channels=48)
+    model = PixelCNNPriorModel(config).eval()
+    captured = []
+
+    def keep_embedding(module, args, out):
+        out.retain_grad()
+        captured.append(out)
+
+    hook = model.token_embedding.register_forward_hook(keep_embedding)
+    tokens = torch.randint(0, 4, (1, 3, size, size), generator=torch.Generator().manual_seed(0))
+    logits = model(tokens).logits  # (1, V, 3, H, W)
+    hook.remove()
+    assert logits.shape == (1, 4, 3, size, size)
+    order = _colour_order(size)
+    for p, (c, i, j) in enumerate(order):
+        captured[0].grad = None
+        logits[0, :, c, i, j].sum().backward(retain_graph=True)
+        reach = captured[0].grad[0].abs().sum(-1)  # (3, H, W): the embedding of every subpixel
+        depends_on = {q for q, (d, a, b) in enumerate(order) if reach[d, a, b] != 0}
+        assert depends_on == set(range(p)), f"subpixel {(c, i, j)} depends on {sorted(depends_on)}"
+
+
+def test_colour_likelihood_is_normalised_and_counts_every_subpixel():
+    """Summed over all 2 ** 12 binary RGB 2x2 images, p(x) is 1; bits per dim divide by C * H * W; pixels round-trip."""
+    torch.manual_seed(0)
+    config = PixelCNNPriorConfig(vocab_size=2, grid_size=2, token_source="pixels", num_channels=3, hidden_size=6,
+                                 num_layers=2, output_channels=6)
+    model = PixelCNNPriorModel(config).eval()
+    every = ((torch.arange(4096)[:, None] >> torch.arange(12)) & 1).view(4096, 3, 2, 2)
+    log_p = model.log_likelihood(every)
+    assert torch.logsumexp(log_p.double(), 0).abs() < 1e-5
+    torch.testing.assert_close(model.bits_per_dim(every[:3]), -log_p[:3] / (12 * torch.log(torch.tensor(2.0))))
+    pixels = model.indices_to_pixels(every[:5])
+    assert pixels.shape == (5, 3, 2, 2) and torch.equal(model.pixels_to_indices(pixels), every[:5])
+    assert model.sample(2, generator=torch.Generator().manual_seed(0), progress=False).shape == (2, 3, 2, 2)
+    with pytest.raises(ValueError, match=r"`indices` must have shape \(batch, 3, 2, 2\)"):
+        model.log_likelihood(every[:, 0])
+
+
+def test_colour_model_round_trips_through_from_pretrained(tmp_path):
+    """The masks are no weights: a saved RGB prior loads (built on the meta device) with the same likelihood and draws."""
+    model = _fast_model("rgb_pixels")
+    model.save_pretrained(tmp_path)
+    loaded = PixelCNNPriorModel.from_pretrained(tmp_path).eval()
+    tokens = model.sample(2, generator=torch.Generator().manual_seed(0), progress=False)
+    assert torch.equal(loaded.sample(2, generator=torch.Generator().manual_seed(0), progress=False), tokens)
+    torch.testing.assert_close(loaded.log_likelihood(tokens), model.log_likelihood(tokens))
+
+
+def test_colour_config_rules():
+    with pytest.raises(ValueError, match="`num_channels` must be 1 for VQ-VAE codes"):
+        PixelCNNPriorConfig(num_channels=3)
+    with pytest.raises(ValueError, match="`hidden_size` must be a multiple of num_channels=3, got 8"):
+        PixelCNNPriorConfig(token_source="pixels", vocab_size=256, num_channels=3, hidden_size=8, output_channels=6)
+    with pytest.raises(ValueError, match="`output_channels` must be a multiple of num_channels=3, got 8"):
+        PixelCNNPriorConfig(token_source="pixels", vocab_size=256, num_channels=3, hidden_size=6, output_channels=8)
+    from hf_vae import TransformerPriorConfig
+
+    with pytest.raises(ValueError, match="`num_channels` must be 1 for the transformer prior"):
+        TransformerPriorConfig(token_source="pixels", vocab_size=256, num_channels=3)
+
+
 def test_class_label_changes_the_distribution():
     torch.manual_seed(0)
     model = PixelCNNPriorModel(PixelCNNPriorConfig(**TINY)).eval()
@@ -103,6 +179,11 @@ FAST_CONFIGS = {
                                 kernel_size=5, output_channels=8, num_classes=2, label_dropout=0.1),
     "codes_kernel7_wider_than_grid": dict(vocab_size=4, grid_size=3, hidden_size=8, num_layers=2, kernel_size=7, output_channels=8),
     "codes_kernel5_one_layer": dict(vocab_size=6, grid_size=5, hidden_size=8, num_layers=1, kernel_size=5, output_channels=8),
+    # Colour: three tokens per pixel, R -> G -> B (the cache recomputes the pixel's column per colour).
+    "rgb_pixels": dict(vocab_size=6, grid_size=4, token_source="pixels", num_channels=3, hidden_size=9, num_layers=3,
+                       output_channels=12),
+    "rgb_pixels_kernel5_conditional": dict(vocab_size=5, grid_size=5, token_source="pixels", num_channels=3, hidden_size=12,
+                                           num_layers=2, kernel_size=5, output_channels=6, num_classes=2, label_dropout=0.1),
 }
 FAST_OPTIONS = {
     "plain": {},
@@ -132,7 +213,7 @@ def test_fast_sampling_draws_what_the_naive_loop_draws(name, options):
     assert len(fast.unique()) > 1  # a constant grid would hide a wrong cache
 
 
-@pytest.mark.parametrize("name", ["codes_conditional", "pixels_kernel5_deep"])
+@pytest.mark.parametrize("name", ["codes_conditional", "pixels_kernel5_deep", "rgb_pixels_kernel5_conditional"])
 def test_fast_sampling_with_labels_and_guidance(name):
     model = _fast_model(name)
     num_classes = model.config.num_classes

@@ -144,9 +144,10 @@ def check_compatible(model, splits: dict, dynamic_binarization: bool = False) ->
             channels, height, width = _image_shape(train)
             if config.token_source != "pixels":
                 raise ValueError(f"`model.config.token_source` must be 'pixels' when no VQ-VAE codes were prepared, got {config.token_source!r}")
-            if channels != 1 or (height, width) != (config.grid_size, config.grid_size):
-                raise ValueError(f"`model.config.grid_size` must match the dataset images (1 channel, grid_size x grid_size), "
-                                 f"got {config.grid_size} for {channels}x{height}x{width} images")
+            if channels != config.num_channels or (height, width) != (config.grid_size, config.grid_size):
+                raise ValueError(f"`model.config.grid_size` and `num_channels` must match the dataset images (num_channels x "
+                                 f"grid_size x grid_size), got {config.num_channels}x{config.grid_size}x{config.grid_size} "
+                                 f"for {channels}x{height}x{width} images")
             if config.pixel_levels == 2 and not (_is_binary(splits["test"]) and (dynamic_binarization or _is_binary(train))):
                 raise ValueError("`data.train_binarize` and `data.eval_binarize` must binarize the images for a prior over "
                                  "binary pixel tokens (pixel_levels=2), got grey images")
@@ -216,7 +217,8 @@ def model_inputs(model, batch: dict, *, generator: torch.Generator, global_step:
         pixel_values = batch["pixel_values"]
         if dynamic_binarization:
             pixel_values = binarize_pixels(pixel_values, generator=generator)
-        inputs[name] = pixels_to_indices(pixel_values, model.config.pixel_levels) if tokens else pixel_values
+        inputs[name] = (pixels_to_indices(pixel_values, model.config.pixel_levels, num_channels=model.config.num_channels)
+                        if tokens else pixel_values)
     if type(model).takes_global_step:
         inputs["global_step"] = global_step
     if "labels" in batch and model.is_conditional:

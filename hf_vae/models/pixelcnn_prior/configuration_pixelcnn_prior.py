@@ -21,6 +21,11 @@ class PixelCNNPriorConfig(TokenPriorConfig):
             the others type B. The receptive field grows by `kernel_size // 2` per layer.
         kernel_size (`int`, defaults to 3): odd size n of the (masked) n x n convolutions.
         output_channels (`int`, defaults to 256): width of the 1x1 output head before the logits.
+
+    With `num_channels=3` (RGB pixel tokens, `token_source="pixels"`, e.g. `vocab_size=256`) every layer's channels
+    split into three groups, one per colour, and the convolutions that read the current pixel are masked so
+    that R sees no colour of its own pixel, G sees R and B sees R and G (the channel masks of the PixelCNN
+    paper); `hidden_size` and `output_channels` must then be multiples of 3.
     """
 
     model_type = "pixelcnn_prior"
@@ -39,3 +44,7 @@ class PixelCNNPriorConfig(TokenPriorConfig):
         if self.kernel_size % 2 == 0:
             raise ValueError(f"`kernel_size` must be an odd int >= 3, got {self.kernel_size!r}")
         check_int("output_channels", self.output_channels, minimum=1)
+        # Colour: the channels of every layer split into `num_channels` groups, one per colour (R, G, B).
+        for name in ("hidden_size", "output_channels"):
+            if getattr(self, name) % self.num_channels != 0:
+                raise ValueError(f"`{name}` must be a multiple of num_channels={self.num_channels}, got {getattr(self, name)!r}")

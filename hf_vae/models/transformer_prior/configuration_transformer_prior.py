@@ -52,6 +52,8 @@ class TransformerPriorConfig(TokenPriorConfig):
         check_float("dropout", self.dropout, minimum=0.0, maximum=1.0, exclusive_maximum=True)
         check_bool("bias", self.bias)
         check_choice("position_embedding", self.position_embedding, POSITION_EMBEDDINGS)
+        if self.num_channels != 1:  # one token per grid position; colour pixels are the gated PixelCNN's
+            raise ValueError(f"`num_channels` must be 1 for the transformer prior, got {self.num_channels!r}")
         if self.position_embedding == "2d_sincos" and self.hidden_size % 4 != 0:
             raise ValueError(
                 f"`hidden_size` must be divisible by 4 for 2d_sincos position embeddings, got {self.hidden_size!r}"
