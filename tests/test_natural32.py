@@ -13,7 +13,7 @@ from hf_vae import data as hd
 from hf_vae.data.natural32 import PHOTOS, cut_patches, photo_pixels
 
 # the models the benchmark smoke test runs
-SMOKE_MODELS = ("vae", "vq_prior")
+SMOKE_MODELS = ("vae", "pixelcnn", "vq_prior")
 
 
 @pytest.fixture(scope="module")
@@ -224,4 +224,7 @@ def test_benchmark_smoke_run_writes_every_figure_and_grid(natural32, codecs, tmp
     assert vq["bits_per_dim"] == pytest.approx(vq["reconstruction_bits_per_dim"] + vq["code_bits_per_dim"], rel=1e-6)
     assert vq["code_bits_per_pixel"] == pytest.approx(3 * vq["code_bits_per_dim"], rel=1e-6)
     assert out["models"]["vae"]["estimator"] == "IWAE, k=2" and out["models"]["vae"]["steps"] == 2
+    pixelcnn = out["models"]["pixelcnn"]  # the colour gated PixelCNN of pixelcnn_natural32.yaml: exact
+    assert pixelcnn["estimator"] == "exact" and (pixelcnn["model"]["num_channels"], pixelcnn["model"]["vocab_size"]) == (3, 256)
+    assert "Gated PixelCNN at least 15% below it" in text
     assert "| vqvae | `vqvae_natural32.yaml` | 2 (2) |" in text
