@@ -253,17 +253,31 @@ def evaluate_gaussian_latent(
 
 
 @register_evaluator("token_prior")
-def evaluate_token_prior(model, loader, *, num_importance_samples: int, seed: int, progress: bool) -> dict[str, Metric]:
+def evaluate_token_prior(model, loader, *, num_importance_samples: int, seed: int, progress: bool, vqvae=None) -> dict[str, Metric]:
     """Exact negative log-likelihood of token grids: nats per example, bits per token, and bits per
     dimension for pixel tokens (one token per pixel). `num_importance_samples` is unused: the
-    likelihood of an autoregressive prior is exact."""
+    likelihood of an autoregressive prior is exact.
+
+    A prior over VQ-VAE codes given images (`pixel_values`, not cached code grids) encodes them with `vqvae`
+    (None: the one its config names) and also reports the two-stage bound -log p(codes) - log p(x|z_q), in
+    nats and bits/dim (an upper bound on -log p(x): the encoder is deterministic, q(z|x) puts all its mass on
+    the nearest codes, so its entropy term is 0), its two terms, and the code rate in bits per pixel.
+    """
+    from .generation import prior_vqvae
     from .modeling_utils import pixels_to_indices
 
     conditional = model.is_conditional
-    total, count, num_tokens = 0.0, 0, model.num_tokens
+    total, reconstruction, count, shape, reasons = 0.0, 0.0, 0, None, set()
+    num_tokens = model.num_tokens
     for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
         if model.main_input_name in batch:  # VQ-VAE code grids, prepared by the trainer
             indices = batch[model.main_input_name]
+        elif model.config.token_source == "vqvae_codes":  # images: encode them, and score x given its codes
+            vqvae = prior_vqvae(model, vqvae)
+            pixel_values, shape = batch["pixel_values"].to(vqvae.device), batch["pixel_values"].shape[1:]
+            reasons.add(vqvae.likelihood.not_a_likelihood(pixel_values))
+            indices = vqvae.encode_to_indices(pixel_values)
+            reconstruction += vqvae.score(pixel_values).score.sum().item()  # -log p(x|z_q) at those codes
         else:
             indices = pixels_to_indices(batch["pixel_values"], model.config.pixel_levels, num_channels=model.config.num_channels)
         labels = batch["labels"].to(model.device) if conditional else None
@@ -281,7 +295,29 @@ def evaluate_token_prior(model, loader, *, num_importance_samples: int, seed: in
         metrics["bits_per_dim"] = Metric(nats_to_bits_per_dim(nll, num_tokens), "bits/dim", "exact",
                                          "Negative log-likelihood per dimension, -log2 p(x) / (C * H * W), x on the "
                                          f"{model.config.pixel_levels}-level grid")
+    if shape is not None:
+        metrics.update(_two_stage_bound(nll, reconstruction / count, shape, vqvae.config.likelihood, reasons))
     return metrics
+
+
+def _two_stage_bound(code_nll: float, reconstruction: float, shape, likelihood: str, reasons: set) -> dict[str, Metric]:
+    """The VQ-VAE + prior numbers of images of `shape` (C, H, W): -log p(codes) (`code_nll`, nats) and
+    -log p(x|z_q) (`reconstruction`, nats) per example, their sum as a bound in bits/dim, the code rate per pixel."""
+    num_dims, num_pixels = math.prod(shape), math.prod(shape[1:])
+    note = _bits_note(likelihood, reasons)
+    bound = "VQ-VAE + prior bound, exact -log p(codes) - log p(x|z_q) at the nearest codes"
+    return {
+        "nll_bound": Metric(code_nll + reconstruction, "nats", bound, "Negative log-likelihood of the image per example" + note),
+        "bits_per_dim": Metric(nats_to_bits_per_dim(code_nll + reconstruction, num_dims), "bits/dim", bound,
+                               "Negative log-likelihood of the image" + note),
+        "reconstruction_loss": Metric(reconstruction, "nats", "nearest codes (deterministic)", f"Mean -log p(x|z_q) ({likelihood})" + note),
+        "reconstruction_bits_per_dim": Metric(nats_to_bits_per_dim(reconstruction, num_dims), "bits/dim", "nearest codes (deterministic)",
+                                              "-log p(x|z_q) in bits per dimension" + note),
+        "code_bits_per_pixel": Metric(nats_to_bits_per_dim(code_nll, num_pixels), "bits/pixel", "exact, under the prior",
+                                      f"Code rate: -log2 p(codes) / (H*W), {num_pixels} pixels of {shape[0]} channels"),
+        "code_bits_per_dim": Metric(nats_to_bits_per_dim(code_nll, num_dims), "bits/dim", "exact, under the prior",
+                                    "-log2 p(codes) / (C*H*W): the codes' share of the bound"),
+    }
 
 
 # ---------------------------------------------------------------------------------------------

@@ -53,6 +53,15 @@ def load_vqvae(prior, name_or_path=None, *, name: str = "prior.config.vqvae_name
     return vqvae.eval()
 
 
+def prior_vqvae(prior, vqvae=None):
+    """The VQ-VAE whose codes `prior` models: `vqvae` checked against the prior (returned as it is, on its own
+    device), or when None the one the prior's config records (`load_vqvae`, in eval mode)."""
+    if vqvae is None:
+        return load_vqvae(prior)
+    check_prior_matches_vqvae(prior, vqvae)
+    return vqvae
+
+
 @torch.no_grad()
 def generate_images(prior, num_samples: int, *, vqvae=None, **sample_kwargs) -> torch.Tensor:
     """Sample `num_samples` images (N, C, H, W) in [0, 1] from a token prior (two-stage for VQ-VAE codes).
@@ -65,10 +74,6 @@ def generate_images(prior, num_samples: int, *, vqvae=None, **sample_kwargs) -> 
     """
     if prior.config.token_source == "pixels":
         return indices_to_pixels(prior.sample(num_samples, **sample_kwargs), prior.config.pixel_levels)
-    # The VQ-VAE is loaded and checked against the prior before the (slow) sampling starts.
-    if vqvae is None:
-        vqvae = load_vqvae(prior)
-    else:
-        check_prior_matches_vqvae(prior, vqvae)
+    vqvae = prior_vqvae(prior, vqvae)  # loaded and checked before the (slow) sampling starts
     indices = prior.sample(num_samples, **sample_kwargs)
     return vqvae.decode_from_indices(indices.to(vqvae.device))

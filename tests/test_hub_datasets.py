@@ -238,3 +238,63 @@ def test_unpinned_run_records_the_commit_it_trained_on(replicas, tmp_path):
     record = json.loads((tmp_path / "run" / "metrics.json").read_text())["data"]
     assert (record["dataset"], record["config_name"], record["revision"]) == (MNIST.repo_id, "mnist", None)
     assert record["commit"] == replicas[MNIST.repo_id]  # "main" as it was when the run read it
+
+
+# --- the VQ-VAE + transformer prior pairs on colour, VQ-VAE first, then the prior on its codes ----------
+
+# VQ-VAE recipe -> (its prior's recipe, the replica both train on)
+VQ_PAIRS = {"vqvae_cifar10.yaml": ("transformer_prior_vqvae_cifar10.yaml", CIFAR10),
+            "vqvae_celeba64.yaml": ("transformer_prior_vqvae_celeba64.yaml", CELEBA_FACES)}
+
+
+def _tiny_pair_recipe(name: str, output_dir, revision: str, model_overrides: list[str]) -> Recipe:
+    """A shipped VQ-VAE or prior recipe with a tiny model, 3 steps and held-out splits that fit the replica."""
+    overrides = model_overrides + [
+        "data.num_workers=0", "data.validation_size=16", f"data.revision='{revision}'", "data.in_memory=false",
+        "training.max_steps=3", "training.batch_size=8", "training.eval_every=3", "training.save_every=3",
+        "training.log_every=1", "training.warmup_steps=0", "training.mixed_precision='no'", "training.progress=false",
+        "training.early_stopping_patience=null", f"training.output_dir={output_dir}", "training.trackers=[jsonl]",
+        "evaluation.max_examples=16", "evaluation.batch_size=8", "evaluation.num_samples=4",
+    ]
+    if name.endswith("celeba64.yaml"):
+        overrides.append("data.test_size=16")
+    return Recipe.from_yaml(CONFIGS / name, overrides)
+
+
+@pytest.mark.parametrize("vq_name", list(VQ_PAIRS))
+def test_vqvae_and_prior_recipes_train_on_their_replica(replicas, tmp_path, vq_name):
+    import torch
+    from transformers import AutoModel
+
+    from hf_vae.generation import generate_images
+
+    prior_name, replica = VQ_PAIRS[vq_name]
+    revision = replicas[replica.repo_id]
+    shipped_vq, shipped_prior = Recipe.from_yaml(CONFIGS / vq_name), Recipe.from_yaml(CONFIGS / prior_name)
+    # the prior reads the data exactly as its VQ-VAE did (same codes), and its vocabulary and grid are the VQ-VAE's
+    assert shipped_prior.data == shipped_vq.data and shipped_vq.data.dataset == replica.repo_id
+    vq_config, prior_config = shipped_vq.model.config, shipped_prior.model.config
+    assert vq_config["likelihood"] == "discretized_logistic_mixture" and vq_config["num_channels"] == 3
+    size = shipped_vq.data.image_size or replica.image_size[0]
+    assert prior_config["vocab_size"] == vq_config["codebook_size"]
+    assert prior_config["grid_size"] == size // 2 ** len(vq_config["hidden_channels"])
+    assert prior_config["vqvae_name_or_path"] == shipped_vq.training.output_dir
+    assert prior_config.get("num_classes") == (len(replica.label_names) if replica.label_names else None)
+
+    vq_dir, prior_dir = tmp_path / "vqvae", tmp_path / "prior"
+    train(_tiny_pair_recipe(vq_name, vq_dir, revision, [
+        "model.config.hidden_channels=[8, 16]", "model.config.num_res_blocks=0", "model.config.codebook_size=16",
+        "model.config.embedding_dim=4", "model.config.num_mixtures=2"]))
+    vq_metrics = json.loads((vq_dir / "metrics.json").read_text())
+    assert vq_metrics["steps"] == 3 and math.isfinite(vq_metrics["test"]["psnr"]["value"])
+    train(_tiny_pair_recipe(prior_name, prior_dir, revision, [
+        f"model.config.vqvae_name_or_path={vq_dir}", "model.config.vocab_size=16", "model.config.num_layers=1",
+        "model.config.num_heads=2", "model.config.hidden_size=16"]))
+    prior_metrics = json.loads((prior_dir / "metrics.json").read_text())
+    assert prior_metrics["steps"] == 3 and math.isfinite(prior_metrics["test"]["bits_per_token"]["value"])
+    assert prior_metrics["data"]["commit"] == revision
+
+    prior = AutoModel.from_pretrained(prior_dir).eval()
+    labels = torch.tensor([0, 1]) if prior.is_conditional else None
+    samples = generate_images(prior, 2, labels=labels, generator=torch.Generator().manual_seed(0), progress=False)
+    assert samples.shape == (2, 3, size, size)

@@ -2,6 +2,7 @@
 split by source photograph, written once in the Hub layout with the photographs and licences in its card."""
 
 from collections import Counter
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -10,6 +11,9 @@ import yaml
 
 from hf_vae import data as hd
 from hf_vae.data.natural32 import PHOTOS, cut_patches, photo_pixels
+
+# the models the benchmark smoke test runs
+SMOKE_MODELS = ("vae", "pixelcnn", "vq_prior")
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +120,111 @@ def test_vae_natural32_recipe_trains_with_the_logistic_mixture(natural32, tmp_pa
     assert 4 < bits["value"] < 12 and "8-bit convention" in bits["description"]
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert (config["num_channels"], config["num_mixtures"]) == (3, 2)
+
+
+TINY_RUN = ["data.validation_size=16", "data.num_workers=0", "training.max_steps=3", "training.batch_size=8",
+            "training.eval_every=3", "training.save_every=3", "training.log_every=1", "training.warmup_steps=0",
+            "training.mixed_precision='no'", "training.progress=false", "training.early_stopping_patience=null",
+            "training.trackers=[jsonl]", "evaluation.max_examples=16", "evaluation.batch_size=8", "evaluation.num_samples=4"]
+
+
+def test_vqvae_and_transformer_prior_recipes_train_sample_and_bound_natural32(natural32, tmp_path, monkeypatch):
+    """vqvae_natural32 -> transformer_prior_vqvae_natural32 on its codes, a few steps each: two-stage RGB samples,
+    and evaluate() on the test images gives the VQ-VAE + prior bound, -log p(codes) - log p(x|z_q), in bits/dim."""
+    import json
+
+    import torch
+    from transformers import AutoModel
+
+    from hf_vae.evaluation import evaluate
+    from hf_vae.generation import generate_images
+    from hf_vae.recipes import recipe_info
+    from hf_vae.training import Recipe, train
+
+    root, _ = natural32
+    monkeypatch.setenv("HF_VAE_CACHE", str(root))
+    vq_dir, prior_dir = tmp_path / "vqvae", tmp_path / "prior"
+    vq_recipe = Recipe.from_yaml(recipe_info("vqvae_natural32").path, TINY_RUN + [
+        "model.config.hidden_channels=[8, 16]", "model.config.num_res_blocks=0", "model.config.codebook_size=16",
+        "model.config.embedding_dim=4", "model.config.num_mixtures=2", f"training.output_dir={vq_dir}"])
+    assert (vq_recipe.model.config["likelihood"], vq_recipe.model.config["num_channels"]) == ("discretized_logistic_mixture", 3)
+    train(vq_recipe)
+    vq_metrics = json.loads((vq_dir / "metrics.json").read_text())["test"]
+    assert 0 < vq_metrics["psnr"]["value"] < 100 and -1 < vq_metrics["ssim"]["value"] <= 1
+    assert "8-bit convention" in vq_metrics["reconstruction_bits_per_dim"]["description"]
+
+    prior_recipe = Recipe.from_yaml(recipe_info("transformer_prior_vqvae_natural32").path, TINY_RUN + [
+        f"model.config.vqvae_name_or_path={vq_dir}", "model.config.vocab_size=16", "model.config.num_layers=1",
+        "model.config.num_heads=2", "model.config.hidden_size=16", f"training.output_dir={prior_dir}"])
+    assert recipe_info("transformer_prior_vqvae_natural32").prerequisite_command.startswith("hf-vae train vqvae_natural32 ")
+    train(prior_recipe)
+    prior, vqvae = AutoModel.from_pretrained(prior_dir).eval(), AutoModel.from_pretrained(vq_dir).eval()
+
+    samples = generate_images(prior, 3, generator=torch.Generator().manual_seed(0), progress=False)
+    assert samples.shape == (3, 3, 32, 32) and 0 <= samples.min() <= samples.max() <= 1
+    assert (prior_dir / "samples.png").exists()
+
+    from hf_vae import data as hd
+
+    test = hd.load_split("natural32", "test", cache_dir=root)
+    metrics = evaluate(prior, test, max_examples=12, batch_size=5, progress=False)  # the VQ-VAE its config names
+    pixels = torch.stack([test[i]["pixel_values"] for i in range(12)])
+    with torch.no_grad():
+        codes = -prior.log_likelihood(vqvae.encode_to_indices(pixels))
+        reconstruction = vqvae.score(pixels).score
+    assert metrics["nll"].value == pytest.approx(codes.mean().item(), rel=1e-5)
+    assert metrics["reconstruction_loss"].value == pytest.approx(reconstruction.mean().item(), rel=1e-5)
+    bound = (codes + reconstruction).mean().item()
+    assert metrics["nll_bound"].value == pytest.approx(bound, rel=1e-5)
+    assert metrics["bits_per_dim"].value == pytest.approx(bound / (3 * 32 * 32 * np.log(2)), rel=1e-5)
+    assert metrics["code_bits_per_pixel"].value == pytest.approx(codes.mean().item() / (32 * 32 * np.log(2)), rel=1e-5)
+    assert "8-bit convention" in metrics["bits_per_dim"].description and "bound" in metrics["bits_per_dim"].estimator
+    assert metrics["bits_per_dim"].value > metrics["reconstruction_bits_per_dim"].value  # the codes cost bits too
+
+    # the pipelines on the colour pair: RGB pictures in and out
+    from transformers import pipeline
+
+    from hf_vae.images import to_pil
+
+    generated = pipeline("unconditional-image-generation", model=str(prior_dir))(num_samples=2, seed=0)
+    assert [(image.mode, image.size) for image in generated] == [("RGB", (32, 32))] * 2
+    reconstruction = pipeline("image-reconstruction", model=str(vq_dir))(to_pil(pixels[:1])[0])
+    assert (reconstruction.mode, reconstruction.size) == ("RGB", (32, 32))
+
+    with pytest.raises(ValueError, match="vocab_size"):  # a VQ-VAE whose codebook is not the prior's vocabulary
+        from hf_vae import VQVAEConfig, VQVAEModel
+
+        other = VQVAEModel(VQVAEConfig(image_size=32, num_channels=3, hidden_channels=[8, 16], num_res_blocks=0,
+                                       codebook_size=32, embedding_dim=4))
+        evaluate(prior, test, vqvae=other, max_examples=4, progress=False)
+
+
+def test_benchmark_smoke_run_writes_every_figure_and_grid(natural32, codecs, tmp_path, monkeypatch):
+    """`benchmarks/natural32.py --smoke`: tiny models, a few steps each, through the same code as the real run."""
+    import sys
+
+    root, _ = natural32
+    monkeypatch.setenv("HF_VAE_CACHE", str(root))
+    sys.path.insert(0, str(Path(codecs.__file__).parent))
+    try:
+        import natural32 as benchmark
+    finally:
+        sys.path.remove(str(Path(codecs.__file__).parent))
+    results_md = tmp_path / "results" / "natural32.md"
+    out = benchmark.main(["--smoke", "--models", *SMOKE_MODELS, "--output_dir", str(tmp_path / "runs"), "--results", str(results_md)])
+    assert list(out["models"]) == list(SMOKE_MODELS)
+    text = results_md.read_text()
+    assert "SMOKE RUN" in text and "Best lossless codec: WebP lossless" in text
+    for model, result in out["models"].items():
+        assert 0 < result["bits_per_dim"] < 16
+        assert all((tmp_path / "results" / "natural32" / Path(p).name).is_file() for p in result["pictures"])
+        assert f"**{result['bits_per_dim']:.3f}**" in text
+    vq = out["models"]["vq_prior"]
+    # the bound is its two terms; the code rate per pixel is 3x the codes' bits per dimension (3 channels)
+    assert vq["bits_per_dim"] == pytest.approx(vq["reconstruction_bits_per_dim"] + vq["code_bits_per_dim"], rel=1e-6)
+    assert vq["code_bits_per_pixel"] == pytest.approx(3 * vq["code_bits_per_dim"], rel=1e-6)
+    assert out["models"]["vae"]["estimator"] == "IWAE, k=2" and out["models"]["vae"]["steps"] == 2
+    pixelcnn = out["models"]["pixelcnn"]  # the colour gated PixelCNN of pixelcnn_natural32.yaml: exact
+    assert pixelcnn["estimator"] == "exact" and (pixelcnn["model"]["num_channels"], pixelcnn["model"]["vocab_size"]) == (3, 256)
+    assert "Gated PixelCNN at least 15% below it" in text
+    assert "| vqvae | `vqvae_natural32.yaml` | 2 (2) |" in text
