@@ -145,7 +145,7 @@ def write_results(args, base: Recipe, output_dir: Path) -> list[dict]:
     lines = [
         "# VAE ablation on mnist5k: objective, prior and regularisation options",
         "",
-        f"Command: `{command_line()}`  ",
+        "Commands that trained the rows: " + ", ".join(f"`{c}`" for c in dict.fromkeys(row["command"] for row in rows)) + "  ",
         f"Recipe: `{Path(args.recipe).name}` {' '.join(args.base_overrides)}; every row the same steps, no early stopping, best "
         "validation (-ELBO) checkpoint kept  ",
         f"Machine: {machine()}, {os.cpu_count()} cores; load average when each row finished in its JSON; training minutes depend on "
