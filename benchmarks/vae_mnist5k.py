@@ -72,10 +72,12 @@ def run_hf_vae(recipe: Recipe, output_dir: Path) -> dict:
     }
 
 
-def run_pythae(recipe: Recipe, splits: dict, output_dir: Path) -> dict:
+def run_pythae(recipe: Recipe, splits: dict, output_dir: Path, model_name: str = "VAE", model_options: dict | None = None) -> dict:
+    """pythae's `model_name` (VAE, IWAE, VAMP: `pythae.models.<name>` with `<name>Config(**model_options)`) on
+    the recipe's architecture, initial weights and budget, scored by hf_vae's estimator; the scored model is
+    saved in `output_dir / "scored"`."""
+    import pythae.models
     from pythae.data.datasets import BaseDataset
-    from pythae.models import VAE
-    from pythae.models import VAEConfig as PythaeVAEConfig
     from pythae.models.base.base_utils import ModelOutput
     from pythae.models.nn import BaseDecoder, BaseEncoder
     from pythae.trainers import BaseTrainer, BaseTrainerConfig
@@ -102,9 +104,9 @@ def run_pythae(recipe: Recipe, splits: dict, output_dir: Path) -> dict:
         def forward(self, z):
             return ModelOutput(reconstruction=torch.sigmoid(self.net(z)))
 
-    model = VAE(
-        PythaeVAEConfig(input_dim=(config.num_channels, config.image_size, config.image_size),
-                        latent_dim=config.latent_dim, reconstruction_loss="bce"),
+    model = getattr(pythae.models, model_name)(
+        getattr(pythae.models, f"{model_name}Config")(input_dim=(config.num_channels, config.image_size, config.image_size),
+                                                      latent_dim=config.latent_dim, reconstruction_loss="bce", **(model_options or {})),
         encoder=Encoder(), decoder=Decoder(),
     )
     num_train = len(splits["train"]["pixel_values"])
@@ -139,6 +141,10 @@ def run_pythae(recipe: Recipe, splits: dict, output_dir: Path) -> dict:
     # Score pythae's best model with the very same estimator: load its modules into an hf_vae model.
     reference.encoder.load_state_dict(best.encoder.net.state_dict())
     reference.decoder.load_state_dict(best.decoder.net.state_dict())
+    if model_name == "VAMP":  # pythae's u_k = hardtanh(W e_k + b); hf_vae's (recipe `prior: vamp`) = hardtanh(w_k)
+        linear = best.pseudo_inputs[0]
+        reference.pseudo_inputs.weight.data.copy_((linear.weight.T + linear.bias).view_as(reference.pseudo_inputs.weight))
+    reference.save_pretrained(output_dir / "scored")
     metrics = evaluate(reference, splits["test"], batch_size=recipe.evaluation.batch_size,
                        num_importance_samples=recipe.evaluation.num_importance_samples, seed=t.seed,
                        max_examples=recipe.evaluation.max_examples, progress=False)

@@ -1,7 +1,8 @@
 """The probability maths every family shares, written once and tested against `torch.distributions`.
 
 - `DiagonalGaussian`: the posterior q(z|x) of the VAE family (reparameterised sampling with a
-  generator, closed-form KL to N(0, I) or to another diagonal Gaussian, log-density).
+  generator, closed-form KL to N(0, I) or to another diagonal Gaussian, log-density, and the log-density
+  of the equal-weight mixture of a batch of them: the VampPrior's p(z)).
 - Observation likelihoods p(x|z) for the decoder: `BernoulliLikelihood` (binary data, on logits),
   `GaussianLikelihood` (continuous data, fixed or learned scale) and `DiscretizedGaussianLikelihood`
   (8-bit images: the probability mass of each of the 256 bins, so bits/dim are honest), and
@@ -83,25 +84,16 @@ class DiagonalGaussian:
         return self.mean
 
     def kl(self, other: DiagonalGaussian | None = None) -> torch.Tensor:
-        """KL(self || other) per example in nats; `other=None` means N(0, I).
+        """KL(self || other) per example in nats; `other=None` means N(0, I) (sum of `kl_per_dim`)."""
+        return _sum_except_batch(self.kl_per_dim(other))
 
-        Closed form per dimension: 0.5 * (var/var_o + (mean - mean_o)^2/var_o - 1 + logvar_o - logvar).
-        """
+    def kl_per_dim(self, other: DiagonalGaussian | None = None) -> torch.Tensor:
+        """KL(self || other) per latent dimension, shape of `mean` (free bits, active-unit reports); `other=None`
+        is N(0, I). Per dimension: 0.5 * (var/var_o + (mean - mean_o)^2/var_o - 1 + logvar_o - logvar)."""
         if other is None:
-            kl = 0.5 * (self.var + self.mean.pow(2) - 1.0 - self.logvar)
-        else:
-            kl = 0.5 * (
-                torch.exp(self.logvar - other.logvar)
-                + (self.mean - other.mean).pow(2) / other.var
-                - 1.0
-                + other.logvar
-                - self.logvar
-            )
-        return _sum_except_batch(kl)
-
-    def kl_per_dim(self) -> torch.Tensor:
-        """KL to N(0, I) per latent dimension, shape of `mean` (for free bits and active-unit reports)."""
-        return 0.5 * (self.var + self.mean.pow(2) - 1.0 - self.logvar)
+            return 0.5 * (self.var + self.mean.pow(2) - 1.0 - self.logvar)
+        return 0.5 * (torch.exp(self.logvar - other.logvar) + (self.mean - other.mean).pow(2) / other.var - 1.0
+                      + other.logvar - self.logvar)
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log N(z; mean, var) in nats, summed over the event dims (all but the first of `mean`).
@@ -110,6 +102,11 @@ class DiagonalGaussian:
         """
         elementwise = -0.5 * (LOG_2PI + self.logvar + (z - self.mean).pow(2) / self.var)
         return elementwise.sum(dim=tuple(range(-(self.mean.ndim - 1), 0)))
+
+    def mixture_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log (1/K) sum_k N(z; mean_k, var_k), the equal-weight mixture of this batch's K Gaussians (K, D):
+        z (..., D) -> (...). Every z meets every component, (..., K, D) in memory."""
+        return log_mean_exp(self.log_prob(z.unsqueeze(-2)), dim=-1)
 
 
 def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .distributions import NotALikelihoodWarning, nats_to_bits_per_dim
+from .distributions import DiagonalGaussian, NotALikelihoodWarning, nats_to_bits_per_dim
 from .validation import check_choice, check_int
 
 # Burda et al. (2016): latent dimension u is active when Cov_x(E_q(z|x)[z_u]) exceeds this (the trainer's
@@ -183,9 +183,14 @@ def evaluate_gaussian_latent(
     Active units follow Burda et al. (2016): dimension u is active when Cov_x(E_q(z|x)[z_u]) exceeds
     `active_unit_threshold`. Fewer than `collapse_fraction` of the dimensions active triggers a
     posterior-collapse warning (and `posterior_collapse = True`).
+
+    With the VampPrior the KL is a one-sample estimate, and since the mixture's KL does not split over
+    dimensions, `kl_per_dim` is the KL per dimension to the prior's moment-matched diagonal Gaussian
+    (the mixture's mean and variance per dimension), a collapse diagnostic; activity does not involve p(z).
     """
     check_choice("decoder_precision", decoder_precision, ("fp32", "bf16"))
     conditional = model.is_conditional
+    prior_moments = _moment_matched(model.prior_components())  # None for N(0, I): the exact KL per dimension
     generator = torch.Generator().manual_seed(seed)
     totals = {"elbo": 0.0, "reconstruction": 0.0, "kl": 0.0, "nll": 0.0}
     kl_per_dim, means = 0.0, []
@@ -203,7 +208,7 @@ def evaluate_gaussian_latent(
         totals["reconstruction"] += out.reconstruction_loss.item() * n
         totals["kl"] += out.kl_loss.item() * n
         posterior = model.encode(pixel_values, **label_kwargs).latent_dist
-        kl_per_dim = kl_per_dim + posterior.kl_per_dim().sum(dim=0)
+        kl_per_dim = kl_per_dim + posterior.kl_per_dim(prior_moments).sum(dim=0)
         means.append(posterior.mean.float())
         if num_importance_samples:
             log_px = model.log_likelihood(pixel_values, num_samples=num_importance_samples, generator=generator,
@@ -226,16 +231,19 @@ def evaluate_gaussian_latent(
         )
     likelihood = model.config.likelihood
     bits_note = _bits_note(likelihood, reasons)
+    kl_estimator, kl_per_dim_estimator = "closed form", "closed form"
+    if prior_moments is not None:
+        kl_estimator, kl_per_dim_estimator = "1 posterior sample, VampPrior", "closed form, to the VampPrior's moment-matched Gaussian"
 
     elbo = totals["elbo"] / count
     metrics = {
         "elbo": Metric(elbo, "nats", "ELBO, 1 sample", "Mean evidence lower bound per example"),
         "reconstruction_loss": Metric(totals["reconstruction"] / count, "nats", "1 posterior sample", "Mean -log p(x|z)"),
-        "kl": Metric(totals["kl"] / count, "nats", "closed form", "Mean KL(q(z|x) || p(z))"),
+        "kl": Metric(totals["kl"] / count, "nats", kl_estimator, "Mean KL(q(z|x) || p(z))"),
         "elbo_bits_per_dim": Metric(
             nats_to_bits_per_dim(-elbo, num_dims), "bits/dim", "ELBO, 1 sample", "Negative ELBO in bits per dimension" + bits_note
         ),
-        "kl_per_dim": Metric((kl_per_dim / count).tolist(), "nats", "closed form", "Mean KL per latent dimension"),
+        "kl_per_dim": Metric((kl_per_dim / count).tolist(), "nats", kl_per_dim_estimator, "Mean KL per latent dimension"),
         "latent_activity": Metric(activity.tolist(), "variance", f"over the examples; active when > {active_unit_threshold}",
                                   "Variance over x of the posterior mean E_q[z_u] per latent dimension"),
         "active_units": Metric(active, "dimensions", f"Cov_x E[z] > {active_unit_threshold}", f"Active latent units of {latent_dim}"),
@@ -250,6 +258,16 @@ def evaluate_gaussian_latent(
         metrics["bits_per_dim"] = Metric(nats_to_bits_per_dim(nll, num_dims), "bits/dim", estimator, "Negative log-likelihood" + bits_note)
     metrics.update(_warnings_metric(reasons))
     return metrics
+
+
+def _moment_matched(components):
+    """The diagonal Gaussian (1, D) with the mean and variance of the equal-weight mixture of `components`
+    (K, D) per dimension (var = E_k[var_k + mean_k^2] - mean^2); None for None."""
+    if components is None:
+        return None
+    mean = components.mean.mean(dim=0, keepdim=True)
+    var = (components.var + components.mean.pow(2)).mean(dim=0, keepdim=True) - mean.pow(2)
+    return DiagonalGaussian(mean, var.clamp(min=1e-12).log())
 
 
 @register_evaluator("token_prior")

@@ -25,7 +25,8 @@ class CVAEConfig(VAEConfig):
             by the null label, so one model learns both p(x|z, y) and p(x|z) (needed for guidance).
 
     The label enters the encoder as extra input channels (its embedding broadcast over the image) and
-    the decoder concatenated with z; the prior p(z) = N(0, I) does not depend on it.
+    the decoder concatenated with z; the prior p(z) (N(0, I), or the VampPrior, whose pseudo-inputs are
+    encoded with the null label) does not depend on it.
     """
 
     model_type = "cvae"

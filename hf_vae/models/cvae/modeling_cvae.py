@@ -5,8 +5,9 @@ Read top-down: label embedding -> `CVAEModel`. The CVAE is the VAE of `modeling_
 condition: the label's vector enters the encoder as extra input channels and the decoder concatenated
 with z (the VAE's `GaussianEncoder` / `GaussianDecoder`, widened by `config.label_dim`). It overrides
 only the VAE's condition hooks (`_condition`, `_forward_condition`); the objective, the importance
-sampling, decoding with guidance, interpolation and the checks are the VAE's. The prior p(z) = N(0, I)
-ignores the label. The label vocabulary has a "null" entry, id `num_classes` (`null_label`), meaning
+sampling, decoding with guidance, interpolation and the checks are the VAE's, and so are the prior options.
+The prior p(z) ignores the label (N(0, I), or the VampPrior with its pseudo-inputs encoded under the null
+label). The label vocabulary has a "null" entry, id `num_classes` (`null_label`), meaning
 "no label"; methods take `labels=None` for it.
 """
 
@@ -38,7 +39,7 @@ class LabelEmbedding(nn.Module):
 
 
 class CVAEModel(VAEModel):
-    """Conditional VAE: q(z|x, y), p(z) = N(0, I), p(x|z, y), with label dropout for classifier-free guidance.
+    """Conditional VAE: q(z|x, y), p(z) (N(0, I) or the VampPrior), p(x|z, y), with label dropout for classifier-free guidance.
 
     `forward(pixel_values, labels)` returns the negative conditional ELBO (`loss`, KL weighted by
     `config.beta`) and its terms, as the VAE does. `encode`, `reconstruct` and `interpolate` need the

@@ -1,9 +1,10 @@
 """A convolutional VAE / β-VAE as a Hugging Face model (Kingma & Welling 2014; Higgins et al. 2017).
 
 Read top-down: the Gaussian encoder and decoder (the shared convolutional core of
-`models/modeling_autoencoder.py` plus a dense bottleneck) -> `VAEModel` (forward = negative ELBO with
-named terms, then the public methods `encode`, `decode`, `sample`, `reconstruct`, `interpolate`,
-`latent_arithmetic`, `log_likelihood`). The probability maths lives in `hf_vae/distributions.py`.
+`models/modeling_autoencoder.py` plus a dense bottleneck) -> `VAEModel` (the prior p(z), forward = the
+negative ELBO or importance-weighted bound with named terms, then the public methods `encode`, `decode`,
+`sample`, `reconstruct`, `interpolate`, `latent_arithmetic`, `log_likelihood`). The probability maths
+lives in `hf_vae/distributions.py`, the VampPrior's pseudo-inputs in `vamp_prior.py`.
 
 `VAEModel` is also the body of the conditional VAE: everything that depends on a condition goes through
 two hooks, `_condition` (labels -> the vector the encoder and decoder read, `None` here) and
@@ -20,13 +21,14 @@ import torch
 from torch import nn
 
 from ...distributions import (
-    DiagonalGaussian, get_likelihood, log_mean_exp, standard_normal, standard_normal_log_prob, warn_if_not_a_likelihood,
+    DiagonalGaussian, get_likelihood, log_mean_exp, standard_normal, standard_normal_log_prob, uniform, warn_if_not_a_likelihood,
 )
 from ...modeling_outputs import EncoderOutput, ScoreOutput, VAEOutput
 from ...modeling_utils import SamplingMixin
 from ...validation import check_bool, check_choice, check_float, check_generator, check_int, check_labels, check_latents
 from ..modeling_autoencoder import AutoencoderPreTrainedModel, ConvDecoder, ConvEncoder
 from .configuration_vae import VAEConfig
+from .vamp_prior import VampPseudoInputs
 
 INTERPOLATIONS = ("linear", "slerp")
 
@@ -66,9 +68,11 @@ class VAEPreTrainedModel(AutoencoderPreTrainedModel):
 
 
 class VAEModel(SamplingMixin, VAEPreTrainedModel):
-    """Convolutional VAE with a N(0, I) prior, a diagonal Gaussian posterior and a configurable p(x|z).
+    """Convolutional VAE with a diagonal Gaussian posterior, a configurable p(x|z) and a N(0, I) prior, or
+    the VampPrior (`config.prior`).
 
-    `forward(pixel_values)` returns the negative ELBO (`loss`, KL weighted by `config.beta`) and its terms.
+    `forward(pixel_values)` returns the negative ELBO (`loss`, KL weighted by `config.beta`), or with
+    `config.train_importance_samples` k > 1 the negative IWAE_k bound, and the ELBO's terms.
     Methods take `labels` like the CVAE's, so the families share one vocabulary; here any `labels` other
     than `None` (and any `guidance_scale` other than 1) raises.
     """
@@ -85,12 +89,19 @@ class VAEModel(SamplingMixin, VAEPreTrainedModel):
         super().__init__(config)
         self.likelihood = get_likelihood(config.likelihood, config.likelihood_scale, config.num_mixtures)
         self._build(config)
+        self._build_prior(config)
         self.post_init()
 
     def _build(self, config: VAEConfig) -> None:
         """The modules; the CVAE adds its label embedding and widens encoder and decoder by its size."""
         self.encoder = GaussianEncoder(config)
         self.decoder = GaussianDecoder(config, self.likelihood.num_outputs(config.num_channels))
+
+    def _build_prior(self, config: VAEConfig) -> None:
+        """The VampPrior's pseudo-inputs, for the VAE and the CVAE, built after the modules of `_build` (so a
+        seeded model with the standard normal prior initialises as before the option existed)."""
+        if config.prior == "vamp":
+            self.pseudo_inputs = VampPseudoInputs(config)
 
     # -- hooks: how a condition enters (the CVAE overrides these) ------------------------------------
 
@@ -108,6 +119,24 @@ class VAEModel(SamplingMixin, VAEPreTrainedModel):
     def _check_latents(self, latents) -> None:
         check_latents(latents, (self.config.latent_dim,), dtype=self.dtype)
 
+    # -- the prior p(z) -------------------------------------------------------------------------------
+
+    def prior_components(self) -> DiagonalGaussian | None:
+        """The VampPrior's K mixture components q(z | u_k), a `DiagonalGaussian` over (K, latent_dim) (the
+        CVAE encodes the pseudo-inputs with its null label, so p(z) ignores the class); None for N(0, I)."""
+        if self.config.prior == "standard_normal":
+            return None
+        pseudo_inputs = self.pseudo_inputs().to(self.dtype)
+        condition = self._condition(None, pseudo_inputs.shape[0])
+        return DiagonalGaussian(*self.encoder(pseudo_inputs, condition).chunk(2, dim=1))
+
+    def prior_log_prob(self, latents: torch.Tensor, components: DiagonalGaussian | None = None) -> torch.Tensor:
+        """log p(z) in nats for latents (..., latent_dim) -> (...). The VampPrior encodes its pseudo-inputs
+        unless `components` (`prior_components()`, computed once for many calls) are passed."""
+        if self.config.prior == "standard_normal":
+            return standard_normal_log_prob(latents.reshape(-1, latents.shape[-1])).view(latents.shape[:-1])
+        return (components if components is not None else self.prior_components()).mixture_log_prob(latents)
+
     # -- the objective ------------------------------------------------------------------------------
 
     def kl_weight(self, global_step: int | None = None) -> float:
@@ -121,32 +150,50 @@ class VAEModel(SamplingMixin, VAEPreTrainedModel):
         return {"kl_weight": self.kl_weight(global_step)}
 
     def _objective(self, pixel_values, labels, generator, global_step) -> VAEOutput:
-        """`forward`: the negative ELBO with one posterior sample, drawn with `generator` (the CVAE drops
-        labels with it first); the KL is weighted by `kl_weight(global_step)`, `None` giving the full `beta`."""
-        condition = self._forward_condition(labels, pixel_values.shape[0], generator)
-        posterior = DiagonalGaussian(*self.encoder(pixel_values, condition).chunk(2, dim=1))
-        latents = posterior.rsample(generator)
-        params = self.decoder(latents, condition)
+        """`forward`: the training objective with k = `config.train_importance_samples` posterior samples,
+        drawn in turn with `generator` (the CVAE drops labels with it first); the KL, or inside the weights
+        log p(z) - log q(z|x), is weighted by `kl_weight(global_step)`, `None` giving the full `beta`.
 
-        log_px_z = self.likelihood.log_prob(params, pixel_values)  # (B,)
-        kl = posterior.kl()  # (B,)
-        reconstruction_loss = -log_px_z.mean()
-        if self.config.free_bits > 0:
-            # Free bits: each dimension's batch-mean KL counts at least `free_bits` nats in the loss.
-            kl_objective = posterior.kl_per_dim().mean(dim=0).clamp(min=self.config.free_bits).sum()
+        k = 1 is the negative ELBO: closed-form KL for N(0, I) (with free bits), a one-sample estimate
+        log q(z|x) - log p(z) for the VampPrior. k > 1 is -IWAE_k = -log (1/k) sum_i w_i, log w_i =
+        log p(x|z_i) + kl_weight * (log p(z_i) - log q(z_i|x)) (Burda et al. 2016), mean over the batch:
+        a tighter bound on log p(x), reached at the end of the warm-up. The named terms are the ELBO's at
+        the first sample, which is the draw that k = 1 takes.
+        """
+        batch, k = pixel_values.shape[0], self.config.train_importance_samples
+        condition = self._forward_condition(labels, batch, generator)
+        posterior = DiagonalGaussian(*self.encoder(pixel_values, condition).chunk(2, dim=1))
+        # k draws of (B, D), stacked sample-major: (k * B, D), row i * B + b is sample i of image b.
+        latents = posterior.rsample(generator) if k == 1 else torch.cat([posterior.rsample(generator) for _ in range(k)])
+        params = self.decoder(latents, _repeat(condition, k))
+        log_px_z = self.likelihood.log_prob(params, _repeat(pixel_values, k)).view(k, batch)  # (k, B)
+
+        prior = self.prior_components()
+        if prior is None:
+            kl = posterior.kl()  # (B,) closed form
         else:
-            kl_objective = kl.mean()
-        loss = reconstruction_loss + self.kl_weight(global_step) * kl_objective
+            kl = posterior.log_prob(latents[:batch]) - prior.mixture_log_prob(latents[:batch])  # (B,) one sample
+        reconstruction_loss = -log_px_z[0].mean()
+        weight = self.kl_weight(global_step)
+        if k > 1:
+            samples = latents.view(k, batch, -1)
+            log_weights = log_px_z + weight * (self.prior_log_prob(samples, prior) - posterior.log_prob(samples))
+            loss = -log_mean_exp(log_weights, dim=0).mean()
+        elif self.config.free_bits > 0:
+            # Free bits: each dimension's batch-mean KL counts at least `free_bits` nats in the loss.
+            loss = reconstruction_loss + weight * posterior.kl_per_dim().mean(dim=0).clamp(min=self.config.free_bits).sum()
+        else:
+            loss = reconstruction_loss + weight * kl.mean()
 
         return VAEOutput(
             loss=loss,
             reconstruction_loss=reconstruction_loss,
             kl_loss=kl.mean(),
-            elbo=log_px_z - kl,
+            elbo=log_px_z[0] - kl,
             posterior_mean=posterior.mean,
             posterior_logvar=posterior.logvar,
-            latents=latents,
-            reconstruction=self.likelihood.mean(params),
+            latents=latents[:batch],
+            reconstruction=self.likelihood.mean(params[:batch]),
         )
 
     # -- public methods -------------------------------------------------------------------------------
@@ -194,8 +241,9 @@ class VAEModel(SamplingMixin, VAEPreTrainedModel):
 
     def _draw(self, num_samples: int, *, generator, labels, temperature, guidance_scale,
                 output: str = "mean") -> torch.Tensor:
-        """`sample` for the VAE family: N images (N, C, H, W), z ~ N(0, temperature^2 I), then `decode`
-        (CVAE: given `labels`, with classifier-free `guidance_scale`).
+        """`sample` for the VAE family: N images (N, C, H, W), z from the prior, then `decode` (CVAE: given
+        `labels`, with classifier-free `guidance_scale`). N(0, I): z ~ N(0, temperature^2 I); VampPrior: a
+        component k uniformly per image, then z ~ N(mean_k, temperature^2 var_k).
 
         Options: `output`, `"mean"` (the mean of p(x|z), default) or `"sample"` (pixels drawn from it).
         """
@@ -203,6 +251,12 @@ class VAEModel(SamplingMixin, VAEPreTrainedModel):
         latents = temperature * standard_normal(
             (num_samples, self.config.latent_dim), generator=generator, device=self.device, dtype=self.dtype
         )
+        prior = self.prior_components()
+        if prior is not None:
+            # Component ids floor(K u), u ~ U[0, 1), drawn after the noise (so N(0, I) sampling is unchanged).
+            u = uniform((num_samples,), generator=generator, device=self.device, dtype=torch.float32)
+            pick = (u * self.config.num_pseudo_inputs).long().clamp(max=self.config.num_pseudo_inputs - 1)
+            latents = prior.mean[pick] + prior.std[pick] * latents
         return self.decode(latents, labels, generator=generator, output=output, guidance_scale=guidance_scale).sample
 
     @torch.no_grad()
@@ -343,6 +397,7 @@ class VAEModel(SamplingMixin, VAEPreTrainedModel):
         posterior = DiagonalGaussian(*self.encoder(pixel_values, condition).chunk(2, dim=1))
         # Small decoder batches stay in the CPU caches: 128 passes per call ran ~2x faster than 2048.
         per_chunk = max(1, chunk_size // batch)
+        prior = self.prior_components()  # the VampPrior's pseudo-inputs, encoded once (None: N(0, I))
         log_weights = []  # chunks of (s, B)
         for start in range(0, num_samples, per_chunk):
             s = min(per_chunk, num_samples - start)
@@ -355,10 +410,15 @@ class VAEModel(SamplingMixin, VAEPreTrainedModel):
             with bf16:  # the decoder returns fp32 parameters either way
                 params = self.decoder(z.flatten(0, 1), None if condition is None else condition.repeat(s, 1), **layout)
             log_px_z = self.likelihood.log_prob(params, pixel_values.repeat(s, 1, 1, 1)).view(s, batch)
-            log_pz = standard_normal_log_prob(z.flatten(0, 1)).view(s, batch)
+            log_pz = self.prior_log_prob(z, prior)  # (s, B)
             log_qz_x = posterior.log_prob(z)  # broadcasts over the s samples: (s, B)
             log_weights.append(log_px_z + log_pz - log_qz_x)
         return log_mean_exp(torch.cat(log_weights, dim=0), dim=0)
+
+
+def _repeat(tensor: torch.Tensor | None, k: int) -> torch.Tensor | None:
+    """`tensor` (B, ...) repeated k times along the batch, sample-major (k * B, ...); itself when k = 1."""
+    return tensor if tensor is None or k == 1 else tensor.repeat(k, *[1] * (tensor.ndim - 1))
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
