@@ -3,17 +3,13 @@
 - `DiagonalGaussian`: the posterior q(z|x) of the VAE family (reparameterised sampling with a
   generator, closed-form KL to N(0, I) or to another diagonal Gaussian, log-density, and the log-density
   of the equal-weight mixture of a batch of them: the VampPrior's p(z)).
-- Observation likelihoods p(x|z) for the decoder: `BernoulliLikelihood` (binary data, on logits),
-  `GaussianLikelihood` (continuous data, fixed or learned scale) and `DiscretizedGaussianLikelihood`
-  (8-bit images: the probability mass of each of the 256 bins, so bits/dim are honest), and
-  `DiscretizedLogisticMixtureLikelihood` (PixelCNN++'s mixture of discretized logistics, channels
-  conditioned in order R -> G -> B).
+- Observation likelihoods p(x|z): `BernoulliLikelihood` (binary, on logits), `GaussianLikelihood` (fixed or
+  learned scale), `DiscretizedGaussianLikelihood` (the mass of each of the 256 bins of 8-bit images) and
+  `DiscretizedLogisticMixtureLikelihood` (PixelCNN++'s, channels conditioned R -> G -> B).
 - `log_mean_exp` for importance-weighted bounds, and nats <-> bits/dim conversions.
-- `warn_if_not_a_likelihood`: a `NotALikelihoodWarning` when -log p(x|z) is no likelihood of the data
-  (a Bernoulli decoder scoring grey pixels: a cross-entropy, not a probability of the images).
+- `warn_if_not_a_likelihood`: a `NotALikelihoodWarning` when -log p(x|z) is no likelihood of the data.
 
-Conventions: every `log_prob`/`kl` returns one value per example, summed over all non-batch
-dimensions, in nats.
+Conventions: every `log_prob`/`kl` returns one value per example, summed over all non-batch dimensions, in nats.
 """
 
 from __future__ import annotations
@@ -49,12 +45,8 @@ def uniform(shape, *, generator=None, device=None, dtype=None) -> torch.Tensor:
 
 
 class DiagonalGaussian:
-    """N(mean, diag(exp(logvar))) over the trailing dimensions of `mean`, batched over dim 0.
-
-    Args:
-        mean: (B, ...) tensor of means.
-        logvar: tensor of log-variances, same shape as `mean`.
-    """
+    """N(mean, diag(exp(logvar))) over the trailing dimensions of `mean` (B, ...), batched over dim 0;
+    `logvar` (log-variances) has the shape of `mean`."""
 
     def __init__(self, mean: torch.Tensor, logvar: torch.Tensor):
         if mean.shape != logvar.shape:
@@ -96,10 +88,8 @@ class DiagonalGaussian:
                       + other.logvar - self.logvar)
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        """log N(z; mean, var) in nats, summed over the event dims (all but the first of `mean`).
-
-        `z` may carry extra leading sample dims, e.g. (S, B, D) against a (B, D) posterior -> (S, B).
-        """
+        """log N(z; mean, var) in nats, summed over the event dims (all but the first of `mean`); `z` may
+        carry extra leading sample dims, e.g. (S, B, D) against a (B, D) posterior -> (S, B)."""
         elementwise = -0.5 * (LOG_2PI + self.logvar + (z - self.mean).pow(2) / self.var)
         return elementwise.sum(dim=tuple(range(-(self.mean.ndim - 1), 0)))
 
@@ -114,10 +104,8 @@ def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
     return _sum_except_batch(-0.5 * (LOG_2PI + z.pow(2)))
 
 
-# ---------------------------------------------------------------------------------------------
-# Observation likelihoods p(x | z). The decoder emits `params` of shape (B, C * num_params, H, W);
-# each likelihood knows how many parameters per channel it needs and how to score and sample.
-# ---------------------------------------------------------------------------------------------
+# -- Observation likelihoods p(x | z): the decoder emits `params` (B, num_outputs(C), H, W); each likelihood
+# knows how many it needs and how to score and sample.
 
 
 class ObservationLikelihood:
@@ -444,9 +432,7 @@ def get_likelihood(name: str, scale: float | None = None, num_mixtures: int = 5)
     raise ValueError(f"`likelihood` must be one of {LIKELIHOODS}, got {name!r}")
 
 
-# ---------------------------------------------------------------------------------------------
-# Estimators and units
-# ---------------------------------------------------------------------------------------------
+# -- Estimators and units ----------------------------------------------------------------------------
 
 
 def log_mean_exp(x: torch.Tensor, dim: int = 0) -> torch.Tensor:

@@ -13,11 +13,11 @@ import warnings
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable, Sequence
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from .distributions import DiagonalGaussian, NotALikelihoodWarning, nats_to_bits_per_dim
+from .image_quality import image_quality
 from .validation import check_choice, check_int
 
 # Burda et al. (2016): latent dimension u is active when Cov_x(E_q(z|x)[z_u]) exceeds this (the trainer's
@@ -376,24 +376,6 @@ def evaluate_cvae(
                                             generator=torch.Generator().manual_seed(seed), per_label=True)
             metrics[name], metrics[name + "_per_label"] = fidelity
     return metrics
-
-
-def image_quality(reconstruction: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per image (B,) PSNR in dB (peak 1, capped at 100 dB for a perfect reconstruction) and SSIM of
-    images (B, C, H, W) in [0, 1], by scikit-image (`peak_signal_noise_ratio`, `structural_similarity`
-    with its default 7x7 window, shrunk to the largest odd side that fits a smaller image)."""
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
-
-    recon = reconstruction.detach().double().clamp(0, 1).cpu().numpy()
-    truth = target.detach().double().cpu().numpy()
-    side = min(truth.shape[-2:])
-    window = min(7, side if side % 2 else side - 1)
-    psnr, ssim = [], []
-    for r, t in zip(recon, truth):
-        with np.errstate(divide="ignore"):  # a perfect reconstruction: infinite PSNR, capped below
-            psnr.append(min(100.0, peak_signal_noise_ratio(t, r, data_range=1.0)))
-        ssim.append(structural_similarity(t, r, data_range=1.0, channel_axis=0, win_size=window))
-    return torch.tensor(psnr), torch.tensor(ssim)
 
 
 @register_evaluator("vqvae")
