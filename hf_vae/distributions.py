@@ -136,6 +136,9 @@ class ObservationLikelihood:
         locates the distribution (logits, means); its spread is the conditional pass's."""
         return uncond + scale * (cond - uncond)
 
+    def init_output_bias(self, bias: torch.Tensor) -> None:
+        """Move a freshly initialised decoder's last bias (num_outputs,) to where training should start (in place)."""
+
 
 class BernoulliLikelihood(ObservationLikelihood):
     """Bernoulli(sigmoid(logits)) per pixel; for binary (or binarised) images in {0, 1}."""
@@ -185,12 +188,8 @@ def _split_mean_log_scale(params: torch.Tensor, fixed_log_scale: float | None):
 
 
 class GaussianLikelihood(ObservationLikelihood):
-    """N(x; mean, scale^2) per pixel, a density on continuous x.
-
-    Args:
-        scale: a fixed standard deviation, or None to learn a per-pixel log-scale (the decoder then
-            emits 2 channels per image channel: mean and log-scale).
-    """
+    """N(x; mean, scale^2) per pixel, a density on continuous x. `scale`: a fixed standard deviation, or None to
+    learn a per-pixel log-scale (the decoder then emits 2 channels per image channel: mean and log-scale)."""
 
     name = "gaussian"
 
@@ -230,11 +229,8 @@ def _off_grid(x: torch.Tensor, num_bins: int) -> str | None:
 def discretized_gaussian_log_prob(
     x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor, num_bins: int = 256
 ) -> torch.Tensor:
-    """Elementwise log-probability of the bin holding x under N(mean, scale^2), x on the grid k/(num_bins-1).
-
-    The edge bins take the whole tails, so the masses of the `num_bins` bins sum to one
-    (the 8-bit image likelihood of Ho et al. / improved-diffusion, on [0, 1] instead of [-1, 1]).
-    """
+    """Elementwise log-probability of the bin holding x under N(mean, scale^2), x on the grid k/(num_bins-1); the
+    edge bins take the tails, so the masses sum to one (Ho et al.'s 8-bit likelihood, on [0, 1] not [-1, 1])."""
     half_bin = 0.5 / (num_bins - 1)
     inv_scale = torch.exp(-log_scale)
     normal = torch.distributions.Normal(torch.zeros_like(mean), torch.ones_like(mean))
@@ -249,11 +245,8 @@ def discretized_gaussian_log_prob(
 
 
 class DiscretizedGaussianLikelihood(GaussianLikelihood):
-    """A Gaussian integrated over the 256 bins of 8-bit pixels: a probability, not a density.
-
-    Use it for bits/dim on 8-bit images: a continuous density on [0, 1] data is not a likelihood of
-    the discrete image and can report negative bits.
-    """
+    """A Gaussian integrated over the 256 bins of 8-bit pixels: a probability, not a density (a continuous density
+    on [0, 1] data is no likelihood of the discrete image and can report negative bits)."""
 
     name = "discretized_gaussian"
 
@@ -297,10 +290,9 @@ class DiscretizedLogisticMixtureLikelihood(ObservationLikelihood):
     channels are autoregressive: the centre of channel c is mu_c + sum_{c' < c} coeff_{c,c'} * x_{c'}
     (for RGB: G depends on R, B on R and G), so one pixel's channels are correlated.
 
-    `params` (B, K * (1 + 2C + C(C-1)/2), H, W), in this order: the K mixture logits, the C*K centres
-    mu, the C*K log-scales, and K coefficients (through tanh, in [-1, 1]) per channel pair (c, c' < c).
-    Images are in [0, 1] on the grid k / (num_bins - 1) (PixelCNN++ uses [-1, 1]; the masses are equal).
-    """
+    `params` (B, K * (1 + 2C + C(C-1)/2), H, W): the K mixture logits, the C*K centres mu, the C*K log-scales,
+    and K coefficients (tanh, in [-1, 1]) per channel pair (c, c' < c). Images are in [0, 1] on the grid
+    k / (num_bins - 1) (PixelCNN++ uses [-1, 1]; the masses are equal)."""
 
     name = "discretized_logistic_mixture"
 
@@ -311,6 +303,14 @@ class DiscretizedLogisticMixtureLikelihood(ObservationLikelihood):
     def num_outputs(self, num_channels: int) -> int:
         """Decoder output channels for images of `num_channels` channels."""
         return self.num_mixtures * (1 + 2 * num_channels + num_channels * (num_channels - 1) // 2)
+
+    def init_output_bias(self, bias):
+        """Centres at mid-grey and scales of about a dozen levels (log-scale -3), not 0 and the whole range: Adam
+        moves a bias by about the learning rate per step, so from 0 this takes thousands of steps."""
+        k, c = self.num_mixtures, self._channels(bias[None])
+        with torch.no_grad():
+            bias[k : k + c * k] += 0.5
+            bias[k + c * k : k + 2 * c * k] -= 3.0
 
     def _unpack(self, params: torch.Tensor, num_channels: int):
         """-> logits (B, K, H, W), centres and log-scales (B, C, K, H, W), coefficients (B, P, K, H, W)."""

@@ -171,6 +171,11 @@ class AutoencoderPreTrainedModel(HfVaePreTrainedModel):
     # `gradient_checkpointing_enable()` recomputes each `ResidualBlock` of the encoder and decoder.
     supports_gradient_checkpointing = True
 
+    def post_init(self):
+        super().post_init()
+        # p(x|z)'s parameters start where training should (the logistic mixture: mid-grey, a dozen levels wide).
+        self.likelihood.init_output_bias(self.decoder.convs[-1].bias)
+
     def forward(
         self,
         pixel_values: torch.Tensor,

@@ -307,13 +307,9 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
             MaskedConv2d(config.output_channels, outputs, 1, mask=head_mask(outputs, config.output_channels)),
         )
         self.post_init()
-        if self.mixture is not None:
-            # Start the mixture at mid-grey with scales of about a dozen levels, not at 0 with scales of the whole range:
-            # Adam moves a bias by about the learning rate per step, so -3 would otherwise take thousands of steps.
-            with torch.no_grad():
-                bias = self.head[-1].bias.view(colours, 3, config.num_mixtures)  # per colour: logits, centres, log-scales
-                bias[:, 1] += 0.5
-                bias[:, 2] += -3.0
+        if self.mixture is not None:  # each colour's mixture starts at mid-grey, a dozen levels wide
+            for colour in range(colours):
+                self.mixture.init_output_bias(self.head[-1].bias[colour * self.outputs_per_colour : (colour + 1) * self.outputs_per_colour])
 
     # -- the network ------------------------------------------------------------------------------
 
