@@ -281,3 +281,14 @@ def test_card_names_the_objective_and_the_prior(tmp_path):
     _model().save_pretrained(tmp_path / "plain")
     text = str(cards.render_card(tmp_path / "plain", "someone/plain"))
     assert "Objective: the ELBO; prior p(z): N(0, I)." in text and "VampPrior" not in text
+
+
+def test_best_checkpoint_follows_the_validation_nll_when_validation_estimates_one():
+    """An importance-weighted objective improves the NLL while its ELBO gets worse: where validation reports an NLL
+    (IWAE, `validation_importance_samples` > 0; the priors' exact one) the best checkpoint is chosen by it, else by -ELBO."""
+    from hf_vae.evaluation import Metric
+    from hf_vae.training.loop import _validation_metric
+
+    elbo, nll = Metric(-121.4, "nats", "ELBO", ""), Metric(103.3, "nats", "IWAE, k=100", "")
+    assert _validation_metric({"elbo": elbo, "nll": nll}) == pytest.approx(103.3)
+    assert _validation_metric({"elbo": elbo}) == pytest.approx(121.4)

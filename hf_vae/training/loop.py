@@ -315,8 +315,10 @@ def _scalar_terms(output) -> dict[str, float]:
 
 
 def _validation_metric(metrics: dict[str, Metric]) -> float:
-    """Lower is better: -ELBO for latent-variable families, else NLL or the loss."""
-    for name, sign in (("elbo", -1.0), ("nll", 1.0), ("loss", 1.0), ("reconstruction_loss", 1.0)):
+    """Lower is better: the NLL where validation estimates one (the priors' exact one; a VAE's IWAE bound when
+    `evaluation.validation_importance_samples` > 0, which is what an importance-weighted objective improves while
+    its ELBO gets worse), else -ELBO, else the loss."""
+    for name, sign in (("nll", 1.0), ("elbo", -1.0), ("loss", 1.0), ("reconstruction_loss", 1.0)):
         if name in metrics:
             return sign * float(metrics[name].value)
     raise ValueError(f"`metrics` must hold one of elbo, nll, loss or reconstruction_loss, got {sorted(metrics)}")
