@@ -103,15 +103,13 @@ def test_vqvae_reports_psnr_and_ssim_of_colour_reconstructions():
     assert -1 <= metrics["ssim"].value <= 1 and metrics["psnr"].unit == "dB"
 
 
-@pytest.mark.parametrize("family", ["vae", "vqvae"])
-def test_a_fresh_logistic_mixture_decoder_starts_at_mid_grey_a_dozen_levels_wide(family):
-    """`init_output_bias`: centres at 0.5 and log-scales at -3 (not black with scales of the whole range), so a short
-    run starts near where the data are."""
+def test_a_fresh_logistic_mixture_decoder_starts_at_mid_grey_a_dozen_levels_wide():
+    """`init_output_bias`: a VAE's centres at 0.5 and log-scales at -3 (not black with scales of the whole range), so a
+    short run starts near where the data are; the VQ-VAE opts out (`init_likelihood_bias`: its codebook destabilised)."""
     torch.manual_seed(0)
     common = dict(image_size=8, num_channels=3, hidden_channels=[8], num_res_blocks=0, likelihood="discretized_logistic_mixture",
                   num_mixtures=2)
-    model = VAEModel(VAEConfig(latent_dim=2, **common)) if family == "vae" else VQVAEModel(
-        VQVAEConfig(codebook_size=4, embedding_dim=2, **common))
-    bias = model.decoder.convs[-1].bias  # 2 logits, 3 x 2 centres, 3 x 2 log-scales, 3 x 2 coefficients
+    bias = VAEModel(VAEConfig(latent_dim=2, **common)).decoder.convs[-1].bias  # 2 logits, 3x2 centres, 3x2 log-scales, ...
     assert (bias[2:8] - 0.5).abs().max() < 0.3 and (bias[8:14] + 3).abs().max() < 0.3 and bias[14:].abs().max() < 0.3
-    assert abs(model.likelihood.mean(model.decoder.convs[-1].bias.view(1, -1, 1, 1)).mean().item() - 0.5) < 0.3
+    vq_bias = VQVAEModel(VQVAEConfig(codebook_size=4, embedding_dim=2, **common)).decoder.convs[-1].bias
+    assert vq_bias.abs().max() < 0.3

@@ -171,10 +171,14 @@ class AutoencoderPreTrainedModel(HfVaePreTrainedModel):
     # `gradient_checkpointing_enable()` recomputes each `ResidualBlock` of the encoder and decoder.
     supports_gradient_checkpointing = True
 
+    #: Start p(x|z)'s parameters where training should (`likelihood.init_output_bias`; the logistic mixture:
+    #: mid-grey, a dozen levels wide) rather than at the decoder's default init.
+    init_likelihood_bias: bool = True
+
     def post_init(self):
         super().post_init()
-        # p(x|z)'s parameters start where training should (the logistic mixture: mid-grey, a dozen levels wide).
-        self.likelihood.init_output_bias(self.decoder.convs[-1].bias)
+        if self.init_likelihood_bias:
+            self.likelihood.init_output_bias(self.decoder.convs[-1].bias)
 
     def forward(
         self,
