@@ -30,8 +30,8 @@ class PixelCNNPriorConfig(TokenPriorConfig):
             before it: `"categorical"` (a softmax over `vocab_size` logits, the PixelCNN paper's), or, for pixel
             tokens, `"discretized_logistic_mixture"` (PixelCNN++'s: `num_mixtures` logistics integrated over the
             `pixel_levels` bins, 3 * num_mixtures outputs per colour instead of `vocab_size`; their exact log bin
-            masses are the logits, so likelihood and sampling are unchanged). Nearby levels share mass, so it
-            learns 8-bit pixels from far fewer images.
+            masses are the logits, so likelihood and sampling are unchanged). Nearby levels share mass, and a
+            training step costs less than half the softmax head's (it scores each token's own level only).
         num_mixtures (`int`, defaults to 5): components of the logistic mixture.
         input_embedding (`str`, defaults to `"table"`): how tokens enter the network: `"table"`, a learned vector
             per token (and per colour); or, for pixel tokens, `"value"`: the level t / (pixel_levels - 1) scaled to
