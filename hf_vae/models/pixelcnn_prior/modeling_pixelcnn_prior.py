@@ -181,7 +181,7 @@ class PixelCNNCache:
         config, first = model.config, model.layers[0]
         rows, channels, size, k = condition_ids.shape[0], config.hidden_size, config.grid_size, first.k
         self.model, self.size, self.k, self.position = model, size, k, 0
-        self.colours, self.vocab_size = config.num_channels, config.vocab_size
+        self.colours = config.num_channels
         options = dict(device=model.device, dtype=model.token_embedding.weight.dtype)
         self.vertical = [torch.zeros(rows, channels, k + size, size + 2 * k, **options) for _ in model.layers]
         self.horizontal = [torch.zeros(rows, k + size, channels, **options) for _ in model.layers]
@@ -309,7 +309,7 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
         self.post_init()
         if self.mixture is not None:  # each colour's mixture starts at mid-grey, a dozen levels wide
             for colour in range(colours):
-                self.mixture.init_output_bias(self.head[-1].bias[colour * self.outputs_per_colour : (colour + 1) * self.outputs_per_colour])
+                self.mixture.init_output_bias(self.head[-1].bias[self._colour_channels(colour)])
 
     # -- the network ------------------------------------------------------------------------------
 
@@ -344,8 +344,12 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
     def colour_logits(self, outputs: torch.Tensor, colour: int) -> torch.Tensor:
         """The head's outputs (N, colours * outputs_per_colour, *spatial) -> the logits (N, vocab_size, *spatial) of
         `colour`: its slice, or for the logistic mixture the exact log-masses of the levels under it."""
-        outputs = outputs[:, colour * self.outputs_per_colour : (colour + 1) * self.outputs_per_colour]
+        outputs = outputs[:, self._colour_channels(colour)]
         return outputs if self.mixture is None else self.mixture.level_log_probs(outputs)
+
+    def _colour_channels(self, colour: int) -> slice:
+        """Colour `colour`'s channels of the head's outputs (colour-major, `outputs_per_colour` each)."""
+        return slice(colour * self.outputs_per_colour, (colour + 1) * self.outputs_per_colour)
 
     def _token_log_probs(self, indices: torch.Tensor, class_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(log p of each token given the ones before it, same shape as `indices`; the logits, or None for the
@@ -357,7 +361,7 @@ class PixelCNNPriorModel(PixelCNNPriorPreTrainedModel):
         outputs = self._outputs(indices, class_ids)
         grid = indices.unsqueeze(1) if self.config.num_channels == 1 else indices  # (B, C, H', W)
         per_colour = [
-            self.mixture.level_log_probs(outputs[:, c * self.outputs_per_colour : (c + 1) * self.outputs_per_colour], grid[:, c])
+            self.mixture.level_log_probs(outputs[:, self._colour_channels(c)], grid[:, c])
             for c in range(grid.shape[1])
         ]
         return torch.stack(per_colour, dim=1).view(indices.shape), None
