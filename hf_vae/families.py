@@ -21,7 +21,6 @@ again when it completes.
 from __future__ import annotations
 
 import importlib
-import sys
 
 from transformers import AutoConfig
 

@@ -40,6 +40,19 @@ except ModuleNotFoundError:
 """
 
 
+def import_benchmark(name: str):
+    """The module `benchmarks/<name>.py`: the benchmarks are scripts, not a package, so their folder is on
+    `sys.path` while it (and the benchmarks it imports) loads."""
+    import importlib
+
+    folder = str(REPO_ROOT / "benchmarks")
+    sys.path.insert(0, folder)
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(folder)
+
+
 def run_python(body: str, tmp_path, timeout: int = 300, *, without_hf_vae: bool = False) -> dict:
     """Run `body` in a fresh Python (one thread) that imports this checkout's hf_vae, or, with
     `without_hf_vae`, after `WITHOUT_HF_VAE`; returns the JSON its last stdout line prints."""

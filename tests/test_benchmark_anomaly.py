@@ -3,23 +3,17 @@ images per set): the markdown has a row per model and outlier set, and `hf-vae s
 writes gives the same AUROC."""
 
 import json
-import sys
-from pathlib import Path
 
 import torch
 
 from hf_vae import PixelCNNPriorConfig, PixelCNNPriorModel, VAEConfig, VAEModel
 from hf_vae.cli import main as cli_main
 
-REPO = Path(__file__).resolve().parents[1]
+from .model_tester import import_benchmark
 
 
 def test_anomaly_benchmark_tiny_run_matches_the_cli(tmp_path):
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import anomaly_mnist5k
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
+    anomaly_mnist5k = import_benchmark("anomaly_mnist5k")
     torch.manual_seed(0)
     VAEModel(VAEConfig(image_size=28, num_channels=1, hidden_channels=[8], num_res_blocks=0, latent_dim=4)).save_pretrained(tmp_path / "vae")
     PixelCNNPriorModel(PixelCNNPriorConfig(vocab_size=2, grid_size=28, token_source="pixels", hidden_size=4, num_layers=2,

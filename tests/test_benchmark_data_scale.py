@@ -2,25 +2,19 @@
 numbers (not the issue's targets, which only the full-size run on an idle machine can judge)."""
 
 import re
-import sys
-from pathlib import Path
 
 import datasets
 import pyarrow.parquet as pq
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from .model_tester import import_benchmark
+
 MODES = ("map-style, first open", "map-style, cached", "streaming")
 
 
 @pytest.fixture(scope="module")
 def data_scale():
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import data_scale
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
-    return data_scale
+    return import_benchmark("data_scale")
 
 
 @pytest.fixture(scope="module")

@@ -4,22 +4,15 @@ choice, and the markdown table (not the issue's targets, which only the full bud
 
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from .model_tester import import_benchmark
 
 
 @pytest.fixture(scope="module")
 def ablation():
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import pixelcnn_ablation
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
-    return pixelcnn_ablation
+    return import_benchmark("pixelcnn_ablation")
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,8 @@ import yaml
 from hf_vae import data as hd
 from hf_vae.data.natural32 import PHOTOS, cut_patches, photo_pixels
 
+from .model_tester import import_benchmark
+
 # the models the benchmark smoke test runs
 SMOKE_MODELS = ("vae", "pixelcnn", "vq_prior")
 
@@ -66,16 +68,7 @@ def test_loads_by_name_through_the_data_path(natural32):
 
 @pytest.fixture(scope="module")
 def codecs():
-    import sys
-    from pathlib import Path
-
-    benchmarks = str(Path(__file__).resolve().parents[1] / "benchmarks")
-    sys.path.insert(0, benchmarks)
-    try:
-        import natural32_codecs
-    finally:
-        sys.path.remove(benchmarks)
-    return natural32_codecs
+    return import_benchmark("natural32_codecs")
 
 
 def test_codec_baseline_tiles_exactly_and_counts_every_byte(codecs, natural32):
@@ -201,15 +194,9 @@ def test_vqvae_and_transformer_prior_recipes_train_sample_and_bound_natural32(na
 
 def test_benchmark_smoke_run_writes_every_figure_and_grid(natural32, codecs, tmp_path, monkeypatch):
     """`benchmarks/natural32.py --smoke`: tiny models, a few steps each, through the same code as the real run."""
-    import sys
-
     root, _ = natural32
     monkeypatch.setenv("HF_VAE_CACHE", str(root))
-    sys.path.insert(0, str(Path(codecs.__file__).parent))
-    try:
-        import natural32 as benchmark
-    finally:
-        sys.path.remove(str(Path(codecs.__file__).parent))
+    benchmark = import_benchmark("natural32")
     results_md = tmp_path / "results" / "natural32.md"
     out = benchmark.main(["--smoke", "--models", *SMOKE_MODELS, "--output_dir", str(tmp_path / "runs"), "--results", str(results_md)])
     assert list(out["models"]) == list(SMOKE_MODELS)

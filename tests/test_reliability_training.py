@@ -19,6 +19,8 @@ from hf_vae import VAEModel
 from hf_vae.training import Recipe, build_model, train
 from hf_vae.training.checkpoints import atomic_save_pretrained, save_final_model, verify_manifest
 
+from .model_tester import import_benchmark
+
 REPO = Path(__file__).resolve().parents[1]
 TINY_RECIPE = REPO / "hf_vae" / "recipes" / "vae_digits_tiny.yaml"
 FAST = ["training.max_steps=40", "training.save_every=20", "training.eval_every=20", "training.progress=false",
@@ -195,11 +197,7 @@ def test_checkpoint_holds_no_pickle_and_a_manifest_of_every_file(finished_run):
 
 
 def test_fault_injection_quick_subset(tmp_path, hub_server, monkeypatch):
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import faults
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
+    faults = import_benchmark("faults")
     monkeypatch.setattr(faults, "HUB", hub_server)  # the push trial pushes to the test session's Hub
     records, _ = faults.run_suite(1, seed=3, categories=("checkpoint", "fsize", "push"), workdir=tmp_path)
     assert len(records) == 3

@@ -3,20 +3,14 @@ option, and the markdown holds one row per run with its standard error."""
 
 import importlib.util
 import json
-import sys
-from pathlib import Path
 
 from transformers import AutoConfig
 
-REPO = Path(__file__).resolve().parents[1]
+from .model_tester import import_benchmark
 
 
 def test_ablation_smoke_run_writes_a_row_per_option(tmp_path):
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import vae_ablation
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
+    vae_ablation = import_benchmark("vae_ablation")
     has_pythae = importlib.util.find_spec("pythae") is not None
     argv = ["--smoke", "--output_dir", str(tmp_path / "runs"), "--results", str(tmp_path / "ablation.md")]
     rows = vae_ablation.main(argv + ([] if has_pythae else ["--skip-pythae"]))
