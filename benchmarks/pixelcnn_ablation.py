@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 import torch
-from report import command_line, machine, write_markdown
+from report import command_line, machine, write_markdown, write_section
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -217,7 +217,11 @@ def main(argv=None) -> dict:
                 stored = {n: json.loads((store / f"{n}.json").read_text()) for n in ("as_is", *SINGLE) if (store / f"{n}.json").is_file()}
                 options, note = combined_overrides({**stored, **records}, singles)
             records[name] = run_variant(name, budget, options, args, store, note)
-    write_markdown(args.results, render(store))
+    lines = render(store)
+    write_markdown(args.results, lines)
+    # The table also stands in the priors results file beside it (issue #17), under its own heading.
+    write_section(Path(args.results).with_name("priors_mnist5k.md"), "ablation",
+                  ["## Gated PixelCNN ablation (issue #17), written by `benchmarks/pixelcnn_ablation.py`", "", *lines[2:]])
     return {n: json.loads((store / f"{n}.json").read_text()) for n in VARIANTS if (store / f"{n}.json").is_file()}
 
 

@@ -7,6 +7,7 @@ The scripts import it as a sibling module (`python benchmarks/<name>.py` puts `b
 from __future__ import annotations
 
 import platform
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -29,9 +30,35 @@ def machine() -> str:
     return f"{processor()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}"
 
 
+_SECTION = re.compile(r"<!-- begin (\S+) -->\n.*?<!-- end \1 -->\n", re.DOTALL)
+
+
+def _sections(text: str) -> dict[str, str]:
+    return {match.group(1): match.group(0) for match in _SECTION.finditer(text)}
+
+
 def write_markdown(path: str | Path, lines: list[str]) -> None:
-    """Write the results markdown (parents created) and print it."""
+    """Write the results markdown (parents created) and print it. Sections another script wrote into the old
+    file (`write_section`) are kept, at the end."""
+    path = Path(path)
     text = "\n".join(lines) + "\n"
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(text)
+    old = _sections(path.read_text()) if path.is_file() else {}
+    for name, block in old.items():
+        if name not in _sections(text):
+            text += "\n" + block
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
     print(text)
+
+
+def write_section(path: str | Path, name: str, lines: list[str]) -> None:
+    """Replace section `name` of the results markdown at `path` (appended when new; the file is created when
+    missing): how one script's table also stands in another script's results file, which keeps it when it
+    rewrites the rest (`write_markdown`)."""
+    path = Path(path)
+    block = f"<!-- begin {name} -->\n" + "\n".join(lines) + f"\n<!-- end {name} -->\n"
+    text = path.read_text() if path.is_file() else ""
+    old = _sections(text).get(name)
+    text = text.replace(old, block) if old else text + ("\n" if text else "") + block
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)

@@ -1,10 +1,12 @@
 """The VAE ablation on mnist5k (issue #17): each quality option alone, the best combination, and pythae's
 IWAE and VAMP on the same architecture and budget, in one table.
 
-Every row trains the default recipe (`hf_vae/recipes/vae_mnist5k.yaml`) for the same `--steps` (no early
-stopping, no wall-clock budget; the best validation checkpoint is kept, as in `vae_mnist5k.py`) with one
-change: the importance-weighted objective (`model.config.train_importance_samples`), the VampPrior
-(`model.config.prior: vamp`), weight EMA (`training.ema_decay`) or shift augmentation (`data.augment_shift`).
+Every row trains the baseline, the default recipe (`hf_vae/recipes/vae_mnist5k.yaml`) with the standard-normal
+prior and an fp32 test estimate (`BASELINE`: the recipe before the VampPrior became its default, which is the
+`vamp100` row), for the same `--steps` (no early stopping, no wall-clock budget; the best validation checkpoint is
+kept, as in `vae_mnist5k.py`) with one change: the importance-weighted objective
+(`model.config.train_importance_samples`), the VampPrior with 500 or 100 pseudo-inputs (`model.config.prior: vamp`),
+weight EMA (`training.ema_decay`) or shift augmentation (`data.augment_shift`).
 An option whose field this checkout's recipe does not have is skipped with a note. The combination row
 takes every option whose row beat the default row (`--combination` names them instead). pythae's rows
 reuse `vae_mnist5k.run_pythae` (the same modules, initial weights, optimizer and epochs, scored by
@@ -33,8 +35,8 @@ import time
 from pathlib import Path
 
 import torch
-from report import command_line, machine, write_markdown
-from vae_mnist5k import run_hf_vae, run_pythae
+from report import command_line, machine, write_markdown, write_section
+from vae_mnist5k import pythae_counterpart, run_hf_vae, run_pythae
 
 import hf_vae  # noqa: F401  (registers the families)
 from hf_vae.training import Recipe, load_data
@@ -58,8 +60,11 @@ OPTIONS = {
 PYTHAE = {
     "pythae_iwae": ("pythae 0.1.2 IWAE, k = 5", "IWAE", {"number_samples": 5}, "iwae5"),
     "pythae_vamp": ("pythae 0.1.2 VAMP, 500 components", "VAMP", {"number_components": 500}, "vamp"),
+    "pythae_vamp100": ("pythae 0.1.2 VAMP, 100 components", "VAMP", {"number_components": 100}, "vamp100"),
 }
 ROWS = ["default", *OPTIONS, "combination", *PYTHAE]
+#: The recipe overrides every row starts from (the `default` row is exactly this).
+BASELINE = ["model.config.prior=standard_normal", "evaluation.decoder_precision=fp32"]
 
 
 def available(name: str, recipe: Recipe) -> bool:
@@ -132,10 +137,8 @@ def run_row(name: str, args, base: Recipe, output_dir: Path) -> dict:
     if name in PYTHAE:
         label, model_name, options, _ = PYTHAE[name]
         splits = load_data(recipe)
-        options = dict(options, number_components=5) if args.smoke and model_name == "VAMP" else options
-        if model_name == "VAMP":  # the recipe's KL warm-up, in pythae's unit (epochs)
-            steps_per_epoch = len(splits["train"]["pixel_values"]) // recipe.training.batch_size
-            options = {**options, "linear_scheduling_steps": round(recipe.model.config.get("kl_warmup_steps", 0) / steps_per_epoch)}
+        if model_name == "VAMP":  # the row's pseudo-input count and KL warm-up (in pythae's unit, epochs)
+            options = pythae_counterpart(recipe, splits)[1]
         result = run_pythae(recipe, splits, run_dir, model_name, options)
         model_dir, items = run_dir / "scored", [f"{model_name}Config({', '.join(f'{k}={v}' for k, v in options.items())})"]
     else:
@@ -165,23 +168,26 @@ def write_results(args, base: Recipe, output_dir: Path) -> list[dict]:
         f"Test NLL: IWAE on the {base.data.dataset} test split (static binarization seed {base.data.binarize_seed}); +/- the standard "
         f"error of the per-image mean (per-image IWAE, k = {args.se_samples}).",
         "",
-        "| row | recipe overrides | test NLL (nats) | estimator | vs default | active units | training minutes | CPU minutes (training + test) | steps | load |",
+        "| row | recipe overrides | test NLL (nats) | estimator | vs baseline | active units | training minutes | CPU minutes (training + test) | steps | load |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         delta = f"{row['nll'] - default['nll']:+.2f}" if default else ""
-        label = OPTIONS[row["name"]][0] if row["name"] in OPTIONS else row["label"]
+        label = OPTIONS[row["name"]][0] if row["name"] in OPTIONS else "baseline: N(0, I) prior" if row["name"] == "default" else row["label"]
         lines.append(f"| {label} | {' '.join(f'`{o}`' for o in row['overrides']) or '(none)'} | {row['nll']:.2f} +/- {row['nll_se']:.2f} | "
                      f"{row['estimator']} | {delta} | {row['active_units']} | {row['train_minutes']:.1f} | {row.get('cpu_minutes', float('nan')):.1f} | {row['steps']} | {row['load']:.1f} |")
     skipped = [OPTIONS[name][0] for name in OPTIONS if not available(name, base)]
     if skipped:
         lines += ["", "Skipped (their recipe fields do not exist in this checkout): " + "; ".join(skipped) + "."]
-    lines += ["", "The combination row takes the options whose own row beat the default (" +
+    lines += ["", "The combination row takes the options whose own row beat the baseline (" +
               (", ".join(combination(args, base, output_dir)) or "none") + "). pythae's rows train its IWAE / VAMP with "
               "the same modules and budget (`vae_mnist5k.run_pythae`) and are scored as hf_vae models (VAMP's pseudo-inputs "
               "carried over: both are hardtanh(w) in pixel space); pythae steps the cosine schedule per epoch and counts "
               "VAMP's warm-up in epochs."]
     write_markdown(args.results, lines)
+    # The table also stands in the main VAE results file beside it (issue #17), under its own heading.
+    write_section(Path(args.results).with_name("vae_mnist5k.md"), "ablation",
+                  ["## Ablation (issue #17), written by `benchmarks/vae_ablation.py`", "", *lines[2:]])
     return rows
 
 
@@ -206,7 +212,7 @@ def main(argv=None) -> list[dict]:
         args.base_overrides = ["evaluation.num_importance_samples=3", "evaluation.max_examples=20", "training.eval_every=2",
                                "training.save_every=1000", "training.trackers=jsonl", *args.base_overrides]
         args.steps = min(args.steps, 3)
-    args.base_overrides = ["training.progress=false", f"training.max_steps={args.steps}", *args.base_overrides]
+    args.base_overrides = ["training.progress=false", f"training.max_steps={args.steps}", *BASELINE, *args.base_overrides]
     torch.set_num_threads(args.threads)
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -72,10 +72,24 @@ def run_hf_vae(recipe: Recipe, output_dir: Path) -> dict:
     }
 
 
-def run_pythae(recipe: Recipe, splits: dict, output_dir: Path, model_name: str = "VAE", model_options: dict | None = None) -> dict:
-    """pythae's `model_name` (VAE, IWAE, VAMP: `pythae.models.<name>` with `<name>Config(**model_options)`) on
-    the recipe's architecture, initial weights and budget, scored by hf_vae's estimator; the scored model is
-    saved in `output_dir / "scored"`."""
+def pythae_counterpart(recipe: Recipe, splits: dict) -> tuple[str, dict]:
+    """pythae's model for the recipe's VAE: `VAE`, or `VAMP` with as many components as pseudo-inputs and the
+    recipe's KL warm-up in pythae's unit (epochs)."""
+    config = recipe.model.config
+    if config.get("prior", "standard_normal") != "vamp":
+        return "VAE", {}
+    steps_per_epoch = len(splits["train"]["pixel_values"]) // recipe.training.batch_size
+    return "VAMP", {"number_components": config.get("num_pseudo_inputs", 500),
+                    "linear_scheduling_steps": round(config.get("kl_warmup_steps", 0) / steps_per_epoch)}
+
+
+def run_pythae(recipe: Recipe, splits: dict, output_dir: Path, model_name: str | None = None,
+               model_options: dict | None = None) -> dict:
+    """pythae's `model_name` (VAE, IWAE, VAMP: `pythae.models.<name>` with `<name>Config(**model_options)`;
+    None: `pythae_counterpart` of the recipe) on the recipe's architecture, initial weights and budget, scored by
+    hf_vae's estimator; the scored model is saved in `output_dir / "scored"`."""
+    if model_name is None:
+        model_name, model_options = pythae_counterpart(recipe, splits)
     import pythae.models
     from pythae.data.datasets import BaseDataset
     from pythae.models.base.base_utils import ModelOutput
@@ -145,9 +159,11 @@ def run_pythae(recipe: Recipe, splits: dict, output_dir: Path, model_name: str =
         linear = best.pseudo_inputs[0]
         reference.pseudo_inputs.weight.data.copy_((linear.weight.T + linear.bias).view_as(reference.pseudo_inputs.weight))
     reference.save_pretrained(output_dir / "scored")
+    precision = recipe.evaluation.decoder_precision  # the estimator of hf_vae's own run
     metrics = evaluate(reference, splits["test"], batch_size=recipe.evaluation.batch_size,
                        num_importance_samples=recipe.evaluation.num_importance_samples, seed=t.seed,
-                       max_examples=recipe.evaluation.max_examples, progress=False)
+                       max_examples=recipe.evaluation.max_examples, progress=False,
+                       **({"decoder_precision": precision} if precision != "fp32" else {}))
     nll = metrics.get("nll")  # absent when the run scores no IWAE (`--part throughput`)
     return {
         "nll": None if nll is None else nll.value,

@@ -17,9 +17,10 @@ The public names below are attributes of this module, imported from their submod
 import importlib
 
 from .configuration_utils import has_label_names, set_label_names
-from .distributions import DiagonalGaussian, get_likelihood, log_mean_exp, nats_to_bits_per_dim
+from .distributions import DiagonalGaussian, log_mean_exp, nats_to_bits_per_dim
 from .families import install_import_hooks as _install_family_hooks
 from .import_hooks import when_imported as _when_imported
+from .likelihoods import get_likelihood
 from .models.cvae import CVAEConfig
 from .models.pixelcnn_prior import PixelCNNPriorConfig
 from .models.transformer_prior import TransformerPriorConfig

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 from transformers import PreTrainedConfig
 
-from .distributions import LIKELIHOODS
+from .likelihoods import LIKELIHOODS
 from .validation import check_choice, check_float, check_int, check_int_list, check_keys
 
 #: The non-linearities of the convolutional autoencoder: config name -> `torch.nn` module class name

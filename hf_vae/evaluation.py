@@ -16,8 +16,9 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .distributions import DiagonalGaussian, NotALikelihoodWarning, nats_to_bits_per_dim
+from .distributions import DiagonalGaussian, nats_to_bits_per_dim
 from .image_quality import image_quality
+from .likelihoods import NotALikelihoodWarning
 from .validation import check_choice, check_int
 
 # Burda et al. (2016): latent dimension u is active when Cov_x(E_q(z|x)[z_u]) exceeds this (the trainer's

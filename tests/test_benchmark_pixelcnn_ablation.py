@@ -65,6 +65,10 @@ def test_markdown_has_a_row_per_variant_and_re_renders(smoke, ablation):
     assert "`training.max_steps=4`" in markdown and "`combined`:" in markdown
     ablation.main(["--render", "--output_dir", str(root / "runs"), "--results", str(root / "again.md")])
     assert (root / "again.md").read_text() == markdown
+    # The same table stands as a section of priors_mnist5k.md beside the results file, replaced, not repeated.
+    priors = (root / "priors_mnist5k.md").read_text()
+    assert priors.count("<!-- begin ablation -->") == 1 and "## Gated PixelCNN ablation (issue #17)" in priors
+    assert all(row in priors for row in rows)
 
 
 def test_a_budget_is_required(ablation):

@@ -7,7 +7,7 @@ import torch
 
 from hf_vae import CVAEConfig, CVAEModel, VAEConfig, VAEModel, VQVAEConfig, VQVAEModel, evaluate
 from hf_vae.data import TensorDictDataset
-from hf_vae.distributions import get_likelihood
+from hf_vae.likelihoods import get_likelihood
 
 RGB = dict(image_size=8, num_channels=3, hidden_channels=[8, 16], num_res_blocks=1,
            likelihood="discretized_logistic_mixture", num_mixtures=3)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy import integrate, stats
 
-from hf_vae.distributions import DiscretizedLogisticMixtureLikelihood
+from hf_vae.likelihoods import DiscretizedLogisticMixtureLikelihood
 
 
 def random_params(likelihood, num_channels, height=1, width=1, batch=1, seed=0):
@@ -132,3 +132,36 @@ def test_level_log_probs_are_every_levels_mass_under_the_mixture():
     torch.testing.assert_close(likelihood.level_log_probs(params, levels[:, 0]), log_probs.gather(1, levels)[:, 0])
     with pytest.raises(ValueError, match="`params` must have 9 channels"):
         likelihood.level_log_probs(params[:, :6])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_extreme_scales_and_centres_give_finite_masses_and_gradients(dtype):
+    # A diverging run pushes log-scales far up or down and centres far off [0, 1]. Unbounded, a log-scale of
+    # 100 made exp(-log_scale) = 0, every inner bin log 0 = -inf, and `torch.where`'s dropped branch then sent
+    # 0 * inf = NaN gradients even where an edge bin was scored; in bf16 the bin width computed as a difference
+    # of two standardised edges far from the centre cancelled to 0 the same way.
+    likelihood = DiscretizedLogisticMixtureLikelihood(num_mixtures=2)
+    k, c = 2, 3
+    x = torch.tensor([0.0, 100 / 255, 1.0], dtype=dtype).view(1, 3, 1, 1).expand(4, -1, 2, 2).contiguous()
+    params = torch.zeros(4, likelihood.num_outputs(c), 2, 2, dtype=dtype)
+    params[:, k:k + c * k] = torch.tensor([-40.0, 40.0, 0.5, -0.5]).view(4, 1, 1, 1).to(dtype)  # centres
+    params[:, k + c * k:k + 2 * c * k] = torch.tensor([100.0, -100.0, 100.0, -100.0]).view(4, 1, 1, 1).to(dtype)  # log-scales
+    params.requires_grad_(True)
+    log_prob = likelihood.log_prob(params, x)
+    assert torch.isfinite(log_prob).all(), log_prob
+    log_prob.sum().backward()
+    assert torch.isfinite(params.grad).all()
+    # Past the bounds the log-scales are clamped: 100 scores as 7, -100 as -7.
+    clamped = params.detach().clone()
+    clamped[:, k + c * k:k + 2 * c * k] = clamped[:, k + c * k:k + 2 * c * k].clamp(-7.0, 7.0)
+    torch.testing.assert_close(likelihood.log_prob(clamped, x), log_prob.detach())
+
+
+def test_level_log_probs_stay_finite_with_gradients_at_extreme_scales():
+    likelihood = DiscretizedLogisticMixtureLikelihood(num_mixtures=2)
+    params = torch.tensor([0.0, 0.0, -30.0, 0.5, 100.0, -100.0])[None, :, None, None].requires_grad_(True)
+    masses = likelihood.level_log_probs(params)  # (1, 256, 1, 1): every level of one subpixel
+    assert torch.isfinite(masses).all()
+    assert torch.logsumexp(masses, 1).exp().item() == pytest.approx(1.0, abs=1e-4)
+    masses[:, [0, 77, 255]].sum().backward()
+    assert torch.isfinite(params.grad).all()

@@ -6,17 +6,13 @@ import pytest
 import torch
 from torch import distributions as D
 
-from hf_vae.distributions import (
+from hf_vae.distributions import DiagonalGaussian, bits_per_dim_to_nats, log_mean_exp, nats_to_bits_per_dim, standard_normal_log_prob
+from hf_vae.likelihoods import (
     BernoulliLikelihood,
-    DiagonalGaussian,
     DiscretizedGaussianLikelihood,
     GaussianLikelihood,
-    bits_per_dim_to_nats,
     discretized_gaussian_log_prob,
     get_likelihood,
-    log_mean_exp,
-    nats_to_bits_per_dim,
-    standard_normal_log_prob,
 )
 
 

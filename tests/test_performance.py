@@ -133,3 +133,23 @@ def test_trainer_steps_with_the_fused_adamw(tmp_path, monkeypatch):
                                     "training.progress=false", "evaluation.num_importance_samples=0"]))
     assert len(built) == 1 and built[0].defaults["fused"] is True
     assert all(built[0].state[p]["step"] == 2 for p in built[0].state)
+
+
+def test_recipe_decoder_precision_reaches_the_test_evaluation_and_is_checked(tmp_path):
+    """`evaluation.decoder_precision: bf16` makes the trainer's test NLL the bf16-decoder estimate (named so in
+    metrics.json); an unknown value, or a family without importance-weighted decoder passes, fails on load."""
+    import json
+    import re
+    from pathlib import Path
+
+    from hf_vae.training import Recipe, train
+
+    recipes = Path(__file__).resolve().parents[1] / "hf_vae" / "recipes"
+    common = ["training.max_steps=2", "training.progress=false", "evaluation.num_importance_samples=3"]
+    run_dir = train(Recipe.from_yaml(recipes / "vae_digits_tiny.yaml", [f"training.output_dir={tmp_path / 'run'}", *common,
+                                                                        "evaluation.decoder_precision=bf16"]))
+    assert json.loads((run_dir / "metrics.json").read_text())["test"]["nll"]["estimator"] == "IWAE, k=3, bf16 decoder"
+    with pytest.raises(ValueError, match=re.escape("`evaluation.decoder_precision` must be one of ('fp32', 'bf16'), got 'fp16'")):
+        Recipe.from_yaml(recipes / "vae_digits_tiny.yaml", ["evaluation.decoder_precision=fp16"])
+    with pytest.raises(ValueError, match="`evaluation.decoder_precision` must be fp32 for the 'vqvae' family"):
+        Recipe.from_yaml(recipes / "vqvae_digits_tiny.yaml", ["evaluation.decoder_precision=bf16"])

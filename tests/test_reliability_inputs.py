@@ -15,7 +15,7 @@ from transformers import AutoConfig
 
 import hf_vae  # noqa: F401  (registers the families)
 from hf_vae import CVAEConfig, CVAEModel, VAEConfig, VAEModel, VQVAEConfig, VQVAEModel
-from hf_vae.distributions import NotALikelihoodWarning
+from hf_vae.likelihoods import NotALikelihoodWarning
 from hf_vae.evaluation import evaluate
 from hf_vae.models.pixelcnn_prior import PixelCNNPriorConfig
 from hf_vae.models.transformer_prior import TransformerPriorConfig

@@ -164,7 +164,7 @@ def _single_channel_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
 class AutoencoderPreTrainedModel(HfVaePreTrainedModel):
     """What the image autoencoders (VAE, CVAE, VQ-VAE) share: they read `pixel_values` (B, C, H, W) in
     [0, 1], and `decode` turns the decoder's parameters of p(x|z) into images. Subclasses set
-    `self.likelihood` (`hf_vae.distributions.get_likelihood`)."""
+    `self.likelihood` (`hf_vae.likelihoods.get_likelihood`)."""
 
     input_kind = "images"
     main_input_name = "pixel_values"

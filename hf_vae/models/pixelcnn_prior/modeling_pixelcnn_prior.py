@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
 
-from ...distributions import DiscretizedLogisticMixtureLikelihood
+from ...likelihoods import DiscretizedLogisticMixtureLikelihood
 from ...modeling_outputs import TokenPriorOutput
 from ...modeling_utils import TokenPriorPreTrainedModel
 from ...sampling import LogitsFn

@@ -4,7 +4,7 @@ Read top-down: the Gaussian encoder and decoder (the shared convolutional core o
 `models/modeling_autoencoder.py` plus a dense bottleneck) -> `VAEModel` (the prior p(z), forward = the
 negative ELBO or importance-weighted bound with named terms, then the public methods `encode`, `decode`,
 `sample`, `reconstruct`, `interpolate`, `latent_arithmetic`, `log_likelihood`). The probability maths
-lives in `hf_vae/distributions.py`, the VampPrior's pseudo-inputs in `vamp_prior.py`.
+lives in `hf_vae/distributions.py` and `hf_vae/likelihoods.py`, the VampPrior's pseudo-inputs in `vamp_prior.py`.
 
 `VAEModel` is also the body of the conditional VAE: everything that depends on a condition goes through
 two hooks, `_condition` (labels -> the vector the encoder and decoder read, `None` here) and
@@ -20,9 +20,8 @@ import numbers
 import torch
 from torch import nn
 
-from ...distributions import (
-    DiagonalGaussian, get_likelihood, log_mean_exp, standard_normal, standard_normal_log_prob, uniform, warn_if_not_a_likelihood,
-)
+from ...distributions import DiagonalGaussian, log_mean_exp, standard_normal, standard_normal_log_prob, uniform
+from ...likelihoods import get_likelihood, warn_if_not_a_likelihood
 from ...modeling_outputs import EncoderOutput, ScoreOutput, VAEOutput
 from ...modeling_utils import SamplingMixin
 from ...validation import check_bool, check_choice, check_float, check_generator, check_int, check_labels, check_latents

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ...distributions import get_likelihood, warn_if_not_a_likelihood
+from ...likelihoods import get_likelihood, warn_if_not_a_likelihood
 from ...modeling_outputs import ScoreOutput, VQEncoderOutput, VQVAEOutput
 from ...quantization import VectorQuantizer
 from ...validation import check_indices, check_latents
