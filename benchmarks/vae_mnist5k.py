@@ -304,7 +304,8 @@ def run_throughput(args, recipe: Recipe, output_dir: Path) -> None:
         f"Recipe: `{Path(args.recipe).name}` {' '.join(args.set)}; both sides in one process, interleaved: "
         f"{args.rounds} rounds of one epoch ({steps} steps) of hf_vae's `train()` then one of pythae's trainer; "
         "step time only (no evaluation or checkpoints).", "",
-        "| round | hf_vae images/s | pythae 0.1.2 (fp32) images/s | ratio |", "|---|---|---|---|",
+        f"| round | hf_vae images/s | pythae 0.1.2 {pythae_counterpart(recipe, splits)[0]} (fp32) images/s | ratio |",
+        "|---|---|---|---|",
         *[f"| {i + 1} | {a:.0f} | {b:.0f} | {a / b:.2f}x |" for i, (a, b) in enumerate(zip(speeds["hf_vae"], speeds["pythae"]))],
         "", f"Median ratio hf_vae / pythae: {ratio:.2f}x (target >= 2.0x: {'met' if ratio >= 2.0 else 'missed'}).",
     ])
@@ -314,7 +315,8 @@ def write_results(args, recipe: Recipe, output_dir: Path, results: dict) -> None
     precision = recipe.training.mixed_precision if recipe.training.mixed_precision != "no" else "fp32"
     rows = {f"hf_vae ({precision})": results["hf_vae"]}
     if "pythae" in results:
-        rows["pythae 0.1.2 (fp32)"] = results["pythae"]
+        model = "VAMP" if recipe.model.config.get("prior") == "vamp" else "VAE"  # `pythae_counterpart`
+        rows[f"pythae 0.1.2 {model} (fp32)"] = results["pythae"]
     # The command that trained the models (kept beside their JSON, so a re-render shows it too).
     command_file = output_dir / "command.txt"
     if args.part != "render":

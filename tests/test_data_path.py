@@ -245,6 +245,9 @@ def test_cli_evaluate_streams_the_same_numbers_as_map_style(tmp_path):
               "--output", str(outputs[mode]), *extra])
     read = {mode: json.loads(path.read_text()) for mode, path in outputs.items()}
     assert read["map"]["num_examples"]["value"] == 40 and read["map"]["elbo"] == read["stream"]["elbo"]
+    main(["evaluate", str(run), "--dataset", "digits", "--max-examples", "10", "--num-importance-samples", "4",
+          "--decoder-precision", "bf16", "--output", str(tmp_path / "bf16.json")])
+    assert json.loads((tmp_path / "bf16.json").read_text())["nll"]["estimator"] == "IWAE, k=4, bf16 decoder"
 
 
 def test_a_conditional_run_takes_the_class_names_and_records_its_data(tmp_path):

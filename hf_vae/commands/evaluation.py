@@ -31,9 +31,13 @@ def _evaluate(args) -> None:
     view = data.load_split(args.dataset, args.split, binarize=args.binarize, seed=args.seed, streaming=args.streaming,
                            revision=args.revision, config_name=args.config_name,
                            image_size=config.image_size if images else None, num_channels=config.num_channels if images else None)
+    if args.decoder_precision != "fp32" and model.evaluator != "gaussian_latent":
+        raise ValueError(f"`--decoder-precision` must be fp32 for a {config.model_type} model (no importance-weighted "
+                         f"decoder passes), got {args.decoder_precision!r}")
+    precision = {"decoder_precision": args.decoder_precision} if args.decoder_precision != "fp32" else {}
     torch.manual_seed(args.seed)
     metrics = evaluate(model, view, batch_size=args.batch_size, num_importance_samples=args.num_importance_samples,
-                       seed=args.seed, max_examples=args.max_examples)
+                       seed=args.seed, max_examples=args.max_examples, **precision)
     for metric in metrics.values():
         if not isinstance(metric.value, list):
             print(metric)
@@ -149,6 +153,9 @@ def register(sub) -> None:
     p.add_argument("--streaming", action="store_true", help="stream the split instead of downloading it")
     p.add_argument("--binarize", default="static", choices=["none", "static"])
     p.add_argument("--num-importance-samples", type=int, default=1000)
+    p.add_argument("--decoder-precision", default="fp32", choices=["fp32", "bf16"],
+                   help="VAE / CVAE: bf16 runs the IWAE decoder passes under bf16 autocast (~2x faster on CPU; "
+                        "error in benchmarks/results/iwae_speed.md)")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--max-examples", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
