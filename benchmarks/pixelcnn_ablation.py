@@ -106,9 +106,9 @@ def run_variant(name: str, budget: list[str], options: list[str], args, store: P
     run_dir = Path(args.output_dir) / name
     recipe = Recipe.from_yaml(args.recipe, [f"training.output_dir={run_dir}", "training.progress=false", *budget, *options])
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run, never a resume of an old one
-    load_before = os.getloadavg()[0]
+    load_before, cpu_start = os.getloadavg()[0], time.process_time()
     train(recipe)
-    load_after = os.getloadavg()[0]
+    load_after, cpu_minutes = os.getloadavg()[0], (time.process_time() - cpu_start) / 60  # training + test NLL
     summary = json.loads((run_dir / "metrics.json").read_text())
     nlls = per_image_nll(run_dir, recipe)
     mean, se = mean_and_se(nlls)
@@ -117,7 +117,7 @@ def run_variant(name: str, budget: list[str], options: list[str], args, store: P
         raise RuntimeError(f"per-image NLL mean {mean:.4f} must match metrics.json's {recorded:.4f} for {name}")
     record = {"variant": name, "budget": budget, "options": options, "note": note, "nll": mean, "se": se, "per_image": nlls,
               "estimator": summary["test"]["nll"]["estimator"], "steps": summary["steps"], "best_step": summary["best_step"],
-              "train_minutes": summary["train_seconds"] / 60, "threads": torch.get_num_threads(),
+              "train_minutes": summary["train_seconds"] / 60, "cpu_minutes": cpu_minutes, "threads": torch.get_num_threads(),
               "load": [round(load_before, 2), round(load_after, 2)], "cpus": os.cpu_count(),
               "ema": summary.get("ema"), "recipe": Path(args.recipe).name, "command": command_line("OMP_NUM_THREADS=1 python"),
               "machine": machine(), "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
@@ -135,6 +135,12 @@ def combined_overrides(records: dict, singles: dict[str, list[str]]) -> tuple[li
     note = (f"options that beat as_is here: {', '.join(better)}" if better
             else f"no single option beat as_is here; all run ones combined: {', '.join(chosen)}")
     return [item for o in chosen for item in singles[o]], note
+
+
+def _cpu_minutes(record: dict) -> str:
+    """The record's process CPU minutes; records stored before they were kept show the per-step estimate their
+    note gives, else nothing."""
+    return f"{record['cpu_minutes']:.1f}" if "cpu_minutes" in record else record.get("cpu_minutes_note", "")
 
 
 def paired(record: dict, base: dict) -> tuple[float, float]:
@@ -157,16 +163,17 @@ def render(store: Path) -> list[str]:
         commands.setdefault(r["command"], []).append(name)
     lines += [f"Recipe: `{first['recipe']}`  ", f"Machine: {first['machine']}, {first['cpus']} CPUs  ",
               *[f"Command ({', '.join(names)}): `{command}`  " for command, names in commands.items()], "",
-              "| variant | overrides | test NLL (nats) | vs as_is (paired) | estimator | steps (best) | train min | threads | load (1-min avg, before -> after) |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| variant | overrides | test NLL (nats) | vs as_is (paired) | estimator | steps (best) | train min | CPU min (training + test) | threads | load (1-min avg, before -> after) |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     base = records.get("as_is")
     for name, r in records.items():
         delta = "" if base is None or name == "as_is" else "{:+.2f} +/- {:.2f}".format(*paired(r, base))
         lines.append(f"| {name} | {' '.join(f'`{o}`' for o in r['options']) or '(recipe)'} "
                      f"| {r['nll']:.2f} +/- {r['se']:.2f} | {delta} | {r['estimator']} | {r['steps']} ({r['best_step']}) "
-                     f"| {r['train_minutes']:.1f} | {r['threads']} | {r['load'][0]:.1f} -> {r['load'][1]:.1f} |")
-    if "combined" in records:
-        lines += ["", f"`combined`: {records['combined']['note']}."]
+                     f"| {r['train_minutes']:.1f} | {_cpu_minutes(r)} | {r['threads']} | {r['load'][0]:.1f} -> {r['load'][1]:.1f} |")
+    notes = [f"`{name}`: {r['note']}." for name, r in records.items() if r.get("note")]
+    if notes:
+        lines += ["", *notes]
     lines += ["", f"Budget per variant: {' '.join(f'`{o}`' for o in first['budget'])}. Target (issue #17): <= 85.0 nats exact."]
     return lines
 
