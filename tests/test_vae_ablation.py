@@ -28,6 +28,7 @@ def test_ablation_smoke_run_writes_a_row_per_option(tmp_path):
     if "vamp" in beat and "vamp100" in beat:
         beat.remove("vamp100" if by_name["vamp"]["nll"] <= by_name["vamp100"]["nll"] else "vamp")
     assert by_name["combination"]["overrides"] == vae_ablation.option_overrides(beat, smoke=True)
+    assert "The combination row combines " in (tmp_path / "ablation.md").read_text()
     for row in rows:
         assert row["estimator"] == "IWAE, k=3" and row["nll_se"] > 0 and row["num_examples"] == 20
     markdown = (tmp_path / "ablation.md").read_text()
