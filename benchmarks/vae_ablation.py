@@ -176,6 +176,9 @@ def write_results(args, base: Recipe, output_dir: Path) -> list[dict]:
         label = OPTIONS[row["name"]][0] if row["name"] in OPTIONS else "baseline: N(0, I) prior" if row["name"] == "default" else row["label"]
         lines.append(f"| {label} | {' '.join(f'`{o}`' for o in row['overrides']) or '(none)'} | {row['nll']:.2f} +/- {row['nll_se']:.2f} | "
                      f"{row['estimator']} | {delta} | {row['active_units']} | {row['train_minutes']:.1f} | {row.get('cpu_minutes', float('nan')):.1f} | {row['steps']} | {row['load']:.1f} |")
+    not_run = [name for name in ROWS if not (output_dir / f"{name}.json").exists() and (name not in OPTIONS or available(name, base))]
+    if not_run:
+        lines += ["", "Rows not run (no stored result): " + ", ".join(not_run) + "."]
     skipped = [OPTIONS[name][0] for name in OPTIONS if not available(name, base)]
     if skipped:
         lines += ["", "Skipped (their recipe fields do not exist in this checkout): " + "; ".join(skipped) + "."]
