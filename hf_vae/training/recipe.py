@@ -120,8 +120,8 @@ class EvaluationArgs:
     batch_size: int = 100
     num_importance_samples: int = 1000  # k of the final test NLL (0: ELBO only)
     validation_importance_samples: int = 0  # k during training (0: ELBO only, fast)
-    # "bf16": the test NLL's decoder passes under bf16 autocast (VAE/CVAE only): ~2x faster on CPU, error of the
-    # mean ~0.001 nats (benchmarks/results/iwae_speed.md); the estimator then says "bf16 decoder".
+    # "bf16": the test NLL's decoder passes under bf16 autocast (VAE/CVAE only): ~2.4x less CPU time, error of the
+    # mean ~0.002 nats (benchmarks/results/iwae_speed.md); the estimator then says "bf16 decoder".
     decoder_precision: str = "fp32"
     max_examples: int | None = None
     num_samples: int = 64  # images in samples.png
