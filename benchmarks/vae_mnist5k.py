@@ -159,11 +159,10 @@ def run_pythae(recipe: Recipe, splits: dict, output_dir: Path, model_name: str |
         linear = best.pseudo_inputs[0]
         reference.pseudo_inputs.weight.data.copy_((linear.weight.T + linear.bias).view_as(reference.pseudo_inputs.weight))
     reference.save_pretrained(output_dir / "scored")
-    precision = recipe.evaluation.decoder_precision  # the estimator of hf_vae's own run
     metrics = evaluate(reference, splits["test"], batch_size=recipe.evaluation.batch_size,
                        num_importance_samples=recipe.evaluation.num_importance_samples, seed=t.seed,
                        max_examples=recipe.evaluation.max_examples, progress=False,
-                       **({"decoder_precision": precision} if precision != "fp32" else {}))
+                       decoder_precision=recipe.evaluation.decoder_precision)  # the estimator of hf_vae's own run
     nll = metrics.get("nll")  # absent when the run scores no IWAE (`--part throughput`)
     return {
         "nll": None if nll is None else nll.value,

@@ -66,6 +66,7 @@ def evaluate(
     seed: int = 0,
     max_examples: int | None = None,
     progress: bool = True,
+    decoder_precision: str = "fp32",
     **family_kwargs,
 ) -> dict[str, Metric]:
     """Evaluate `model` on `dataset` (examples or batches of `{"pixel_values", "labels"}`).
@@ -81,6 +82,7 @@ def evaluate(
         seed: seeds the generator of every stochastic estimate, so two calls agree exactly.
         max_examples: evaluate on the first `max_examples` examples only.
         progress: show a progress bar.
+        decoder_precision: "bf16" runs the IWAE decoder passes under bf16 autocast (VAE/CVAE only).
         **family_kwargs: passed to the family's evaluator (e.g. `active_unit_threshold` for VAEs).
 
     Returns:
@@ -95,6 +97,10 @@ def evaluate(
     check_int("batch_size", batch_size, minimum=1)
     if max_examples is not None:
         check_int("max_examples", max_examples, minimum=1)
+    check_choice("decoder_precision", decoder_precision, ("fp32", "bf16"))
+    if decoder_precision != "fp32" and type(model).evaluator != "gaussian_latent":  # no IWAE decoder passes
+        raise ValueError(f"`decoder_precision` must be fp32 for a {type(model).__name__}, got {decoder_precision!r}")
+    family_kwargs.update({"decoder_precision": decoder_precision} if decoder_precision != "fp32" else {})
     dataset = _examples_of(dataset)
     if isinstance(dataset, torch.utils.data.DataLoader):
         loader = dataset
@@ -177,9 +183,8 @@ def evaluate_gaussian_latent(
 ) -> dict[str, Metric]:
     """ELBO and its terms, importance-weighted NLL, bits/dim, KL per latent dimension, active units.
 
-    `decoder_precision="bf16"` runs the importance-weighted estimate's decoder passes under bf16 autocast
-    (`VAEModel.log_likelihood`: ~2x faster on CPU, error of the mean shown in benchmarks/results/iwae_speed.md);
-    the estimator names it ("IWAE, k=1000, bf16 decoder").
+    `decoder_precision="bf16"` (`VAEModel.log_likelihood`; speed and error in benchmarks/results/iwae_speed.md)
+    is named by the estimator ("IWAE, k=1000, bf16 decoder").
 
     Active units follow Burda et al. (2016): dimension u is active when Cov_x(E_q(z|x)[z_u]) exceeds
     `active_unit_threshold`. Fewer than `collapse_fraction` of the dimensions active triggers a
@@ -189,7 +194,6 @@ def evaluate_gaussian_latent(
     dimensions, `kl_per_dim` is the KL per dimension to the prior's moment-matched diagonal Gaussian
     (the mixture's mean and variance per dimension), a collapse diagnostic; activity does not involve p(z).
     """
-    check_choice("decoder_precision", decoder_precision, ("fp32", "bf16"))
     conditional = model.is_conditional
     prior_moments = _moment_matched(model.prior_components())  # None for N(0, I): the exact KL per dimension
     generator = torch.Generator().manual_seed(seed)

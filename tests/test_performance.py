@@ -71,6 +71,12 @@ def test_iwae_bf16_decoder_is_close_and_named_by_evaluate():
     metrics = evaluate(model, dataset, batch_size=3, num_importance_samples=4, progress=False, decoder_precision="bf16")
     assert metrics["nll"].estimator == "IWAE, k=4, bf16 decoder"
     assert evaluate(model, dataset, batch_size=3, num_importance_samples=4, progress=False)["nll"].estimator == "IWAE, k=4"
+    # A family without importance-weighted decoder passes is refused by name, before any batch is read.
+    from hf_vae import VQVAEConfig, VQVAEModel
+
+    vqvae = VQVAEModel(VQVAEConfig(image_size=28, num_channels=1, hidden_channels=[8], codebook_size=16, embedding_dim=4))
+    with pytest.raises(ValueError, match="`decoder_precision` must be fp32 for a VQVAEModel, got 'bf16'"):
+        evaluate(vqvae, dataset, batch_size=3, progress=False, decoder_precision="bf16")
 
 
 def test_nhwc_decoder_path_matches_the_plain_layers_and_backpropagates():

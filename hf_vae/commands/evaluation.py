@@ -34,10 +34,9 @@ def _evaluate(args) -> None:
     if args.decoder_precision != "fp32" and model.evaluator != "gaussian_latent":
         raise ValueError(f"`--decoder-precision` must be fp32 for a {config.model_type} model (no importance-weighted "
                          f"decoder passes), got {args.decoder_precision!r}")
-    precision = {"decoder_precision": args.decoder_precision} if args.decoder_precision != "fp32" else {}
     torch.manual_seed(args.seed)
     metrics = evaluate(model, view, batch_size=args.batch_size, num_importance_samples=args.num_importance_samples,
-                       seed=args.seed, max_examples=args.max_examples, **precision)
+                       seed=args.seed, max_examples=args.max_examples, decoder_precision=args.decoder_precision)
     for metric in metrics.values():
         if not isinstance(metric.value, list):
             print(metric)

@@ -392,10 +392,9 @@ def _finish(recipe, accelerator, model, splits, state, run_dir: Path, data: dict
         if uses_ema:
             model.load_state_dict(ema.module.state_dict())
     model.eval()
-    precision = {"decoder_precision": e.decoder_precision} if e.decoder_precision != "fp32" else {}
     metrics = evaluate(model, splits["test"], batch_size=e.batch_size,
                        num_importance_samples=e.num_importance_samples, seed=t.seed,
-                       max_examples=e.max_examples, progress=t.progress, **precision)
+                       max_examples=e.max_examples, progress=t.progress, decoder_precision=e.decoder_precision)
     accelerator.log(to_flat_dict(metrics, prefix="test/"), step=state.step)
     if state.nonfinite_skips:
         warnings.warn(f"{state.nonfinite_skips} of {state.step} optimizer steps were skipped for a non-finite loss "
