@@ -123,6 +123,19 @@ def test_bf16_mixed_precision_and_accumulation_train(tmp_path, capfd):
     assert transformers_logging.is_progress_bar_enabled()
 
 
+def test_time_budget_validates_the_last_step_before_stopping(tmp_path):
+    # A budget spent by the first step, validation every 1,000 steps: the run stops at step 1 and that step is
+    # validated and kept as the best weights (before, a time-capped run dropped the steps since its last validation).
+    run_dir = tmp_path / "capped"
+    train(_recipe(run_dir, **{"training.max_time_minutes": 1e-9, "training.eval_every": 1000,
+                              "evaluation.num_importance_samples": 0}))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["steps"] == 1 and metrics["best_step"] == 1
+    logs = [json.loads(line) for line in (run_dir / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in logs if "validation/elbo" in row] == [1]
+    assert (run_dir / "best_model" / "model.safetensors").exists()
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [

@@ -240,13 +240,15 @@ def train(recipe: Recipe, resume: bool = False, *, dataset=None) -> Path:
                 running = {}
                 accelerator.log(logs, step=state.step)
                 progress.set_postfix({k.removeprefix("train/"): f"{v:.3g}" for k, v in logs.items() if k != "train/lr"})
-            if state.step % t.eval_every == 0 or state.step == t.max_steps:
+            time_up = _time_is_up(accelerator, t, state)
+            if time_up:
+                accelerator.print(f"time budget of {t.max_time_minutes} min reached at step {state.step}")
+            # The last step of a time-capped run is validated too: the best-weights choice sees every step trained.
+            if state.step % t.eval_every == 0 or state.step == t.max_steps or time_up:
                 evaluated = ema.module if ema is not None and ema.started else unwrapped
                 stop = _evaluate_and_track(recipe, accelerator, evaluated, splits, state, run_dir) or stop
                 model.train()
-            if t.max_time_minutes is not None and state.elapsed_seconds > 60 * t.max_time_minutes:
-                accelerator.print(f"time budget of {t.max_time_minutes} min reached at step {state.step}")
-                stop = True
+            stop = stop or time_up
             if state.step % t.save_every == 0 or state.step == t.max_steps or stop:
                 data_state = splits["train"].state_dict() if streaming else None
                 save_checkpoint(accelerator, checkpoints_dir, state, t.save_total_limit, data_state=data_state, **objects)
@@ -265,6 +267,17 @@ def train(recipe: Recipe, resume: bool = False, *, dataset=None) -> Path:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return run_dir
+
+
+def _time_is_up(accelerator, t, state) -> bool:
+    """Whether `training.max_time_minutes` has passed; with several processes, whether it has for any of them, so
+    that all stop at the same step (the evaluation and checkpoint that follow are collective)."""
+    if t.max_time_minutes is None:
+        return False
+    time_up = state.elapsed_seconds > 60 * t.max_time_minutes
+    if accelerator.num_processes > 1:
+        time_up = bool(accelerator.reduce(torch.tensor([float(time_up)], device=accelerator.device), reduction="sum").item())
+    return time_up
 
 
 def _enable_gradient_checkpointing(model) -> None:
