@@ -105,7 +105,7 @@ class TrainingArgs:
     trackers: list | str = field(default_factory=lambda: ["tensorboard", "jsonl"])
     gradient_checkpointing: bool = False  # recompute the repeated blocks in the backward pass: less memory, more time
     progress: bool = True
-    max_time_minutes: float | None = None  # stop (and save) after this wall-clock budget
+    max_time_minutes: float | None = None  # stop (validate and save the last step) after this wall-clock budget
     on_nonfinite: str = "stop"  # stop | skip: a non-finite loss term raises, or its optimizer step is skipped
     # Evaluate, select and save an exponential moving average of the weights (e.g. 0.999; null: off), averaged
     # from optimizer step `ema_start_step` on (the trained weights are evaluated until then).
