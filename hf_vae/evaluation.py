@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .distributions import DiagonalGaussian, nats_to_bits_per_dim
+from .families import check_decoder_precision
 from .image_quality import image_quality
 from .likelihoods import NotALikelihoodWarning
 from .validation import check_choice, check_int
@@ -97,9 +98,7 @@ def evaluate(
     check_int("batch_size", batch_size, minimum=1)
     if max_examples is not None:
         check_int("max_examples", max_examples, minimum=1)
-    check_choice("decoder_precision", decoder_precision, ("fp32", "bf16"))
-    if decoder_precision != "fp32" and type(model).evaluator != "gaussian_latent":  # no IWAE decoder passes
-        raise ValueError(f"`decoder_precision` must be fp32 for a {type(model).__name__}, got {decoder_precision!r}")
+    check_decoder_precision("decoder_precision", decoder_precision, model.config.model_type)
     family_kwargs.update({"decoder_precision": decoder_precision} if decoder_precision != "fp32" else {})
     dataset = _examples_of(dataset)
     if isinstance(dataset, torch.utils.data.DataLoader):

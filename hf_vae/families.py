@@ -150,3 +150,21 @@ def family_attribute(package: str, name: str) -> type:
 def model_types() -> tuple[str, ...]:
     """The `model_type`s of every registered family (model class loaded or not), sorted."""
     return tuple(sorted(set(FAMILIES) | set(_PENDING)))
+
+
+#: Precisions of the decoder passes of an importance-weighted NLL (`evaluate(..., decoder_precision=)`).
+DECODER_PRECISIONS = ("fp32", "bf16")
+
+
+def check_decoder_precision(name: str, value: str, model_type: str) -> None:
+    """`value` must be one of `DECODER_PRECISIONS`, and bf16 needs a family whose test likelihood runs
+    importance-weighted decoder passes (the Gaussian-latent evaluator: VAE, CVAE). The one rule behind a recipe's
+    `evaluation.decoder_precision`, `hf-vae evaluate --decoder-precision` and `evaluate(decoder_precision=)`;
+    errors name `name`."""
+    from .validation import check_choice
+
+    check_choice(name, value, DECODER_PRECISIONS)
+    check_choice("model.family", model_type, model_types())
+    if value != "fp32" and load_families()[model_type].evaluator != "gaussian_latent":
+        raise ValueError(f"`{name}` must be fp32 for the {model_type!r} family (its test likelihood has no "
+                         f"importance-weighted decoder passes), got {value!r}")

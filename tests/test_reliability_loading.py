@@ -260,7 +260,7 @@ def test_cli_sample_and_evaluate_user_errors_end_in_one_error_line(vae_folder, t
     assert "'sample' capability" in cli_error(["sample", str(tmp_path / "vq"), "--output", out], capsys)
     assert "no such folder" in cli_error(["sample", str(tmp_path / "nope"), "--output", out], capsys)
     assert "no such folder" in cli_error(["evaluate", str(tmp_path / "nope")], capsys)
-    assert "`--decoder-precision` must be fp32 for a vqvae model" in cli_error(
+    assert "`--decoder-precision` must be fp32 for the 'vqvae' family" in cli_error(
         ["evaluate", str(tmp_path / "vq"), "--decoder-precision", "bf16"], capsys)
     assert "`--labels`" in cli_error(["sample", str(vae_folder), "--labels", "one", "--output", out], capsys)
 

@@ -21,6 +21,7 @@ def _evaluate(args) -> None:
 
     from .. import data
     from ..evaluation import evaluate
+    from ..families import check_decoder_precision
     from ..hub import load_model
 
     check_output(args.output)
@@ -31,9 +32,7 @@ def _evaluate(args) -> None:
     view = data.load_split(args.dataset, args.split, binarize=args.binarize, seed=args.seed, streaming=args.streaming,
                            revision=args.revision, config_name=args.config_name,
                            image_size=config.image_size if images else None, num_channels=config.num_channels if images else None)
-    if args.decoder_precision != "fp32" and model.evaluator != "gaussian_latent":
-        raise ValueError(f"`--decoder-precision` must be fp32 for a {config.model_type} model (no importance-weighted "
-                         f"decoder passes), got {args.decoder_precision!r}")
+    check_decoder_precision("--decoder-precision", args.decoder_precision, config.model_type)
     torch.manual_seed(args.seed)
     metrics = evaluate(model, view, batch_size=args.batch_size, num_importance_samples=args.num_importance_samples,
                        seed=args.seed, max_examples=args.max_examples, decoder_precision=args.decoder_precision)

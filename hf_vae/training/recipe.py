@@ -238,10 +238,9 @@ class Recipe:
             check_int(f"evaluation.{name}", getattr(e, name), minimum=0)
         if e.max_examples is not None:
             check_int("evaluation.max_examples", e.max_examples, minimum=1)
-        check_choice("evaluation.decoder_precision", e.decoder_precision, ("fp32", "bf16"))
-        if e.decoder_precision != "fp32":
-            _check_decoder_precision(self.model.family)
+        from ..families import check_decoder_precision  # imported here, as `build_config` imports the registry
 
+        check_decoder_precision("evaluation.decoder_precision", e.decoder_precision, self.model.family)
         _check_data(d)
 
         check_bool("hub.push_to_hub", h.push_to_hub)
@@ -301,16 +300,6 @@ def _check_gradient_checkpointing(family: str) -> None:
     if not FAMILIES[family].supports_gradient_checkpointing:
         raise ValueError(f"`training.gradient_checkpointing` must be false for the {family!r} family "
                          "(its model does not support gradient checkpointing), got True")
-
-
-def _check_decoder_precision(family: str) -> None:
-    """`evaluation.decoder_precision: bf16` needs a family with an importance-weighted NLL (a Gaussian latent)."""
-    from ..families import FAMILIES, model_types
-
-    check_choice("model.family", family, model_types())
-    if FAMILIES[family].evaluator != "gaussian_latent":
-        raise ValueError(f"`evaluation.decoder_precision` must be fp32 for the {family!r} family (its test "
-                         "likelihood has no importance-weighted decoder passes), got 'bf16'")
 
 
 def build_config(recipe: Recipe):
