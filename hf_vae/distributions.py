@@ -18,7 +18,8 @@ import torch
 LOG_2PI = math.log(2.0 * math.pi)
 
 
-def _sum_except_batch(x: torch.Tensor) -> torch.Tensor:
+def sum_except_batch(x: torch.Tensor) -> torch.Tensor:
+    """(B, ...) -> (B,): the per-example total (log-densities of independent dimensions add up)."""
     return x.reshape(x.shape[0], -1).sum(dim=1)
 
 
@@ -72,7 +73,7 @@ class DiagonalGaussian:
 
     def kl(self, other: DiagonalGaussian | None = None) -> torch.Tensor:
         """KL(self || other) per example in nats; `other=None` means N(0, I) (sum of `kl_per_dim`)."""
-        return _sum_except_batch(self.kl_per_dim(other))
+        return sum_except_batch(self.kl_per_dim(other))
 
     def kl_per_dim(self, other: DiagonalGaussian | None = None) -> torch.Tensor:
         """KL(self || other) per latent dimension, shape of `mean` (free bits, active-unit reports); `other=None`
@@ -96,7 +97,7 @@ class DiagonalGaussian:
 
 def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
     """log N(z; 0, I) per example in nats."""
-    return _sum_except_batch(-0.5 * (LOG_2PI + z.pow(2)))
+    return sum_except_batch(-0.5 * (LOG_2PI + z.pow(2)))
 
 
 # -- Estimators and units ----------------------------------------------------------------------------

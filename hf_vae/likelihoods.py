@@ -19,7 +19,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from .distributions import LOG_2PI, _sum_except_batch, standard_normal, uniform
+from .distributions import LOG_2PI, sum_except_batch, standard_normal, uniform
 
 # -- Observation likelihoods p(x | z): the decoder emits `params` (B, num_outputs(C), H, W); each likelihood
 # knows how many it needs and how to score and sample.
@@ -64,7 +64,7 @@ class BernoulliLikelihood(ObservationLikelihood):
 
     def log_prob(self, params, x):
         # -BCE with logits is the numerically stable log Bernoulli(x; sigmoid(logits)).
-        return -_sum_except_batch(F.binary_cross_entropy_with_logits(params, x, reduction="none"))
+        return -sum_except_batch(F.binary_cross_entropy_with_logits(params, x, reduction="none"))
 
     def mean(self, params):
         return torch.sigmoid(params)
@@ -116,7 +116,7 @@ class GaussianLikelihood(ObservationLikelihood):
 
     def log_prob(self, params, x):
         mean, log_scale = _split_mean_log_scale(params, self.fixed_log_scale)
-        return _sum_except_batch(-0.5 * LOG_2PI - log_scale - 0.5 * ((x - mean) * torch.exp(-log_scale)).pow(2))
+        return sum_except_batch(-0.5 * LOG_2PI - log_scale - 0.5 * ((x - mean) * torch.exp(-log_scale)).pow(2))
 
     def mean(self, params):
         return _split_mean_log_scale(params, self.fixed_log_scale)[0]
@@ -173,7 +173,7 @@ class DiscretizedGaussianLikelihood(GaussianLikelihood):
 
     def log_prob(self, params, x):
         mean, log_scale = _split_mean_log_scale(params, self.fixed_log_scale)
-        return _sum_except_batch(discretized_gaussian_log_prob(x, mean, log_scale, self.num_bins))
+        return sum_except_batch(discretized_gaussian_log_prob(x, mean, log_scale, self.num_bins))
 
     def not_a_likelihood(self, x):
         return _off_grid(x, self.num_bins)
@@ -277,7 +277,7 @@ class DiscretizedLogisticMixtureLikelihood(ObservationLikelihood):
             for c in range(x.shape[1])
         ]  # each (B, K, H, W)
         per_pixel = torch.logsumexp(F.log_softmax(logits, dim=1) + torch.stack(log_masses).sum(0), dim=1)
-        return _sum_except_batch(per_pixel)
+        return sum_except_batch(per_pixel)
 
     def mean(self, params):
         """The mean of the continuous mixture (the tails that the edge bins take are not folded back), clipped
