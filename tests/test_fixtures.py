@@ -1,5 +1,8 @@
 """Folders saved by the release before the architecture refactor (tests/fixtures/pre_refactor, made by
-make_pre_refactor.py at commit 76d315e) load with the current code and give identical outputs."""
+make_pre_refactor.py at commit 76d315e) load with the current code and give the same outputs: integer outputs
+(code indices, token samples) identical, float outputs equal to float rounding (a relative 1e-6: oneDNN's reduction
+order follows the torch thread count, so with OMP_NUM_THREADS=1 a VAE sample moved by 6e-8; any change of the
+model's maths moves them by orders of magnitude more)."""
 
 from pathlib import Path
 
@@ -21,7 +24,10 @@ def _load(family):
 
 
 def _assert_identical(name, got, expected):
-    assert torch.equal(got, expected), f"{name}: max |diff| {(got.float() - expected.float()).abs().max()}"
+    if got.is_floating_point():
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6, msg=lambda m: f"{name}: {m}")
+    else:
+        assert torch.equal(got, expected), f"{name}: max |diff| {(got - expected).abs().max()}"
 
 
 @pytest.mark.parametrize("family", ["vae", "cvae"])
