@@ -2,6 +2,7 @@
 (`train_importance_samples`) and the VampPrior (`prior: vamp`), against direct reference computations."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -292,3 +293,17 @@ def test_best_checkpoint_follows_the_validation_nll_when_validation_estimates_on
     elbo, nll = Metric(-121.4, "nats", "ELBO", ""), Metric(103.3, "nats", "IWAE, k=100", "")
     assert _validation_metric({"elbo": elbo, "nll": nll}) == pytest.approx(103.3)
     assert _validation_metric({"elbo": elbo}) == pytest.approx(121.4)
+
+
+def test_recipe_warns_when_an_iwae_run_would_select_its_checkpoint_by_elbo():
+    import warnings
+
+    from hf_vae.training import Recipe
+
+    tiny = Path(__file__).resolve().parents[1] / "hf_vae" / "recipes" / "vae_digits_tiny.yaml"
+    with pytest.warns(UserWarning, match="`evaluation.validation_importance_samples` is 0 with model.config.train_importance_samples=3"):
+        Recipe.from_yaml(tiny, ["model.config.train_importance_samples=3", "evaluation.validation_importance_samples=0"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # selecting by the validation NLL, or the ELBO objective: no warning
+        Recipe.from_yaml(tiny, ["model.config.train_importance_samples=3", "evaluation.validation_importance_samples=10"])
+        Recipe.from_yaml(tiny, ["evaluation.validation_importance_samples=0"])

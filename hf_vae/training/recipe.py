@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -241,6 +242,13 @@ class Recipe:
         from ..families import check_decoder_precision  # imported here, as `build_config` imports the registry
 
         check_decoder_precision("evaluation.decoder_precision", e.decoder_precision, self.model.family)
+        k = self.model.config.get("train_importance_samples")
+        if isinstance(k, int) and k > 1 and e.validation_importance_samples == 0:
+            # The IWAE objective maximises a tighter bound than the ELBO, not the ELBO, so choosing the best
+            # checkpoint by -ELBO can keep an earlier, worse model (vae_ablation.py's IWAE rows select by NLL).
+            warnings.warn(f"`evaluation.validation_importance_samples` is 0 with model.config.train_importance_samples={k}: "
+                          "the best checkpoint then follows the validation -ELBO, which this objective does not minimise; "
+                          "set it (e.g. 50) to keep the checkpoint with the best validation NLL", UserWarning, stacklevel=3)
         _check_data(d)
 
         check_bool("hub.push_to_hub", h.push_to_hub)
