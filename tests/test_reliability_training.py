@@ -185,6 +185,21 @@ def test_changed_recipe_on_resume_lists_the_differing_fields(finished_run, tmp_p
     _assert_same_weights(_weights(finished_run), _weights(run_dir))
 
 
+def test_resume_accepts_a_fingerprint_without_fields_a_later_release_added_at_their_default(finished_run, tmp_path):
+    # A checkpoint written before `data.augment_shift` existed: its fingerprint lacks the field (the manifest's
+    # fingerprint is not under its sha256 list, so it can be edited as an older release would have written it).
+    run_dir = _copy_for_resume(finished_run, tmp_path / "older")
+    manifest_path = run_dir / "checkpoints" / "checkpoint-00000040" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["fingerprint"].pop("data.augment_shift") == 0
+    manifest_path.write_text(json.dumps(manifest))
+    # The field at a value other than its default is a change, named as one.
+    with pytest.raises(ValueError, match=r"data\.augment_shift: '<absent>' -> 1"):
+        train(_recipe(run_dir, "data.augment_shift=1"), resume=True)
+    train(_recipe(run_dir), resume=True)  # at its default: the same run, resumed
+    _assert_same_weights(_weights(finished_run), _weights(run_dir))
+
+
 def test_checkpoint_holds_no_pickle_and_a_manifest_of_every_file(finished_run):
     latest = finished_run / "checkpoints" / "checkpoint-00000040"
     manifest = verify_manifest(latest)

@@ -339,9 +339,18 @@ def find_resumable(checkpoints_dir: Path) -> tuple[Path | None, dict | None]:
 
 
 def _recipe_differences(saved: dict, current: dict) -> list[str]:
-    keys = sorted(set(saved) | set(current))
-    return [f"{k}: {saved.get(k, '<absent>')!r} -> {current.get(k, '<absent>')!r}" for k in keys
-            if saved.get(k, "<absent>") != current.get(k, "<absent>") and not k.startswith(RESUMABLE_CHANGES)]
+    """The recipe fields whose value differs between the checkpoint's fingerprint and this run's, as "field: old ->
+    new", leaving out `RESUMABLE_CHANGES` and fields a later release added that this run keeps at their default (a
+    fingerprint written before a field existed meant its default)."""
+    from .recipe import Recipe  # imported here: recipe.py's checks do not need the checkpoint code
+
+    defaults = Recipe().to_flat_dict()
+
+    def changed(key: str) -> bool:
+        if key.startswith(RESUMABLE_CHANGES) or (key not in saved and key in defaults and current.get(key) == defaults[key]):
+            return False
+        return saved.get(key, "<absent>") != current.get(key, "<absent>")
+    return [f"{k}: {saved.get(k, '<absent>')!r} -> {current.get(k, '<absent>')!r}" for k in sorted(set(saved) | set(current)) if changed(k)]
 
 
 def load_checkpoint(accelerator, folder: Path, manifest: dict, state: TrainState, *, model, optimizer, scheduler,
