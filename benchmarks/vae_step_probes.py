@@ -20,8 +20,8 @@ medians of `--rounds` rounds:
 
 The table is a section (`step_probes`) of `results/vae_mnist5k_throughput.md`.
 
-    OMP_NUM_THREADS=1 python benchmarks/vae_step_probes.py                 # about 5 minutes
-    OMP_NUM_THREADS=1 python benchmarks/vae_step_probes.py --compile       # + torch.compile (about a minute to compile)
+    OMP_NUM_THREADS=1 python benchmarks/vae_step_probes.py                 # under a minute on an idle core
+    OMP_NUM_THREADS=1 python benchmarks/vae_step_probes.py --compile       # + torch.compile (about a minute to compile, cold)
     python benchmarks/vae_step_probes.py --smoke --results /tmp/probes.md  # tiny (the tests run it)
 """
 
@@ -93,9 +93,9 @@ def layer_call(layer, shape, needs_grad: bool, precision: str, channels_last: bo
     return call
 
 
-def probe_layers(model, batch, rounds, repeats) -> tuple[list[str], dict]:
+def probe_layers(convs, rounds, repeats) -> tuple[list[str], dict]:
     rows, totals = [], dict.fromkeys(SETTINGS, 0.0)
-    for layer, shape, needs_grad in training_convolutions(model, batch):
+    for layer, shape, needs_grad in convs:
         calls = {setting: layer_call(layer, shape, needs_grad, *setting) for setting in SETTINGS}
         ms = interleaved(calls, rounds, repeats)
         for setting in SETTINGS:
@@ -131,9 +131,8 @@ def transposed_as_phases(x, weight, bias):
     return torch.stack(rows, 3).reshape(b, -1, 2 * h, 2 * w)  # (B, C_out, h, 2, w, 2) -> (B, C_out, 2h, 2w)
 
 
-def probe_alternatives(model, batch, rounds, repeats) -> list[str]:
+def probe_alternatives(model, batch, convs, rounds, repeats) -> list[str]:
     rows = []
-    convs = training_convolutions(model, batch)
     for layer, shape, _ in convs:
         x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
         if isinstance(layer, torch.nn.ConvTranspose2d):
@@ -233,10 +232,12 @@ def main(argv=None) -> dict:
     c, size = recipe.model.config["num_channels"], recipe.model.config["image_size"]
     batch = (torch.rand(recipe.training.batch_size, c, size, size, generator=torch.Generator().manual_seed(0)) > 0.5).float()
 
-    layer_rows, totals = probe_layers(model, batch, args.rounds, args.repeats)
-    alternative_rows = probe_alternatives(model, batch, args.rounds, args.repeats)
+    convs = training_convolutions(model, batch)  # (layer, input shape, input needs a gradient), in call order
+    layer_rows, totals = probe_layers(convs, args.rounds, args.repeats)
+    alternative_rows = probe_alternatives(model, batch, convs, args.rounds, args.repeats)
     step_rows, steps = probe_step(model, batch, recipe, args.rounds, args.repeats, args.compile)
     pythae_setting, recipe_setting = SETTINGS[0], SETTINGS[-1]
+    trainer_step = steps["the trainer's step"]
     lines = [
         "## Where the training step goes (`vae_step_probes.py`)", "",
         f"Command: `{command_line()}`  ",
@@ -247,8 +248,8 @@ def main(argv=None) -> dict:
         "| layer | input | fp32 NCHW (pythae) | fp32 channels-last | bf16 NCHW | bf16 channels-last (recipe) |",
         "|---|---|---|---|---|---|", *layer_rows, "",
         f"The recipe's setting runs the convolutions in {totals[recipe_setting] / totals[pythae_setting]:.2f} of pythae's time; "
-        f"they are {totals[recipe_setting] / steps[next(iter(steps))]:.0%} of the recipe's whole step "
-        f"({steps[next(iter(steps))]:.1f} ms, below). A 2.0x ratio needs the step at half of pythae's.", "",
+        f"they are {totals[recipe_setting] / trainer_step:.0%} of the recipe's whole step "
+        f"({trainer_step:.1f} ms, below). A 2.0x ratio needs the step at half of pythae's.", "",
         "Other ways to compute the slowest layers (bf16 channels-last, forward + backward; error: max |difference| "
         "from the layer in fp32):", "",
         "| layer | computed as | ms | error |", "|---|---|---|---|", *alternative_rows, "",
